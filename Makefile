@@ -1,0 +1,39 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+MINUTES ?=
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup data demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+# Fashion-MNIST from Debian's package when we may install it; otherwise the demo downloads it.
+data:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || echo "apt-get failed; the demo will download the data"; \
+	fi
+
+demo: setup data
+	$(BIN)/imagegen demo --out runs/demo --download $(if $(MINUTES),--minutes $(MINUTES),)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+
+bench: setup
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,bench]'
+	$(BIN)/python bench/classifier.py
+	$(BIN)/python bench/evaluator.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

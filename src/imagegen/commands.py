@@ -1,0 +1,221 @@
+"""The sub-commands: each registers its options and calls the library. No math here."""
+
+from __future__ import annotations
+
+import sys
+
+from .config import EVALUATOR_FIT, ClassifyConfig, DataConfig, FitConfig, load, to_dict
+from .errors import UsageError
+
+
+def register(sub, common, data, fmt) -> None:
+    _classify(sub, common, data, fmt)
+    _evaluator(sub, common, data, fmt)
+    _eval(sub, common, data, fmt)
+    _data(sub, common, data, fmt)
+    _demo(sub, common, data, fmt)
+
+
+def _log(args):
+    """Human-readable lines go to stdout, or to stderr when stdout carries --json."""
+    stream = sys.stderr if args.json else sys.stdout
+    return lambda line: print(line, file=stream, flush=True)
+
+
+def _data_flags(args) -> dict:
+    """The data options given on the command line, as dotted config keys (None = not given)."""
+    return {"data.dataset": args.dataset, "data.data_dir": args.data_dir, "data.download": args.download or None,
+            "data.size": args.size, "data.channels": args.channels, "data.strict": args.strict or None}
+
+
+def _data_config(args) -> DataConfig:
+    return load(DataConfig, flags={k.removeprefix("data."): v for k, v in _data_flags(args).items()})
+
+
+# --- classify -------------------------------------------------------------------------------------------------
+def _classify(sub, common, data, fmt) -> None:
+    p = sub.add_parser("classify", help="the seed classifier: train it, or label images with it")
+    csub = p.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    d = ClassifyConfig()
+    t = csub.add_parser("train", parents=[common, data], formatter_class=fmt,
+                        help="train the seed CNN and report test loss and accuracy")
+    # default=None marks "not given", so a --config file's value survives; help shows the real default
+    t.add_argument("--activation", choices=("relu", "silu", "tanh", "sigmoid"), help=f"(default: {d.model.activation})")
+    t.add_argument("--pooling", choices=("max", "avg"), help=f"(default: {d.model.pooling})")
+    t.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), help=f"(default: {d.fit.optimizer})")
+    t.add_argument("--loss", choices=("cross-entropy", "mse"), help=f"(default: {d.fit.loss})")
+    t.add_argument("--lr", type=float, help=f"learning rate (default: {d.fit.lr})")
+    t.add_argument("--epochs", type=int, help=f"(default: {d.fit.epochs})")
+    t.add_argument("--batch-size", type=int, help=f"(default: {d.fit.batch_size})")
+    t.add_argument("--config", default=None, help="a TOML file of settings (see configs/)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any setting, e.g. --set fit.schedule=cosine (repeatable)")
+    t.add_argument("--out", default=None, help="run directory for the checkpoint, curves and pictures")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    t.set_defaults(func=classify_train)
+    pr = csub.add_parser("predict", parents=[common], formatter_class=fmt, help="label image files")
+    pr.add_argument("checkpoint", help="a run directory or model.json written by `classify train`")
+    pr.add_argument("images", nargs="+", help="image files (PNG, JPEG, WebP)")
+    pr.set_defaults(func=classify_predict)
+
+
+def classify_config(args) -> ClassifyConfig:
+    """Defaults <- --config file <- flags given on the command line <- --set overrides."""
+    flags = {"model.activation": args.activation, "model.pooling": args.pooling, "fit.optimizer": args.optimizer,
+             "fit.loss": args.loss, "fit.lr": args.lr, "fit.epochs": args.epochs, "fit.batch_size": args.batch_size,
+             "seed": args.seed, "device": args.device}
+    flags.update(_data_flags(args))
+    cfg = load(ClassifyConfig, args.config, args.set, flags)
+    if cfg.fit.epochs < 1 or cfg.fit.batch_size < 1 or cfg.fit.lr <= 0:
+        raise UsageError("--epochs and --batch-size must be >= 1 and --lr > 0")
+    return cfg
+
+
+def classify_train(args):
+    from .train.classify import train_seed_classifier
+
+    cfg = classify_config(args)
+    log = _log(args)
+    log(f"config: {to_dict(cfg)}")
+    result = train_seed_classifier(cfg, args.out, overwrite=args.overwrite, show_progress=not args.no_progress,
+                                   log=log)
+    if args.out:
+        log(f"outputs in {result['out']}: model.json, model.safetensors, curves.png, predictions.png, metrics.json")
+    return result
+
+
+def classify_predict(args):
+    from .train.classify import predict_files
+
+    rows = predict_files(args.checkpoint, args.images)
+    if not args.json:
+        for r in rows:
+            print(f"{r['file']}\t{r['label']}\t{r['probability']:.3f}")
+    return {"predictions": rows}
+
+
+# --- evaluator and eval -------------------------------------------------------------------------------------------
+def _evaluator(sub, common, data, fmt) -> None:
+    p = sub.add_parser("evaluator", help="the per-dataset evaluator network behind the metrics")
+    esub = p.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    t = esub.add_parser("train", parents=[common, data], formatter_class=fmt,
+                        help="train and cache the evaluator and its reference features")
+    t.add_argument("--epochs", type=int, default=EVALUATOR_FIT.epochs)
+    t.add_argument("--width", type=int, default=32, help="channels of the first stage (then x2, x4)")
+    t.add_argument("--out", default=None, help="where to save it (default: the cache, where eval looks)")
+    t.set_defaults(func=evaluator_train)
+
+
+def evaluator_train(args):
+    import dataclasses
+
+    from .metrics.evaluator import train_evaluator
+
+    if args.epochs < 1 or args.width < 1:
+        raise UsageError("--epochs and --width must be >= 1")
+    fit_cfg = dataclasses.replace(EVALUATOR_FIT, epochs=args.epochs)
+    return train_evaluator(_data_config(args), fit_cfg, width=args.width, seed=args.seed, device=args.device,
+                           out=args.out, show_progress=not args.no_progress, log=_log(args))
+
+
+def _eval(sub, common, data, fmt) -> None:
+    p = sub.add_parser("eval", parents=[common, data], formatter_class=fmt,
+                       help="score samples: FID, KID, precision/recall, IS, class accuracy, memorisation")
+    p.add_argument("samples", help=".npz with images (uint8 N,C,H,W) and optional labels, or a folder of PNGs")
+    p.add_argument("--evaluator", default=None, help="evaluator folder (default: the cached one for --dataset)")
+    p.add_argument("--k", type=int, default=3, help="neighbours for precision and recall")
+    p.add_argument("--no-memorization", action="store_true", help="skip the nearest-training-image check")
+    p.add_argument("--pairs", default=None, help="PNG of the samples closest to a training image")
+    p.set_defaults(func=run_eval)
+
+
+def run_eval(args):
+    from .data import load_dataset
+    from .metrics import evaluate, format_report, load_evaluator, load_samples
+
+    dc = _data_config(args)
+    images, labels = load_samples(args.samples)
+    ev = load_evaluator(dc.dataset, args.evaluator, args.device)
+    ev.check(images)
+    if labels is not None and (labels.min() < 0 or labels.max() >= len(ev.classes)):
+        raise UsageError(f"sample labels must lie in 0..{len(ev.classes) - 1} for {dc.dataset}")
+    train = test = None
+    if not args.no_memorization:
+        kw = dict(data_dir=dc.data_dir, download=dc.download, size=dc.size, channels=dc.channels,
+                  show_progress=not args.no_progress)
+        train, test = load_dataset(dc.dataset, "train", **kw), load_dataset(dc.dataset, "test", **kw)
+    report = evaluate(images, labels, ev, train_images=None if train is None else train.images,
+                      test_images=None if test is None else test.images, k=args.k, seed=args.seed,
+                      pairs_png=args.pairs, show_progress=not args.no_progress)
+    if not args.json:
+        print(format_report(report))
+        if args.pairs:
+            print(f"closest pairs: {args.pairs}")
+    return report
+
+
+# --- data and demo --------------------------------------------------------------------------------------------
+def _data(sub, common, data, fmt) -> None:
+    p = sub.add_parser("data", parents=[common, data], formatter_class=fmt,
+                       help="load a dataset: counts per class and a grid of examples")
+    p.add_argument("--grid", default=None, help="write a PNG grid of examples, one row per class")
+    p.set_defaults(func=run_data)
+
+
+def run_data(args):
+    import numpy as np
+
+    from .data import load_dataset
+    from .pixels import grid, save_png
+
+    dc = _data_config(args)
+    kw = dict(data_dir=dc.data_dir, download=dc.download, size=dc.size, channels=dc.channels,
+              strict=dc.strict, show_progress=not args.no_progress)
+    out = {}
+    for split in ("train", "test"):
+        ds = load_dataset(dc.dataset, split, **kw)
+        counts = np.bincount(ds.labels, minlength=len(ds.classes)).tolist()
+        out[split] = {"n": len(ds), "shape": list(ds.shape), "counts": dict(zip(ds.classes, counts, strict=True))}
+        if not args.json:
+            print(f"{split}: {len(ds)} images of shape {ds.shape}; per class: {out[split]['counts']}")
+        if split == "train" and args.grid:
+            rows = [np.flatnonzero(ds.labels == c)[:10] for c in range(len(ds.classes))]
+            picks = np.concatenate([r for r in rows if len(r)])
+            save_png(grid(ds.images[picks], nrow=10, scale=2), args.grid)
+    return out
+
+
+def _demo(sub, common, data, fmt) -> None:
+    p = sub.add_parser("demo", parents=[common, data], formatter_class=fmt,
+                       help="train the seed classifier and the evaluator, and show what came out")
+    p.add_argument("--out", default="runs/demo", help="where the demo writes its outputs")
+    p.add_argument("--epochs", type=int, default=10, help="seed classifier epochs")
+    p.set_defaults(func=run_demo)
+
+
+def run_demo(args):
+    from pathlib import Path
+
+    from .metrics.evaluator import evaluator_dir, train_evaluator
+    from .train.classify import train_seed_classifier
+
+    log = _log(args)
+    cfg = ClassifyConfig(data=_data_config(args), fit=FitConfig(epochs=args.epochs), seed=args.seed,
+                         device=args.device)
+    name, out = cfg.data.dataset, Path(args.out)
+    log(f"[1/2] seed classifier on {name}, {args.epochs} epochs")
+    result = {"classifier": train_seed_classifier(cfg, out / "classifier", overwrite=True,
+                                                  show_progress=not args.no_progress, log=log)}
+    if (evaluator_dir(name) / "model.json").is_file():
+        log(f"[2/2] evaluator for {name}: already trained in {evaluator_dir(name)}")
+    else:
+        log(f"[2/2] evaluator for {name} (once; cached for `imagegen eval`)")
+        result["evaluator"] = train_evaluator(cfg.data, seed=args.seed, device=args.device,
+                                              show_progress=not args.no_progress, log=log)
+    c = result["classifier"]
+    log(f"\nseed classifier: test loss {c['loss']:.4f}, test accuracy {c['accuracy']:.4f}, "
+        f"{c['seconds_per_epoch']:.1f} s/epoch")
+    log(f"pictures: {out / 'classifier' / 'predictions.png'} (test images with predicted labels, red = wrong)")
+    log(f"          {out / 'classifier' / 'curves.png'} (loss and accuracy per epoch)")
+    log(f"evaluator: {evaluator_dir(name)}")
+    return result

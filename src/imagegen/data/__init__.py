@@ -1,0 +1,31 @@
+"""Datasets by name: each yields uint8 images (N, C, H, W), int64 labels and class names."""
+
+from __future__ import annotations
+
+from ..errors import ImagegenError
+from .base import Dataset, stratified_split
+from .folder import load_folder
+from .mnist import load_idx_dataset
+from .packaged import load_digits, load_mnist_5k
+
+NAMES = ("fashion-mnist", "mnist", "mnist-5k", "digits", "folder:PATH")
+SPLITS = ("train", "test")
+
+__all__ = ["Dataset", "NAMES", "load_dataset", "stratified_split"]
+
+
+def load_dataset(name: str, split: str = "train", *, data_dir: str | None = None, download: bool = False,
+                 size: int = 32, channels: int | None = None, strict: bool = False,
+                 show_progress: bool = True) -> Dataset:
+    """Load a split ('train' or 'test') of a dataset named in NAMES."""
+    if split not in SPLITS:
+        raise ImagegenError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if name in ("fashion-mnist", "mnist"):
+        return load_idx_dataset(name, split, data_dir, download, show_progress)
+    if name == "mnist-5k":
+        return load_mnist_5k(split)
+    if name == "digits":
+        return load_digits(split)
+    if name.startswith("folder:"):
+        return load_folder(name.removeprefix("folder:"), split, size, channels, strict, show_progress)
+    raise ImagegenError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")

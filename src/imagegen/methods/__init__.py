@@ -1,0 +1,1 @@
+"""Objectives and samplers as small functions; networks are passed in."""

@@ -1,0 +1,98 @@
+"""Evaluate samples against the reference split, always beside the real-data floor at the same n."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..pixels import labelled_grid, save_png
+from . import stats
+from .evaluator import Evaluator
+
+SMALL_N = 1000
+METRICS = ("fid", "kid_mean", "kid_std", "precision", "recall", "is_mean", "is_std", "class_accuracy",
+           "nn_pixel_median", "nn_feature_median", "memorised_fraction")
+
+
+def evaluate(images: np.ndarray, labels: np.ndarray | None, ev: Evaluator, *, train_images: np.ndarray | None = None,
+             test_images: np.ndarray | None = None, k: int = 3, seed: int = 0, pairs_png: str | Path | None = None,
+             show_progress: bool = False) -> dict:
+    """Metrics of the samples and of n real training images (the floor), both against the test split.
+
+    Memorisation (needs the pixels of the training and test splits): each sample's distance to its nearest
+    training image, in pixels (RMS over [0, 1] pixels) and in features; `memorised_fraction` is the share of
+    samples closer to a training image than 99% of real test images are."""
+    ev.check(images)
+    n = len(images)
+    if n < SMALL_N:
+        warnings.warn(f"{n} samples: FID and KID are biased upward at small n; use >= {SMALL_N} (10,000 is usual)",
+                      stacklevel=2)
+    if labels is not None and (labels.min() < 0 or labels.max() >= len(ev.classes)):
+        raise ValueError(f"labels must lie in 0..{len(ev.classes) - 1} for the {ev.dataset} evaluator")
+    ref = ev.reference
+    feats, probs = ev.embed(images, show_progress=show_progress)
+    rng = np.random.default_rng(seed)
+    floor_idx = np.sort(rng.choice(len(ref["train_features"]), min(n, len(ref["train_features"])), replace=False))
+    sample = _scores(feats, probs, labels, ref["test_features"], k, seed)
+    floor = _scores(ref["train_features"][floor_idx], ref["train_probs"][floor_idx],
+                    ref["train_labels"][floor_idx] if labels is not None else None, ref["test_features"], k, seed)
+    if train_images is not None and test_images is not None:
+        mem, mem_floor = _memorisation(images, feats, train_images, test_images, ref, n, seed, pairs_png)
+        sample.update(mem)
+        floor.update(mem_floor)
+    return {"n": n, "n_floor": len(floor_idx), "dataset": ev.dataset, "n_reference": len(ref["test_features"]),
+            "evaluator_accuracy": ev.test_accuracy, "samples": sample, "floor": floor}
+
+
+def _scores(feats, probs, labels, ref_feats, k, seed) -> dict:
+    precision, recall = stats.precision_recall(ref_feats, feats, k)
+    kid_mean, kid_std = stats.kid(feats, ref_feats, seed=seed)
+    is_mean, is_std = stats.inception_score(probs)
+    out = {"fid": stats.fid_from_features(feats, ref_feats), "kid_mean": kid_mean, "kid_std": kid_std,
+           "precision": precision, "recall": recall, "is_mean": is_mean, "is_std": is_std}
+    if labels is not None:
+        out["class_accuracy"] = stats.class_accuracy(probs, labels)
+    return out
+
+
+def _memorisation(images, feats, train_images, test_images, ref, n, seed, pairs_png):
+    def pixel_nn(x):
+        return stats.nearest(x.reshape(len(x), -1) / 255.0, train_images.reshape(len(train_images), -1) / 255.0)
+
+    pix_d, pix_i = pixel_nn(images)
+    feat_d, _ = stats.nearest(feats, ref["train_features"])
+    test_idx = np.random.default_rng(seed).choice(len(test_images), min(n, len(test_images)), replace=False)
+    test_pix_d, _ = pixel_nn(test_images[test_idx])
+    test_feat_d, _ = stats.nearest(ref["test_features"][test_idx], ref["train_features"])
+    scale = np.sqrt(images[0].size)  # Euclidean -> RMS per pixel
+    threshold = np.quantile(test_pix_d, 0.01)
+    if pairs_png:
+        closest_pairs_figure(images, train_images, pix_d, pix_i, pairs_png)
+    sample = {"nn_pixel_median": float(np.median(pix_d) / scale), "nn_feature_median": float(np.median(feat_d)),
+              "memorised_fraction": float((pix_d < threshold).mean())}
+    floor = {"nn_pixel_median": float(np.median(test_pix_d) / scale), "nn_feature_median": float(np.median(test_feat_d)),
+             "memorised_fraction": float((test_pix_d < threshold).mean())}
+    return sample, floor
+
+
+def closest_pairs_figure(images, train_images, dist, idx, path, n: int = 10) -> Path:
+    """The n samples closest to a training image: top row the samples, bottom row their nearest neighbours."""
+    order = np.argsort(dist)[:n]
+    tiles = np.concatenate([images[order], train_images[idx[order]]])
+    scale = np.sqrt(images[0].size)
+    captions = [f"d={dist[i] / scale:.3f}" for i in order] + [f"train #{idx[i]}" for i in order]
+    return save_png(labelled_grid(tiles, captions, nrow=len(order)), path)
+
+
+def format_report(report: dict) -> str:
+    """A table: each metric for the samples and for real training images at the same n."""
+    lines = [f"{report['n']} samples vs the {report['dataset']} test split ({report['n_reference']} images); "
+             f"evaluator test accuracy {report['evaluator_accuracy']:.4f}",
+             f"{'metric':<20}{'samples':>12}{'real floor':>14}   (floor: {report['n_floor']} real training images;"
+             " memorisation floor: real test images)"]
+    for key in METRICS:
+        if key in report["samples"]:
+            lines.append(f"{key:<20}{report['samples'][key]:>12.4f}{report['floor'][key]:>14.4f}")
+    return "\n".join(lines)

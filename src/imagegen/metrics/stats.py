@@ -1,0 +1,94 @@
+"""Sample-quality metrics as pure functions of features or class probabilities (numpy / torch in, floats out)."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+import torch
+
+
+def mean_cov(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (unbiased) covariance of (N, D) features, in float64."""
+    f = np.asarray(features, np.float64)
+    if len(f) < 2:
+        raise ValueError("need at least 2 feature vectors for a covariance")
+    return f.mean(0), np.cov(f, rowvar=False)
+
+
+def fid(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """Frechet distance between two Gaussians (Heusel et al. 2017): |mu1-mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2)."""
+    diff = mu1 - mu2
+    covmean, _ = scipy.linalg.sqrtm(sigma1 @ sigma2, disp=False)
+    if not np.isfinite(covmean).all():  # singular product: regularise both, as pytorch-fid does
+        offset = np.eye(len(sigma1)) * 1e-6
+        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    covmean = covmean.real
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def fid_from_features(f1: np.ndarray, f2: np.ndarray) -> float:
+    return fid(*mean_cov(f1), *mean_cov(f2))
+
+
+def kid(f1: np.ndarray, f2: np.ndarray, subsets: int = 100, subset_size: int = 1000,
+        seed: int = 0) -> tuple[float, float]:
+    """Kernel Inception Distance (Binkowski et al. 2018): unbiased MMD^2 with the cubic polynomial kernel
+    k(x, y) = (x.y / d + 1)^3, averaged over random subsets; returns (mean, standard deviation)."""
+    f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
+    m = min(len(f1), len(f2), subset_size)
+    if m < 2:
+        raise ValueError("KID needs at least 2 samples on each side")
+    d, rng = f1.shape[1], np.random.default_rng(seed)
+    values = []
+    for _ in range(subsets):
+        x = f1[rng.choice(len(f1), m, replace=False)]
+        y = f2[rng.choice(len(f2), m, replace=False)]
+        kxx, kyy, kxy = ((x @ x.T) / d + 1) ** 3, ((y @ y.T) / d + 1) ** 3, ((x @ y.T) / d + 1) ** 3
+        off = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+        values.append(off - 2 * kxy.mean())
+    return float(np.mean(values)), float(np.std(values))
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaanniemi et al. 2019): the share of fake samples inside the union of
+    real k-NN balls, and the share of real samples inside the union of fake k-NN balls."""
+    real_t, fake_t = torch.as_tensor(np.asarray(real, np.float32)), torch.as_tensor(np.asarray(fake, np.float32))
+    return _coverage(real_t, fake_t, k), _coverage(fake_t, real_t, k)
+
+
+def _coverage(manifold: torch.Tensor, queries: torch.Tensor, k: int, chunk: int = 2048) -> float:
+    """Fraction of `queries` within the k-th-neighbour radius of at least one point of `manifold`."""
+    if len(manifold) <= k:
+        raise ValueError(f"precision/recall with k={k} needs more than {k} samples on each side")
+    radii = torch.cat([torch.cdist(manifold[i : i + chunk], manifold).kthvalue(k + 1, dim=1).values
+                       for i in range(0, len(manifold), chunk)])  # k+1: each point is its own nearest neighbour
+    inside = [(torch.cdist(queries[i : i + chunk], manifold) <= radii).any(1) for i in range(0, len(queries), chunk)]
+    return torch.cat(inside).float().mean().item()
+
+
+def inception_score(probs: np.ndarray, splits: int = 10) -> tuple[float, float]:
+    """exp(E_x KL(p(y|x) || p(y))) over `splits` parts (Salimans et al. 2016), with our evaluator's classes."""
+    p = np.asarray(probs, np.float64)
+    scores = []
+    for part in np.array_split(p, min(splits, len(p))):
+        py = part.mean(0, keepdims=True)
+        kl = (part * (np.log(part + 1e-12) - np.log(py + 1e-12))).sum(1).mean()
+        scores.append(np.exp(kl))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def class_accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Share of samples that the evaluator assigns to the class they were generated for."""
+    return float((np.asarray(probs).argmax(1) == np.asarray(labels)).mean())
+
+
+def nearest(queries: np.ndarray, keys: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Euclidean distance and index of each query's nearest key, computed in chunks to bound memory."""
+    q, k = torch.as_tensor(np.asarray(queries, np.float32)), torch.as_tensor(np.asarray(keys, np.float32))
+    dist, idx = [], []
+    for i in range(0, len(q), chunk):
+        d = torch.cdist(q[i : i + chunk], k)
+        v, j = d.min(1)
+        dist.append(v)
+        idx.append(j)
+    return torch.cat(dist).numpy(), torch.cat(idx).numpy()

@@ -1,0 +1,1 @@
+"""Training loops, optimisers and schedules."""

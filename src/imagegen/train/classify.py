@@ -1,0 +1,101 @@
+"""The seed classifier, end to end: data -> network -> fit -> test loss and accuracy -> artifact and pictures."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..artifacts import load_artifact, save_artifact
+from ..config import ClassifyConfig, to_dict
+from ..data import Dataset, load_dataset
+from ..errors import ImagegenError
+from ..models import SeedClassifier, build_model
+from ..pixels import fit_image, labelled_grid, save_png
+from ..plots import training_curves
+from ..utils import prepare_run_dir, resolve_device, write_json
+from .fit import fit, predict_proba
+
+KIND = "seed-classifier"
+
+
+def train_seed_classifier(cfg: ClassifyConfig, out: str | Path | None = None, *, overwrite: bool = False,
+                          show_progress: bool = True, log=print) -> dict:
+    """Train with `cfg`, print Keras-like epoch lines through `log`, and return the final metrics."""
+    run = prepare_run_dir(out, overwrite) if out else None
+    device = resolve_device(cfg.device)
+    d = cfg.data
+    kw = dict(data_dir=d.data_dir, download=d.download, size=d.size, channels=d.channels, strict=d.strict,
+              show_progress=show_progress)
+    train, test = load_dataset(d.dataset, "train", **kw), load_dataset(d.dataset, "test", **kw)
+    torch.manual_seed(cfg.seed)
+    model_kwargs = dict(in_channels=train.shape[0], image_size=train.shape[1], num_classes=len(train.classes),
+                        **to_dict(cfg.model))
+    model = SeedClassifier(**model_kwargs)
+    generator = torch.Generator().manual_seed(cfg.seed)
+
+    def on_epoch(e):
+        log(f"epoch {e.epoch}/{cfg.fit.epochs} - {e.seconds:.1f}s - loss: {e.loss:.4f} - accuracy: {e.accuracy:.4f}"
+            f" - test_loss: {e.test_loss:.4f} - test_accuracy: {e.test_accuracy:.4f}")
+
+    t0 = time.perf_counter()
+    history = [dataclasses.asdict(h) for h in fit(model, train, test, cfg.fit, generator=generator, device=device,
+                                                    show_progress=show_progress, on_epoch=on_epoch)]
+    result = {
+        "loss": history[-1]["test_loss"], "accuracy": history[-1]["test_accuracy"],
+        "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])),
+        "seconds_total": time.perf_counter() - t0, "epochs": cfg.fit.epochs, "dataset": d.dataset,
+        "n_train": len(train), "n_test": len(test), "device": str(device),
+    }
+    log(f"test loss: {result['loss']:.4f} - test accuracy: {result['accuracy']:.4f}")
+    if run:
+        meta = {"classes": list(train.classes), "dataset": d.dataset, "image_shape": list(train.shape),
+                "metrics": result, "config": to_dict(cfg)}
+        save_artifact(run, KIND, model_kwargs, model.cpu(), meta)
+        write_json({"config": to_dict(cfg), "history": history, "result": result}, run / "metrics.json")
+        training_curves(history, run / "curves.png", f"seed classifier on {d.dataset}")
+        predictions_figure(model, test, run / "predictions.png")
+        result["out"] = str(run)
+    return result
+
+
+def predictions_figure(model, data: Dataset, path: Path, n: int = 40, seed: int = 0) -> Path:
+    """Random test images captioned with their predicted class: green when right, red when wrong."""
+    idx = np.sort(np.random.default_rng(seed).choice(len(data), min(n, len(data)), replace=False))
+    probs = predict_proba(model, data.images[idx])
+    pred = probs.argmax(1).numpy()
+    captions = [data.classes[p] for p in pred]
+    colors = ["darkgreen" if p == t else "red" for p, t in zip(pred, data.labels[idx], strict=True)]
+    return save_png(labelled_grid(data.images[idx], captions, nrow=10, colors=colors), path)
+
+
+def load_classifier(path: str | Path) -> tuple[torch.nn.Module, dict]:
+    """A trained seed classifier and its metadata (classes, image shape) from an artifact."""
+    art = load_artifact(path, KIND)
+    model = build_model(art.kind, art.config)
+    model.load_state_dict(art.state)
+    return model.eval(), art.meta
+
+
+def predict_files(ckpt: str | Path, files: list[str | Path]) -> list[dict]:
+    """Label a user's image files: each is converted and resized to the network's input."""
+    model, meta = load_classifier(ckpt)
+    channels, size, _ = meta["image_shape"]
+    from PIL import Image, UnidentifiedImageError
+
+    arrays = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                arrays.append(fit_image(im, size, channels))
+        except (FileNotFoundError, IsADirectoryError):
+            raise ImagegenError(f"image {f} does not exist") from None
+        except (UnidentifiedImageError, OSError) as e:
+            raise ImagegenError(f"cannot read image {f}: {e}") from None
+    probs = predict_proba(model, np.stack(arrays))
+    classes = meta["classes"]
+    return [{"file": str(f), "label": classes[int(p.argmax())], "class": int(p.argmax()),
+             "probability": float(p.max())} for f, p in zip(files, probs, strict=True)]

@@ -1,0 +1,110 @@
+"""The supervised loop shared by the seed classifier and the evaluator: epochs of shuffled mini-batches,
+then Keras-style test loss and accuracy."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import FitConfig
+from ..data import Dataset
+from ..methods.classification import LOSSES
+from ..pixels import to_float
+from ..utils import progress
+from .optim import lr_at, make_optimizer
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    loss: float  # mean training loss over the epoch
+    accuracy: float  # training accuracy over the epoch
+    test_loss: float | None
+    test_accuracy: float | None
+    seconds: float  # wall time of the training pass alone
+
+
+def fit(model: nn.Module, train: Dataset, test: Dataset | None, cfg: FitConfig, *, generator: torch.Generator,
+        device: torch.device = torch.device("cpu"), show_progress: bool = True,
+        on_epoch: Callable[[EpochLog], None] | None = None) -> list[EpochLog]:
+    """Train `model` in place; randomness (shuffling, augmentation) comes from `generator` alone."""
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"unknown loss {cfg.loss!r}; choose one of {', '.join(LOSSES)}")
+    model.to(device)
+    loss_fn, opt = LOSSES[cfg.loss], make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
+    x, y = to_float(train.images), torch.as_tensor(train.labels)
+    steps_per_epoch = -(-len(x) // cfg.batch_size)
+    history, step = [], 0
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        t0, total_loss, correct = time.perf_counter(), 0.0, 0
+        perm = torch.randperm(len(x), generator=generator)
+        bar = progress(range(steps_per_epoch), desc=f"epoch {epoch}/{cfg.epochs}", unit="step", enabled=show_progress)
+        for i in bar:
+            # learning rate -> batch -> step
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, cfg.epochs * steps_per_epoch, cfg.lr, cfg.schedule)
+            idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            xb, yb = augment(x[idx], cfg.augment, generator).to(device), y[idx].to(device)
+            logits = model(xb)
+            loss = loss_fn(logits, yb, cfg.label_smoothing).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            total_loss += loss.item() * len(idx)
+            correct += (logits.argmax(1) == yb).sum().item()
+            if i % 50 == 0:
+                bar.set_postfix(loss=f"{total_loss / ((i + 1) * cfg.batch_size):.4f}")
+        seconds = time.perf_counter() - t0
+        tl, ta = evaluate(model, test, cfg.loss, device=device) if test is not None else (None, None)
+        log = EpochLog(epoch, total_loss / len(x), correct / len(x), tl, ta, seconds)
+        history.append(log)
+        if on_epoch:
+            on_epoch(log)
+    return history
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Dataset, loss: str = "cross-entropy", *, batch_size: int = 1000,
+             device: torch.device = torch.device("cpu")) -> tuple[float, float]:
+    """Mean loss and accuracy on `data`, as Keras' model.evaluate reports them."""
+    probs = predict_proba(model, data.images, batch_size=batch_size, device=device)
+    labels = torch.as_tensor(data.labels)
+    logits = probs.clamp_min(1e-12).log()  # log-probabilities: the softmax losses are invariant to the shift
+    value = LOSSES[loss](logits, labels).mean().item()
+    return value, (probs.argmax(1) == labels).float().mean().item()
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images, *, batch_size: int = 1000,
+                  device: torch.device = torch.device("cpu")) -> torch.Tensor:
+    """Class probabilities (N, classes) on the CPU for uint8 images (N, C, H, W)."""
+    model.eval().to(device)
+    x = to_float(images)
+    out = [F.softmax(model(x[i : i + batch_size].to(device)).float(), 1).cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def augment(x: torch.Tensor, kind: str, generator: torch.Generator, shift: int = 2) -> torch.Tensor:
+    """Random translation by up to `shift` pixels (zero-padded, i.e. background -1), and optional h-flip."""
+    if kind == "none":
+        return x
+    if kind not in ("shift", "shift-flip"):
+        raise ValueError(f"unknown augmentation {kind!r}; choose none, shift or shift-flip")
+    n, _, h, w = x.shape
+    padded = F.pad(x, (shift,) * 4, value=-1.0)
+    dy, dx = torch.randint(0, 2 * shift + 1, (2, n), generator=generator)
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None].expand(n, x.shape[1], h, w + 2 * shift)
+    out = padded.gather(2, rows)
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :].expand(n, x.shape[1], h, w)
+    out = out.gather(3, cols)
+    if kind == "shift-flip":
+        flip = torch.rand(n, generator=generator) < 0.5
+        out[flip] = out[flip].flip(3)
+    return out
