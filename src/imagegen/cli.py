@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--dataset", default=None, help=DATASET_HELP + " (default: fashion-mnist)")
     data.add_argument("--data-dir", default=None, help="folder with the dataset's files (else $IMAGEGEN_DATA)")
     data.add_argument("--download", action="store_true", help="download the dataset if it is not found")
-    data.add_argument("--size", type=int, default=None, help="folder datasets: image side after resize and crop (default: 32)")
+    data.add_argument("--size", type=int, default=None,
+                      help="folder datasets: image side after resize and crop (default: 32)")
     data.add_argument("--channels", type=int, choices=(1, 3), default=None, help="folder datasets: 1 or 3")
     data.add_argument("--strict", action="store_true", help="folder datasets: unreadable files are an error")
 

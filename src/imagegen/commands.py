@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .config import EVALUATOR_FIT, ClassifyConfig, DataConfig, FitConfig, load, to_dict
+from .config import EVALUATOR_FIT, EVALUATOR_WIDTH, ClassifyConfig, DataConfig, FitConfig, load, to_dict
 from .errors import UsageError
 
 
@@ -101,7 +101,7 @@ def _evaluator(sub, common, data, fmt) -> None:
     t = esub.add_parser("train", parents=[common, data], formatter_class=fmt,
                         help="train and cache the evaluator and its reference features")
     t.add_argument("--epochs", type=int, default=EVALUATOR_FIT.epochs)
-    t.add_argument("--width", type=int, default=32, help="channels of the first stage (then x2, x4)")
+    t.add_argument("--width", type=int, default=EVALUATOR_WIDTH, help="channels of the first stage (then x2, x4)")
     t.add_argument("--out", default=None, help="where to save it (default: the cache, where eval looks)")
     t.set_defaults(func=evaluator_train)
 

@@ -43,12 +43,14 @@ class FitConfig:
     schedule: str = "constant"  # constant | cosine (per step, to zero at the end)
     augment: str = "none"  # none | shift (random translation by up to 2 pixels) | shift-flip
     label_smoothing: float = 0.0
+    channels_last: bool = False  # NHWC memory layout: faster for multi-layer CNNs on the CPU
 
 
 # The evaluator's recipe, tuned on Fashion-MNIST for >= 93% test accuracy in minutes on 2 CPU cores
 # (bench/evaluator.py measures it).
-EVALUATOR_FIT = FitConfig(epochs=6, batch_size=128, optimizer="adamw", lr=3e-3, weight_decay=5e-4,
-                          schedule="cosine", augment="shift", label_smoothing=0.1)
+EVALUATOR_FIT = FitConfig(epochs=8, batch_size=128, optimizer="adamw", lr=3e-3, weight_decay=5e-4,
+                          schedule="cosine", augment="shift", label_smoothing=0.1, channels_last=True)
+EVALUATOR_WIDTH = 16
 
 
 @dataclass

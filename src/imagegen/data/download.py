@@ -27,6 +27,8 @@ def fetch(urls: list[str], dest: Path, sha256: str, *, timeout: float = 60.0, sh
         try:
             _fetch_one(url, dest, sha256, timeout, show_progress)
             return dest
+        except urllib.error.HTTPError as e:
+            failures.append(f"{url}: HTTP {e.code} {e.reason}")
         except (urllib.error.URLError, OSError, ValueError) as e:
             failures.append(f"{url}: {getattr(e, 'reason', None) or e}")
     raise ImagegenError(f"could not download {dest.name}: " + "; ".join(failures))

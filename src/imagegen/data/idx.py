@@ -21,7 +21,8 @@ def read_idx(path: str | Path) -> np.ndarray:
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as e:
-        raise ImagegenError(f"{path}: cannot read IDX data ({e}); the file is damaged, delete it and fetch it again") from None
+        raise ImagegenError(f"{path}: cannot read IDX data ({e}); the file is damaged, delete it and fetch it "
+                            "again") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _UBYTE or not 1 <= raw[3] <= 4:
         raise ImagegenError(f"{path}: not an unsigned-byte IDX file (header {raw[:4].hex() or 'empty'})")
     ndim = raw[3]

@@ -71,9 +71,9 @@ def load_idx_dataset(name: str, split: str, data_dir: str | None = None, downloa
     """Read one split; download it into the cache when it is nowhere and `download` is set."""
     files = FILES[split]
     folder = next((d for d in candidate_dirs(name, data_dir) if _has(d, files)), None)
-    if folder is None and download:
+    if folder is None and download:  # fetch both splits at once: a user asking for one will want the other
         folder = cache_dir("datasets", name)
-        for f in files:
+        for f in FILES["train"] + FILES["test"]:
             if not _has(folder, (f,)):
                 fetch([m + f for m in mirrors(name)], folder / f, SOURCES[name]["sha256"][f],
                       show_progress=show_progress)

@@ -18,7 +18,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from ..artifacts import load_artifact, save_artifact
-from ..config import EVALUATOR_FIT, DataConfig, FitConfig, to_dict
+from ..config import EVALUATOR_FIT, EVALUATOR_WIDTH, DataConfig, FitConfig, to_dict
 from ..data import Dataset, load_dataset
 from ..errors import ImagegenError
 from ..models import EvaluatorNet, build_model
@@ -73,8 +73,9 @@ def evaluator_dir(dataset: str) -> Path:
     return cache_dir("evaluators", key)
 
 
-def train_evaluator(data: DataConfig, fit_cfg: FitConfig = EVALUATOR_FIT, *, width: int = 32, seed: int = 0,
-                    device: str = "auto", out: Path | None = None, show_progress: bool = True, log=print) -> dict:
+def train_evaluator(data: DataConfig, fit_cfg: FitConfig = EVALUATOR_FIT, *, width: int = EVALUATOR_WIDTH,
+                    seed: int = 0, device: str = "auto", out: Path | None = None, show_progress: bool = True,
+                    log=print) -> dict:
     """Train, test, and cache the evaluator and its reference features; returns its metrics."""
     dev = resolve_device(device)
     kw = dict(data_dir=data.data_dir, download=data.download, size=data.size, channels=data.channels,
@@ -108,7 +109,8 @@ def train_evaluator(data: DataConfig, fit_cfg: FitConfig = EVALUATOR_FIT, *, wid
     return result
 
 
-def _reference_features(ev: Evaluator, train: Dataset, test: Dataset, show_progress: bool) -> dict[str, np.ndarray]:
+def _reference_features(ev: Evaluator, train: Dataset, test: Dataset,
+                        show_progress: bool) -> dict[str, np.ndarray]:
     test_f, test_p = ev.embed(test.images, show_progress=show_progress)
     train_f, train_p = ev.embed(train.images, show_progress=show_progress)
     return {"test_features": test_f, "test_probs": test_p, "test_labels": test.labels,

@@ -72,7 +72,8 @@ def _memorisation(images, feats, train_images, test_images, ref, n, seed, pairs_
         closest_pairs_figure(images, train_images, pix_d, pix_i, pairs_png)
     sample = {"nn_pixel_median": float(np.median(pix_d) / scale), "nn_feature_median": float(np.median(feat_d)),
               "memorised_fraction": float((pix_d < threshold).mean())}
-    floor = {"nn_pixel_median": float(np.median(test_pix_d) / scale), "nn_feature_median": float(np.median(test_feat_d)),
+    floor = {"nn_pixel_median": float(np.median(test_pix_d) / scale),
+             "nn_feature_median": float(np.median(test_feat_d)),
              "memorised_fraction": float((test_pix_d < threshold).mean())}
     return sample, floor
 

@@ -18,6 +18,8 @@ from ..pixels import to_float
 from ..utils import progress
 from .optim import lr_at, make_optimizer
 
+CPU = torch.device("cpu")
+
 
 @dataclass
 class EpochLog:
@@ -30,12 +32,13 @@ class EpochLog:
 
 
 def fit(model: nn.Module, train: Dataset, test: Dataset | None, cfg: FitConfig, *, generator: torch.Generator,
-        device: torch.device = torch.device("cpu"), show_progress: bool = True,
+        device: torch.device = CPU, show_progress: bool = True,
         on_epoch: Callable[[EpochLog], None] | None = None) -> list[EpochLog]:
     """Train `model` in place; randomness (shuffling, augmentation) comes from `generator` alone."""
     if cfg.loss not in LOSSES:
         raise ValueError(f"unknown loss {cfg.loss!r}; choose one of {', '.join(LOSSES)}")
-    model.to(device)
+    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(device, memory_format=layout)
     loss_fn, opt = LOSSES[cfg.loss], make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay)
     x, y = to_float(train.images), torch.as_tensor(train.labels)
     steps_per_epoch = -(-len(x) // cfg.batch_size)
@@ -50,7 +53,8 @@ def fit(model: nn.Module, train: Dataset, test: Dataset | None, cfg: FitConfig, 
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, cfg.epochs * steps_per_epoch, cfg.lr, cfg.schedule)
             idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            xb, yb = augment(x[idx], cfg.augment, generator).to(device), y[idx].to(device)
+            xb = augment(x[idx], cfg.augment, generator).to(device, memory_format=layout)
+            yb = y[idx].to(device)
             logits = model(xb)
             loss = loss_fn(logits, yb, cfg.label_smoothing).mean()
             opt.zero_grad(set_to_none=True)
@@ -72,7 +76,7 @@ def fit(model: nn.Module, train: Dataset, test: Dataset | None, cfg: FitConfig, 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Dataset, loss: str = "cross-entropy", *, batch_size: int = 1000,
-             device: torch.device = torch.device("cpu")) -> tuple[float, float]:
+             device: torch.device = CPU) -> tuple[float, float]:
     """Mean loss and accuracy on `data`, as Keras' model.evaluate reports them."""
     probs = predict_proba(model, data.images, batch_size=batch_size, device=device)
     labels = torch.as_tensor(data.labels)
@@ -83,7 +87,7 @@ def evaluate(model: nn.Module, data: Dataset, loss: str = "cross-entropy", *, ba
 
 @torch.no_grad()
 def predict_proba(model: nn.Module, images, *, batch_size: int = 1000,
-                  device: torch.device = torch.device("cpu")) -> torch.Tensor:
+                  device: torch.device = CPU) -> torch.Tensor:
     """Class probabilities (N, classes) on the CPU for uint8 images (N, C, H, W)."""
     model.eval().to(device)
     x = to_float(images)
@@ -91,13 +95,15 @@ def predict_proba(model: nn.Module, images, *, batch_size: int = 1000,
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 
-def augment(x: torch.Tensor, kind: str, generator: torch.Generator, shift: int = 2) -> torch.Tensor:
-    """Random translation by up to `shift` pixels (zero-padded, i.e. background -1), and optional h-flip."""
+def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """Random translation by up to 1/14 of the side (2 pixels at 28x28; padded with background -1), and an
+    optional horizontal flip."""
     if kind == "none":
         return x
     if kind not in ("shift", "shift-flip"):
         raise ValueError(f"unknown augmentation {kind!r}; choose none, shift or shift-flip")
     n, _, h, w = x.shape
+    shift = max(1, round(min(h, w) / 14))
     padded = F.pad(x, (shift,) * 4, value=-1.0)
     dy, dx = torch.randint(0, 2 * shift + 1, (2, n), generator=generator)
     rows = (dy[:, None] + torch.arange(h))[:, None, :, None].expand(n, x.shape[1], h, w + 2 * shift)

@@ -1,0 +1,88 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imagegen.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_lists_commands_and_defaults(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and all(c in out for c in ("classify", "evaluator", "eval", "data", "demo"))
+    code, out, _ = run(capsys, "classify", "train", "--help")
+    assert code == 0 and "(default: relu)" in out and "(default: 32)" in out and "--device" in out
+
+
+def test_bad_usage_exits_2(capsys):
+    code, _, err = run(capsys, "classify", "train", "--activation", "gelu")
+    assert code == 2 and "invalid choice" in err
+    code, _, err = run(capsys, "classify", "train", "--dataset", "digits", "--set", "fit.nope=1")
+    assert code == 2 and err.strip() == "imagegen: error: unknown config key fit.'nope'; known keys: augment, " \
+        "batch_size, epochs, label_smoothing, loss, lr, optimizer, schedule, weight_decay"
+    code, _, err = run(capsys, "classify", "train", "--dataset", "digits", "--epochs", "0")
+    assert code == 2 and "--epochs" in err
+
+
+def test_user_mistakes_are_one_line_without_traceback(capsys, tmp_path):
+    code, _, err = run(capsys, "classify", "train", "--dataset", "cifar10")
+    assert code == 1 and err.count("\n") == 1 and "unknown dataset 'cifar10'" in err and "Traceback" not in err
+    code, _, err = run(capsys, "data", "--dataset", f"folder:{tmp_path / 'missing'}")
+    assert code == 1 and "does not exist" in err
+
+
+def test_classify_train_predict_round_trip(capsys, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, err = run(capsys, "classify", "train", "--dataset", "digits", "--epochs", "2", "--out", str(out),
+                            "--json", "--no-progress")
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["accuracy"] > 0.8 and result["loss"] > 0 and result["seconds_per_epoch"] > 0
+    assert "epoch 2/2" in err and "test accuracy" in err
+    for name in ("model.json", "model.safetensors", "curves.png", "predictions.png", "metrics.json"):
+        assert (out / name).is_file()
+    # an existing run directory is refused unless --overwrite
+    code, _, err = run(capsys, "classify", "train", "--dataset", "digits", "--epochs", "1", "--out", str(out))
+    assert code == 1 and "--overwrite" in err and (out / "model.json").is_file()
+    # predict labels a user's images
+    from imagegen.data import load_dataset
+
+    test = load_dataset("digits", "test")
+    files = []
+    for i in range(6):
+        Image.fromarray(test.images[i, 0]).resize((32, 32)).save(tmp_path / f"{i}.png")
+        files.append(str(tmp_path / f"{i}.png"))
+    code, stdout, _ = run(capsys, "classify", "predict", str(out), *files, "--json")
+    preds = json.loads(stdout)["predictions"]
+    right = sum(p["class"] == t for p, t in zip(preds, test.labels[:6], strict=True))
+    assert code == 0 and len(preds) == 6 and right >= 4
+    code, _, err = run(capsys, "classify", "predict", str(tmp_path / "0.png"), files[0])
+    assert code == 1 and "not an imagegen checkpoint" in err
+
+
+def test_config_file_and_flags(capsys, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('seed = 3\n[model]\nactivation = "tanh"\n[fit]\nepochs = 1\nlr = 0.002\n'
+                   '[data]\ndataset = "digits"\n')
+    code, stdout, err = run(capsys, "classify", "train", "--config", str(cfg), "--pooling", "avg",
+                            "--set", "fit.batch_size=64", "--json", "--no-progress")
+    assert code == 0, err
+    assert "'activation': 'tanh'" in err and "'pooling': 'avg'" in err and "'batch_size': 64" in err
+    assert "'lr': 0.002" in err and json.loads(stdout)["epochs"] == 1
+
+
+def test_eval_rejects_bad_samples(capsys, tmp_path):
+    np.savez(tmp_path / "s.npz", images=np.zeros((3, 1, 8, 8), np.int32))
+    code, _, err = run(capsys, "eval", str(tmp_path / "s.npz"), "--dataset", "digits")
+    assert code == 1 and "must be uint8" in err
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["classify", "--help"]])
+def test_informational_commands(capsys, argv):
+    assert run(capsys, *argv)[0] == 0

@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+
+from imagegen.config import EVALUATOR_FIT, DataConfig
+from imagegen.data import load_dataset
+from imagegen.errors import ImagegenError
+from imagegen.metrics import evaluate, format_report, load_evaluator, load_samples, save_samples, train_evaluator
+
+
+@pytest.fixture(scope="module")
+def evaluator_path(tmp_path_factory):
+    import dataclasses
+
+    out = tmp_path_factory.mktemp("evaluator")
+    fit_cfg = dataclasses.replace(EVALUATOR_FIT, epochs=8, batch_size=64)
+    result = train_evaluator(DataConfig(dataset="digits"), fit_cfg, width=8, out=out, show_progress=False,
+                             log=lambda s: None)
+    assert result["test_accuracy"] > 0.8
+    return out
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", "train"), load_dataset("digits", "test")
+
+
+def test_evaluator_round_trip(evaluator_path, digits):
+    ev = load_evaluator("digits", evaluator_path)
+    feats, probs = ev.embed(digits[1].images)
+    assert feats.shape == (359, 32) and probs.shape == (359, 10)
+    assert np.allclose(feats, ev.reference["test_features"], atol=1e-5)
+    assert (probs.argmax(1) == digits[1].labels).mean() == pytest.approx(ev.test_accuracy, abs=1e-6)
+
+
+def test_missing_evaluator_says_how_to_train_it():
+    with pytest.raises(ImagegenError, match="imagegen evaluator train --dataset mnist"):
+        load_evaluator("mnist")
+
+
+def test_real_images_sit_near_the_floor_and_noise_does_not(evaluator_path, digits):
+    ev = load_evaluator("digits", evaluator_path)
+    train, test = digits
+    real = train.subset(np.arange(300, 600))
+    with pytest.warns(UserWarning, match="biased upward at small n"):
+        good = evaluate(real.images, real.labels, ev, train_images=train.images, test_images=test.images)
+    noise = np.random.default_rng(0).integers(0, 256, real.images.shape, dtype=np.uint8)
+    with pytest.warns(UserWarning):
+        bad = evaluate(noise, real.labels, ev)
+    assert good["n"] == good["n_floor"] == 300
+    assert good["samples"]["fid"] < 3 * good["floor"]["fid"] + 1 and bad["samples"]["fid"] > 10 * good["floor"]["fid"]
+    assert good["samples"]["class_accuracy"] > 0.8 and bad["samples"]["class_accuracy"] < 0.5
+    assert bad["samples"]["recall"] < 0.2 < good["samples"]["recall"]
+    # the samples are training images: every one is memorised, at pixel distance 0
+    assert good["samples"]["memorised_fraction"] == 1.0 and good["samples"]["nn_pixel_median"] == 0
+    assert good["floor"]["memorised_fraction"] <= 0.05 and good["floor"]["nn_pixel_median"] > 0
+    table = format_report(good)
+    assert "real floor" in table and "fid" in table and "memorised_fraction" in table
+
+
+def test_samples_of_wrong_shape_or_dtype(evaluator_path, tmp_path):
+    ev = load_evaluator("digits", evaluator_path)
+    with pytest.raises(ImagegenError, match=r"needs \(N, 1, 8, 8\)"):
+        ev.check(np.zeros((4, 1, 28, 28), np.uint8))
+    np.savez(tmp_path / "f.npz", images=np.zeros((4, 1, 8, 8), np.float32))
+    with pytest.raises(ImagegenError, match="must be uint8"):
+        load_samples(tmp_path / "f.npz")
+    np.savez(tmp_path / "hwc.npz", images=np.zeros((4, 8, 8, 1), np.uint8))
+    with pytest.raises(ImagegenError, match=r"\(N, C, H, W\)"):
+        load_samples(tmp_path / "hwc.npz")
+    np.savez(tmp_path / "nolab.npz", pictures=np.zeros((4, 1, 8, 8), np.uint8))
+    with pytest.raises(ImagegenError, match="no 'images' array"):
+        load_samples(tmp_path / "nolab.npz")
+
+
+def test_sample_formats_round_trip(tmp_path):
+    from PIL import Image
+
+    images = np.random.default_rng(0).integers(0, 256, (6, 1, 8, 8), dtype=np.uint8)
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    back = load_samples(save_samples(tmp_path / "s.npz", images, labels))
+    assert np.array_equal(back[0], images) and back[1].dtype == np.int64 and back[1].tolist() == labels.tolist()
+    for i, (im, lab) in enumerate(zip(images, labels, strict=True)):
+        (tmp_path / "png" / str(lab)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(im[0]).save(tmp_path / "png" / str(lab) / f"{i}.png")
+    imgs, labs = load_samples(tmp_path / "png")
+    assert imgs.shape == (6, 1, 8, 8) and sorted(labs.tolist()) == sorted(labels.tolist())

@@ -1,0 +1,62 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from imagegen.models import EvaluatorNet, SeedClassifier, build_model
+from imagegen.models.layers import Conv2d
+
+
+def test_seed_classifier_is_exactly_the_seed_network():
+    net = SeedClassifier()
+    layers = list(net.features) + [net.head]
+    kinds = [type(m) for m in layers]
+    assert kinds == [Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Linear, nn.ReLU, nn.Linear]
+    conv, pool, dense, head = layers[0], layers[2], layers[4], layers[6]
+    assert (conv.in_channels, conv.out_channels, conv.kernel_size, conv.padding) == (1, 32, (3, 3), (0, 0))
+    assert pool.kernel_size == 2 and (dense.in_features, dense.out_features) == (13 * 13 * 32, 128)
+    assert (head.in_features, head.out_features) == (128, 10)
+    # Keras' model.summary() for the same network: 320 + 692,352 + 1,290 parameters
+    assert sum(p.numel() for p in net.parameters()) == 693_962
+    assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("act,cls", [("sigmoid", nn.Sigmoid), ("tanh", nn.Tanh), ("silu", nn.SiLU)])
+def test_seed_choices_are_switchable(act, cls):
+    net = SeedClassifier(activation=act, pooling="avg")
+    assert isinstance(net.features[1], cls) and isinstance(net.features[2], nn.AvgPool2d)
+
+
+def test_bad_choices_name_the_valid_ones():
+    with pytest.raises(ValueError, match="relu, silu, tanh, sigmoid"):
+        SeedClassifier(activation="gelu")
+    with pytest.raises(ValueError, match="max, avg"):
+        SeedClassifier(pooling="median")
+
+
+@pytest.mark.parametrize("cin,pad,stride", [(1, 0, 1), (3, 1, 2), (2, 1, 1)])
+def test_patch_convolution_matches_conv2d(cin, pad, stride):
+    torch.manual_seed(0)
+    conv = Conv2d(cin, 5, 3, padding=pad, stride=stride)
+    x = torch.randn(4, cin, 9, 11, requires_grad=True)
+    y = conv(x)
+    ref = F.conv2d(x, conv.weight, conv.bias, stride, pad)
+    assert torch.allclose(y, ref, atol=1e-5)
+    g = torch.randn_like(y)
+    grads = torch.autograd.grad(y, (x, conv.weight, conv.bias), g)
+    ref_grads = torch.autograd.grad(ref, (x, conv.weight, conv.bias), g)
+    for a, b in zip(grads, ref_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_evaluator_features_and_odd_sizes():
+    for side in (8, 28, 32):
+        net = EvaluatorNet(in_channels=3, image_size=side, num_classes=4, width=8).eval()
+        x = torch.randn(2, 3, side, side)
+        assert net.features(x).shape == (2, 32) and net(x).shape == (2, 4)
+
+
+def test_build_model_rejects_unknown_kind():
+    assert isinstance(build_model("seed-classifier", {"num_classes": 3}), SeedClassifier)
+    with pytest.raises(ValueError, match="unknown model kind"):
+        build_model("gpt", {})
