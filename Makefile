@@ -24,7 +24,7 @@ data:
 demo: setup data
 	$(BIN)/imagegen demo --out runs/demo --download $(if $(MINUTES),--minutes $(MINUTES),)
 
-test: setup
+test: setup data
 	$(BIN)/python -m pytest -q
 
 lint: setup

@@ -27,7 +27,7 @@ def digits():
 def test_evaluator_round_trip(evaluator_path, digits):
     ev = load_evaluator("digits", evaluator_path)
     feats, probs = ev.embed(digits[1].images)
-    assert feats.shape == (359, 32) and probs.shape == (359, 10)
+    assert feats.shape == (359, ev.model.feature_dim) and probs.shape == (359, 10)
     assert np.allclose(feats, ev.reference["test_features"], atol=1e-5)
     assert (probs.argmax(1) == digits[1].labels).mean() == pytest.approx(ev.test_accuracy, abs=1e-6)
 

@@ -51,9 +51,9 @@ def test_patch_convolution_matches_conv2d(cin, pad, stride):
 
 def test_evaluator_features_and_odd_sizes():
     for side in (8, 28, 32):
-        net = EvaluatorNet(in_channels=3, image_size=side, num_classes=4, width=8).eval()
+        net = EvaluatorNet(in_channels=3, image_size=side, num_classes=4, width=8, feature_dim=24).eval()
         x = torch.randn(2, 3, side, side)
-        assert net.features(x).shape == (2, 32) and net(x).shape == (2, 4)
+        assert net.features(x).shape == (2, 24) and net(x).shape == (2, 4)
 
 
 def test_build_model_rejects_unknown_kind():

@@ -26,9 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
-    warnings.showwarning = _one_line_warning
     try:
-        result = args.func(args)
+        with warnings.catch_warnings():  # a warning is one line on stderr, whatever filters the caller set
+            warnings.simplefilter("default")
+            warnings.showwarning = _one_line_warning
+            result = args.func(args)
     except UsageError as e:
         print(f"imagegen: error: {e}", file=sys.stderr)
         return 2

@@ -33,21 +33,22 @@ class SeedClassifier(nn.Module):
 
 
 class EvaluatorNet(nn.Module):
-    """A small VGG-style CNN with BatchNorm; `features(x)` (its pooled penultimate layer) is the metric space."""
+    """A small VGG-style CNN with BatchNorm: two stages of two 3x3 convolutions, each halving the resolution,
+    then Dense(feature_dim). `features(x)` (that dense layer, after BatchNorm and ReLU) is the metric space."""
 
     def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, width: int = 32,
-                 dropout: float = 0.3):
+                 feature_dim: int = 256, dropout: float = 0.3):
         super().__init__()
-        w = width
+        w, side = width, image_size // 4
         self.body = nn.Sequential(
             _block(in_channels, w), _block(w, w), nn.MaxPool2d(2),
-            _block(w, 2 * w), _block(2 * w, 2 * w), nn.MaxPool2d(2),
-            _block(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            _block(w, 2 * w), _block(2 * w, 2 * w), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(2 * w * side * side, feature_dim, bias=False), nn.BatchNorm1d(feature_dim), nn.ReLU(),
         )
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(4 * w, num_classes))
-        self.feature_dim = 4 * w
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, num_classes))
+        self.feature_dim = feature_dim
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, 4 * width)
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, feature_dim)
         return self.body(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
