@@ -84,3 +84,10 @@ def test_sample_formats_round_trip(tmp_path):
         Image.fromarray(im[0]).save(tmp_path / "png" / str(lab) / f"{i}.png")
     imgs, labs = load_samples(tmp_path / "png")
     assert imgs.shape == (6, 1, 8, 8) and sorted(labs.tolist()) == sorted(labels.tolist())
+
+
+def test_labels_out_of_range_are_refused(evaluator_path):
+    ev = load_evaluator("digits", evaluator_path)
+    images = np.zeros((3, 1, 8, 8), np.uint8)
+    with pytest.raises(ImagegenError, match=r"labels must lie in 0..9"):
+        evaluate(images, np.array([0, 1, 10]), ev)

@@ -130,20 +130,16 @@ def _eval(sub, common, data, fmt) -> None:
 
 
 def run_eval(args):
-    from .data import load_dataset
+    from .data import load_splits
     from .metrics import evaluate, format_report, load_evaluator, load_samples
 
     dc = _data_config(args)
     images, labels = load_samples(args.samples)
     ev = load_evaluator(dc.dataset, args.evaluator, args.device)
     ev.check(images)
-    if labels is not None and (labels.min() < 0 or labels.max() >= len(ev.classes)):
-        raise UsageError(f"sample labels must lie in 0..{len(ev.classes) - 1} for {dc.dataset}")
     train = test = None
     if not args.no_memorization:
-        kw = dict(data_dir=dc.data_dir, download=dc.download, size=dc.size, channels=dc.channels,
-                  show_progress=not args.no_progress)
-        train, test = load_dataset(dc.dataset, "train", **kw), load_dataset(dc.dataset, "test", **kw)
+        train, test = load_splits(dc, not args.no_progress)
     report = evaluate(images, labels, ev, train_images=None if train is None else train.images,
                       test_images=None if test is None else test.images, k=args.k, seed=args.seed,
                       pairs_png=args.pairs, show_progress=not args.no_progress)
@@ -165,15 +161,11 @@ def _data(sub, common, data, fmt) -> None:
 def run_data(args):
     import numpy as np
 
-    from .data import load_dataset
+    from .data import load_splits
     from .pixels import grid, save_png
 
-    dc = _data_config(args)
-    kw = dict(data_dir=dc.data_dir, download=dc.download, size=dc.size, channels=dc.channels,
-              strict=dc.strict, show_progress=not args.no_progress)
     out = {}
-    for split in ("train", "test"):
-        ds = load_dataset(dc.dataset, split, **kw)
+    for split, ds in zip(("train", "test"), load_splits(_data_config(args), not args.no_progress), strict=True):
         counts = np.bincount(ds.labels, minlength=len(ds.classes)).tolist()
         out[split] = {"n": len(ds), "shape": list(ds.shape), "counts": dict(zip(ds.classes, counts, strict=True))}
         if not args.json:

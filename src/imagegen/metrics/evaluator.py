@@ -19,7 +19,7 @@ from safetensors.numpy import load_file, save_file
 
 from ..artifacts import load_artifact, save_artifact
 from ..config import EVALUATOR_FIT, EVALUATOR_WIDTH, DataConfig, FitConfig, to_dict
-from ..data import Dataset, load_dataset
+from ..data import Dataset, load_splits
 from ..errors import ImagegenError
 from ..models import EvaluatorNet, build_model
 from ..pixels import to_float
@@ -78,9 +78,7 @@ def train_evaluator(data: DataConfig, fit_cfg: FitConfig = EVALUATOR_FIT, *, wid
                     log=print) -> dict:
     """Train, test, and cache the evaluator and its reference features; returns its metrics."""
     dev = resolve_device(device)
-    kw = dict(data_dir=data.data_dir, download=data.download, size=data.size, channels=data.channels,
-              strict=data.strict, show_progress=show_progress)
-    train, test = load_dataset(data.dataset, "train", **kw), load_dataset(data.dataset, "test", **kw)
+    train, test = load_splits(data, show_progress)
     torch.manual_seed(seed)
     config = dict(in_channels=train.shape[0], image_size=train.shape[1], num_classes=len(train.classes), width=width)
     model = EvaluatorNet(**config)

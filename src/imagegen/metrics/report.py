@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ImagegenError
 from ..pixels import labelled_grid, save_png
 from . import stats
 from .evaluator import Evaluator
@@ -25,12 +26,12 @@ def evaluate(images: np.ndarray, labels: np.ndarray | None, ev: Evaluator, *, tr
     training image, in pixels (RMS over [0, 1] pixels) and in features; `memorised_fraction` is the share of
     samples closer to a training image than 99% of real test images are."""
     ev.check(images)
+    if labels is not None and (labels.min() < 0 or labels.max() >= len(ev.classes)):
+        raise ImagegenError(f"sample labels must lie in 0..{len(ev.classes) - 1} for the {ev.dataset} evaluator")
     n = len(images)
     if n < SMALL_N:
         warnings.warn(f"{n} samples: FID and KID are biased upward at small n; use >= {SMALL_N} (10,000 is usual)",
                       stacklevel=2)
-    if labels is not None and (labels.min() < 0 or labels.max() >= len(ev.classes)):
-        raise ValueError(f"labels must lie in 0..{len(ev.classes) - 1} for the {ev.dataset} evaluator")
     ref = ev.reference
     feats, probs = ev.embed(images, show_progress=show_progress)
     rng = np.random.default_rng(seed)

@@ -11,7 +11,7 @@ import torch
 
 from ..artifacts import load_artifact, save_artifact
 from ..config import ClassifyConfig, to_dict
-from ..data import Dataset, load_dataset
+from ..data import Dataset, load_splits
 from ..errors import ImagegenError
 from ..models import SeedClassifier, build_model
 from ..pixels import fit_image, labelled_grid, save_png
@@ -28,9 +28,7 @@ def train_seed_classifier(cfg: ClassifyConfig, out: str | Path | None = None, *,
     run = prepare_run_dir(out, overwrite) if out else None
     device = resolve_device(cfg.device)
     d = cfg.data
-    kw = dict(data_dir=d.data_dir, download=d.download, size=d.size, channels=d.channels, strict=d.strict,
-              show_progress=show_progress)
-    train, test = load_dataset(d.dataset, "train", **kw), load_dataset(d.dataset, "test", **kw)
+    train, test = load_splits(d, show_progress)
     torch.manual_seed(cfg.seed)
     model_kwargs = dict(in_channels=train.shape[0], image_size=train.shape[1], num_classes=len(train.classes),
                         **to_dict(cfg.model))
