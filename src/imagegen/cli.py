@@ -9,7 +9,6 @@ import argparse
 import json
 import sys
 import warnings
-from pathlib import Path
 
 from . import __version__
 from .errors import ImagegenError, UsageError
@@ -81,10 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
     print(f"imagegen: warning: {message}", file=sys.stderr)
-
-
-def out_path(value: str | None) -> Path | None:
-    return Path(value) if value else None
 
 
 if __name__ == "__main__":

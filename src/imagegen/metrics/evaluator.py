@@ -83,13 +83,9 @@ def train_evaluator(data: DataConfig, fit_cfg: FitConfig = EVALUATOR_FIT, *, wid
     config = dict(in_channels=train.shape[0], image_size=train.shape[1], num_classes=len(train.classes), width=width)
     model = EvaluatorNet(**config)
 
-    def on_epoch(e):
-        log(f"epoch {e.epoch}/{fit_cfg.epochs} - {e.seconds:.1f}s - loss: {e.loss:.4f} - accuracy: {e.accuracy:.4f}"
-            f" - test_accuracy: {e.test_accuracy:.4f}")
-
     t0 = time.perf_counter()
     history = fit(model, train, test, fit_cfg, generator=torch.Generator().manual_seed(seed), device=dev,
-                  show_progress=show_progress, on_epoch=on_epoch)
+                  show_progress=show_progress, on_epoch=lambda e: log(e.line(fit_cfg.epochs)))
     seconds = time.perf_counter() - t0
     out = Path(out) if out else evaluator_dir(data.dataset)
     ev = Evaluator(model.cpu(), train.classes, train.shape, data.dataset, history[-1].test_accuracy, {})

@@ -35,13 +35,10 @@ def train_seed_classifier(cfg: ClassifyConfig, out: str | Path | None = None, *,
     model = SeedClassifier(**model_kwargs)
     generator = torch.Generator().manual_seed(cfg.seed)
 
-    def on_epoch(e):
-        log(f"epoch {e.epoch}/{cfg.fit.epochs} - {e.seconds:.1f}s - loss: {e.loss:.4f} - accuracy: {e.accuracy:.4f}"
-            f" - test_loss: {e.test_loss:.4f} - test_accuracy: {e.test_accuracy:.4f}")
-
     t0 = time.perf_counter()
     history = [dataclasses.asdict(h) for h in fit(model, train, test, cfg.fit, generator=generator, device=device,
-                                                    show_progress=show_progress, on_epoch=on_epoch)]
+                                                    show_progress=show_progress,
+                                                    on_epoch=lambda e: log(e.line(cfg.fit.epochs)))]
     result = {
         "loss": history[-1]["test_loss"], "accuracy": history[-1]["test_accuracy"],
         "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])),

@@ -30,6 +30,13 @@ class EpochLog:
     test_accuracy: float | None
     seconds: float  # wall time of the training pass alone
 
+    def line(self, epochs: int) -> str:
+        """The epoch as Keras' fit prints it."""
+        test = f" - test_loss: {self.test_loss:.4f} - test_accuracy: {self.test_accuracy:.4f}" \
+            if self.test_loss is not None else ""
+        return f"epoch {self.epoch}/{epochs} - {self.seconds:.1f}s - loss: {self.loss:.4f} - " \
+            f"accuracy: {self.accuracy:.4f}{test}"
+
 
 def fit(model: nn.Module, train: Dataset, test: Dataset | None, cfg: FitConfig, *, generator: torch.Generator,
         device: torch.device = CPU, show_progress: bool = True,
