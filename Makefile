@@ -34,6 +34,8 @@ bench: setup
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python bench/classifier.py
 	$(BIN)/python bench/evaluator.py
+	$(BIN)/python bench/generators.py
+	$(BIN)/python bench/peer_diffusers.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -3,6 +3,7 @@ Conv2D(32, 3x3, ReLU) -> MaxPool 2x2 -> Flatten -> Dense(128, ReLU) -> Dense(10,
 cross-entropy, 10 epochs, batch 32. Prints a table and writes bench/results/classifier.json.
 
     python bench/classifier.py [--datasets fashion-mnist mnist-5k] [--frameworks imagegen keras] [--epochs 10]
+    python bench/classifier.py --datasets mnist-5k --seeds 0 1 2 3   # mean and spread over seeds
 """
 
 from __future__ import annotations
@@ -72,7 +73,11 @@ def main() -> None:
     p.add_argument("--frameworks", nargs="+", default=["imagegen", "keras"], choices=["imagegen", "keras"])
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="several seeds: one row per framework with mean, min and max accuracy (classifier_seeds.json)")
     args = p.parse_args()
+    if args.seeds:
+        return over_seeds(args)
     rows = []
     for dataset in args.datasets:
         for fw in args.frameworks:
@@ -88,6 +93,24 @@ def main() -> None:
     print(table(rows, ["dataset", "framework", "accuracy", "loss", "seconds_per_epoch", "goal_accuracy",
                        "speedup_vs_keras"]))
     print("written to", save("classifier", rows, settings="seed network, Adam, batch 32, 10 epochs, 2 threads"))
+
+
+def over_seeds(args) -> None:
+    rows = []
+    for dataset in args.datasets:
+        for fw in args.frameworks:
+            runs = []
+            for seed in args.seeds:
+                print(f"{fw} on {dataset}, seed {seed} ...", flush=True)
+                runs.append((run_imagegen if fw == "imagegen" else run_keras)(dataset, args.epochs, seed))
+            acc = np.array([r["accuracy"] for r in runs])
+            rows.append({"dataset": dataset, "framework": fw, "seeds": args.seeds, "accuracies": acc.tolist(),
+                         "mean_accuracy": float(acc.mean()), "min_accuracy": float(acc.min()),
+                         "max_accuracy": float(acc.max()), "reached_goal": int((acc >= GOALS[dataset]).sum()),
+                         "seconds_per_epoch": float(np.mean([r["seconds_per_epoch"] for r in runs]))})
+    print(table(rows, ["dataset", "framework", "mean_accuracy", "min_accuracy", "max_accuracy", "reached_goal",
+                       "seconds_per_epoch"]))
+    print("written to", save("classifier_seeds", rows, settings="seed network, Adam, batch 32, 10 epochs, per seed"))
 
 
 if __name__ == "__main__":

@@ -88,14 +88,14 @@ def test_informational_commands(capsys, argv):
     assert run(capsys, *argv)[0] == 0
 
 
-def test_demo_trains_both_and_reports_paths(capsys, tmp_path):
-    code, out, err = run(capsys, "demo", "--dataset", "digits", "--epochs", "1", "--out", str(tmp_path / "d"),
-                         "--no-progress")
+def test_demo_trains_the_evaluator_once_then_a_generator_and_scores_it(capsys, tmp_path):
+    argv = ["demo", "--dataset", "digits", "--minutes", "0.05", "--eval-samples", "50", "--out", str(tmp_path / "d"),
+            "--no-progress"]
+    code, out, err = run(capsys, *argv)
     assert code == 0, err
-    assert (tmp_path / "d" / "classifier" / "predictions.png").is_file()
-    assert "predictions.png" in out and "evaluator" in out
-    code, out, _ = run(capsys, "demo", "--dataset", "digits", "--epochs", "1", "--out", str(tmp_path / "d"),
-                       "--no-progress")
+    assert (tmp_path / "d" / "grid.png").is_file() and (tmp_path / "d" / "model.json").is_file()
+    assert "training it once" in out and "class grid" in out and "real floor" in out
+    code, out, _ = run(capsys, *argv)
     assert code == 0 and "already trained" in out
 
 

@@ -10,6 +10,8 @@ _EXPORTS = {
     "SeedClassifier": "models", "EvaluatorNet": "models", "load_artifact": "artifacts", "save_artifact": "artifacts",
     "fid": "metrics", "kid": "metrics", "precision_recall": "metrics", "evaluate": "metrics",
     "load_evaluator": "metrics", "train_evaluator": "metrics", "load_samples": "metrics", "save_samples": "metrics",
+    "UNet": "models", "Generator": "models", "Discriminator": "models", "VAE": "models", "GenConfig": "config",
+    "train": "train.loop", "load_generator": "generate", "generate": "generate",
 }
 __all__ = ["__version__", *_EXPORTS]
 

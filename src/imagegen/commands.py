@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .config import EVALUATOR_FIT, EVALUATOR_WIDTH, ClassifyConfig, DataConfig, FitConfig, load, to_dict
+from .config import EVALUATOR_FIT, EVALUATOR_WIDTH, ClassifyConfig, DataConfig, load, to_dict
 from .errors import UsageError
 
 
@@ -14,6 +14,9 @@ def register(sub, common, data, fmt) -> None:
     _eval(sub, common, data, fmt)
     _data(sub, common, data, fmt)
     _demo(sub, common, data, fmt)
+    from .gen_commands import register as register_generators
+
+    register_generators(sub, common, data, fmt)
 
 
 def _log(args):
@@ -179,35 +182,35 @@ def run_data(args):
 
 def _demo(sub, common, data, fmt) -> None:
     p = sub.add_parser("demo", parents=[common, data], formatter_class=fmt,
-                       help="train the seed classifier and the evaluator, and show what came out")
-    p.add_argument("--out", default="runs/demo", help="where the demo writes its outputs")
-    p.add_argument("--epochs", type=int, default=10, help="seed classifier epochs")
+                       help="train the default generator for a few minutes, draw a class grid, score it")
+    p.add_argument("--out", default="runs/demo", help="the demo's run directory (replaced on every demo)")
+    p.add_argument("--minutes", type=float, default=3.0, help="generator training time")
+    p.add_argument("--eval-samples", type=int, default=2000, help="samples scored against the real-data floor")
     p.set_defaults(func=run_demo)
 
 
 def run_demo(args):
-    from pathlib import Path
-
+    from .config import GenConfig
     from .metrics.evaluator import evaluator_dir, train_evaluator
-    from .train.classify import train_seed_classifier
+    from .train.loop import train
 
+    if args.minutes <= 0 or args.eval_samples < 0:
+        raise UsageError("--minutes must be > 0 and --eval-samples >= 0")
     log = _log(args)
-    cfg = ClassifyConfig(data=_data_config(args), fit=FitConfig(epochs=args.epochs), seed=args.seed,
-                         device=args.device)
-    name, out = cfg.data.dataset, Path(args.out)
-    log(f"[1/2] seed classifier on {name}, {args.epochs} epochs")
-    result = {"classifier": train_seed_classifier(cfg, out / "classifier", overwrite=True,
-                                                  show_progress=not args.no_progress, log=log)}
+    cfg = load(GenConfig, flags={"train.minutes": args.minutes, "train.eval_samples": args.eval_samples,
+                                 "seed": args.seed, "device": args.device,
+                                 **{k: v for k, v in _data_flags(args).items()}})
+    name = cfg.data.dataset
     if (evaluator_dir(name) / "model.json").is_file():
-        log(f"[2/2] evaluator for {name}: already trained in {evaluator_dir(name)}")
+        log(f"[1/2] evaluator for {name}: already trained ({evaluator_dir(name)})")
     else:
-        log(f"[2/2] evaluator for {name} (once; cached for `imagegen eval`)")
-        result["evaluator"] = train_evaluator(cfg.data, seed=args.seed, device=args.device,
-                                              show_progress=not args.no_progress, log=log)
-    c = result["classifier"]
-    log(f"\nseed classifier: test loss {c['loss']:.4f}, test accuracy {c['accuracy']:.4f}, "
-        f"{c['seconds_per_epoch']:.1f} s/epoch")
-    log(f"pictures: {out / 'classifier' / 'predictions.png'} (test images with predicted labels, red = wrong)")
-    log(f"          {out / 'classifier' / 'curves.png'} (loss and accuracy per epoch)")
-    log(f"evaluator: {evaluator_dir(name)}")
+        log(f"[1/2] evaluator for {name}: training it once (a few minutes; cached for every later evaluation)")
+        train_evaluator(cfg.data, seed=args.seed, device=args.device, show_progress=not args.no_progress, log=log)
+    log(f"[2/2] {cfg.method.name} generator on {name} for {args.minutes:g} minutes, then {args.eval_samples} "
+        "samples scored against the real-data floor")
+    result = train(cfg, args.out, overwrite=True, show_progress=not args.no_progress, log=log)
+    log(f"\nclass grid (one row per class, {cfg.sample.sampler} {cfg.sample.steps} steps, guidance "
+        f"{cfg.sample.guidance}): {result['grid']}")
+    log(f"model: {args.out}/model.json; more images: imagegen sample {args.out} --n 100 --class 0")
+    log(f"train longer: imagegen train --resume {args.out} --minutes 15")
     return result

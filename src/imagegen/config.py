@@ -62,6 +62,70 @@ class ClassifyConfig:
     device: str = "auto"
 
 
+@dataclass
+class GenModelConfig:
+    channels: tuple[int, ...] = (16, 32, 64)  # UNet: widths per resolution level (28 -> 14 -> 7)
+    blocks: int = 1  # UNet: residual blocks per level on the way down (one more on the way up)
+    attention: tuple[bool, ...] = (False, False, True)  # UNet: self-attention at each level
+    dropout: float = 0.0  # UNet: dropout inside residual blocks
+    z_dim: int = 64  # GAN and VAE: latent size
+    width: int = 64  # GAN and VAE: channels of the highest-resolution layer
+
+
+@dataclass
+class MethodConfig:
+    name: str = "flow"  # flow | edm | gan | vae
+    label_dropout: float = 0.1  # flow/edm: share of labels replaced by the null class (for guidance)
+    flow_uniform: float = 0.5  # flow: share of training times drawn uniformly (the rest logit-normal)
+    sigma_data: float = 0.5  # edm: standard deviation of the data in [-1, 1]
+    p_mean: float = -1.2  # edm: log-normal training noise levels, mean of log sigma
+    p_std: float = 1.2  # edm: ... and its standard deviation
+    gan_loss: str = "non-saturating"  # gan: non-saturating | hinge
+    r1_gamma: float = 0.0  # gan: weight of the R1 penalty on real images (0 = off)
+    diffaugment: str = ""  # gan: comma-separated color,translation,cutout (small data)
+    beta: float = 1.0  # vae: weight of the KL term
+
+
+@dataclass
+class TrainConfig:
+    minutes: float | None = 5.0  # stop after this much training time (None: use images)
+    images: int | None = None  # stop after this many training images (wins over minutes when both are set)
+    batch_size: int = 128
+    lr: float = 2e-3  # peak learning rate (Adam; the GAN uses it for both networks)
+    warmup_images: int = 5_000  # linear warm-up, then cosine decay to zero at the end of the budget
+    schedule: str = "cosine"  # cosine | constant
+    grad_clip: float = 1.0  # clip the gradient norm (0 = off)
+    ema_half_life_images: int = 5_000  # EMA of weights: half-life in images (0 = no EMA)
+    bf16: bool = False  # autocast the forward pass to bfloat16 (fast only where the CPU or GPU has bf16 units)
+    channels_last: bool = True  # NHWC layout: faster convolutions on the CPU
+    flip: bool = False  # augment with horizontal flips
+    checkpoint_minutes: float = 5.0  # write a resumable checkpoint this often (and at the end)
+    checkpoint_images: int | None = None  # ... or every this many images
+    grid_minutes: float = 2.0  # write a sample grid this often
+    log_every: int = 50  # steps between lines of metrics.jsonl
+    max_bad_steps: int = 5  # stop with an error after this many non-finite steps in a row
+    eval_samples: int = 2000  # samples for the evaluation at the end (0 = none)
+
+
+@dataclass
+class SampleConfig:
+    sampler: str = "dpmpp-2m"  # euler | heun | dpmpp-2m | ddim (flow/edm only)
+    steps: int = 8  # sampler steps
+    guidance: float = 1.5  # classifier-free guidance scale (1 = conditional, no guidance)
+    batch_size: int = 250
+
+
+@dataclass
+class GenConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: GenModelConfig = field(default_factory=GenModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    seed: int = 0
+    device: str = "auto"
+
+
 def to_dict(cfg) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
@@ -114,6 +178,8 @@ def load(cls, path: str | Path | None = None, overrides: list[str] | None = None
 
 def _coerce(value, hint, key: str):
     """Accept a value of the hinted type, or a string that parses as one (from the command line)."""
+    if typing.get_origin(hint) is tuple:
+        return _coerce_tuple(value, typing.get_args(hint)[0], key)
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     if value is None or (isinstance(value, str) and value.lower() == "none"):
         if type(None) in options:
@@ -137,3 +203,12 @@ def _coerce(value, hint, key: str):
                 continue
     names = " or ".join(t.__name__ for t in options)
     raise UsageError(f"config key {key} must be {names}, got {value!r}")
+
+
+def _coerce_tuple(value, item, key: str) -> tuple:
+    """A tuple from a TOML list or a comma-separated string ("32,64,64")."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list | tuple) or not value:
+        raise UsageError(f"config key {key} must be a non-empty list, e.g. 32,64,64")
+    return tuple(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))

@@ -5,10 +5,14 @@ from __future__ import annotations
 from torch import nn
 
 from .classifier import EvaluatorNet, SeedClassifier
+from .gan import Discriminator, Generator
+from .unet import UNet
+from .vae import VAE
 
-MODELS: dict[str, type[nn.Module]] = {"seed-classifier": SeedClassifier, "evaluator": EvaluatorNet}
+MODELS: dict[str, type[nn.Module]] = {"seed-classifier": SeedClassifier, "evaluator": EvaluatorNet, "unet": UNet,
+                                      "dcgan-generator": Generator, "dcgan-discriminator": Discriminator, "vae": VAE}
 
-__all__ = ["MODELS", "EvaluatorNet", "SeedClassifier", "build_model"]
+__all__ = ["MODELS", "VAE", "Discriminator", "EvaluatorNet", "Generator", "SeedClassifier", "UNet", "build_model"]
 
 
 def build_model(kind: str, config: dict) -> nn.Module:

@@ -1,0 +1,118 @@
+"""The generator sub-commands, `imagegen train` and `imagegen sample`: parse, call the library, format."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .commands import _data_flags, _log
+from .config import GenConfig, load, to_dict
+from .errors import ImagegenError, UsageError
+
+
+def register(sub, common, data, fmt) -> None:
+    d = GenConfig()
+    t = sub.add_parser("train", parents=[common, data], formatter_class=fmt,
+                       help="train a generator (flow, edm, gan, vae) into a run directory")
+    t.add_argument("--method", choices=("flow", "edm", "gan", "vae"), help=f"(default: {d.method.name})")
+    t.add_argument("--minutes", type=float, help=f"training time budget (default: {d.train.minutes})")
+    t.add_argument("--images", type=int, help="budget in training images instead of minutes")
+    t.add_argument("--batch-size", type=int, help=f"(default: {d.train.batch_size})")
+    t.add_argument("--lr", type=float, help=f"peak learning rate (default: {d.train.lr})")
+    t.add_argument("--out", default=None, help="run directory (default: runs/METHOD-DATASET)")
+    t.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue a run from its last checkpoint (--minutes/--images set the new total budget)")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    t.add_argument("--config", default=None, help="a TOML file of settings (see configs/)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any setting, e.g. --set model.channels=32,64,64 (repeatable)")
+    t.set_defaults(func=run_train)
+
+    s = sub.add_parser("sample", parents=[common], formatter_class=fmt,
+                       help="draw images from a trained generator: PNGs or an .npz, and a grid")
+    s.add_argument("model", help="a run directory or its model.json")
+    s.add_argument("--n", type=int, default=100, help="number of images")
+    s.add_argument("--class", dest="class_index", type=int, default=None,
+                   help="draw only this class (default: classes in turn)")
+    s.add_argument("--steps", type=int, default=None, help=f"sampler steps (default: the run's, {d.sample.steps})")
+    s.add_argument("--sampler", choices=("euler", "heun", "dpmpp-2m", "ddim"), default=None,
+                   help=f"(default: the run's, {d.sample.sampler})")
+    s.add_argument("--guidance", type=float, default=None,
+                   help=f"classifier-free guidance scale, 1 = none (default: the run's, {d.sample.guidance})")
+    s.add_argument("--batch-size", type=int, default=250)
+    s.add_argument("--out", default=None, help="a folder for PNGs, or FILE.npz (default: MODEL_DIR/samples)")
+    s.add_argument("--overwrite", action="store_true", help="replace existing output")
+    s.set_defaults(func=run_sample)
+
+
+def train_config(args) -> GenConfig:
+    """Defaults <- --config file <- flags given on the command line <- --set overrides."""
+    flags = {"method.name": args.method, "train.minutes": args.minutes, "train.images": args.images,
+             "train.batch_size": args.batch_size, "train.lr": args.lr, "seed": args.seed, "device": args.device}
+    flags.update(_data_flags(args))
+    return load(GenConfig, args.config, args.set, flags)
+
+
+def run_train(args):
+    from .train.loop import train
+
+    log = _log(args)
+    if args.resume:
+        if args.out and Path(args.out) != Path(args.resume):
+            raise UsageError("--resume RUN_DIR continues that run in place; do not also give a different --out")
+        budget = {"minutes": args.minutes, "images": args.images} if args.minutes or args.images else None
+        result = train(None, args.resume, resume=True, budget=budget, show_progress=not args.no_progress, log=log)
+        out = args.resume
+    else:
+        cfg = train_config(args)
+        out = args.out or f"runs/{cfg.method.name}-{cfg.data.dataset.replace(':', '-').replace('/', '-')}"
+        log(f"config: {to_dict(cfg)}")
+        result = train(cfg, out, overwrite=args.overwrite, show_progress=not args.no_progress, log=log)
+    if result.get("interrupted"):
+        raise KeyboardInterrupt
+    log(f"outputs in {out}: model.json + model.safetensors (EMA weights), grid.png, metrics.jsonl, "
+        "state.* (resumable), results.json")
+    return result
+
+
+def run_sample(args):
+    from .generate import generate, load_generator, sample_labels
+    from .metrics.samples import save_samples
+    from .pixels import grid, save_png
+    from .utils import prepare_run_dir
+
+    if args.n < 1:
+        raise UsageError(f"--n must be >= 1, got {args.n}")
+    gen = load_generator(args.model, args.device)
+    defaults = gen.meta.get("sample", {})
+    steps = args.steps if args.steps is not None else defaults.get("steps", 8)
+    sampler = args.sampler or defaults.get("sampler", "dpmpp-2m")
+    guidance = args.guidance if args.guidance is not None else defaults.get("guidance", 1.0)
+    labels = sample_labels(gen, args.n, args.class_index)
+    out = Path(args.out) if args.out else _default_out(args.model)
+    if out.suffix == ".npz" and out.exists() and not args.overwrite:
+        raise ImagegenError(f"{out} exists; pass --overwrite to replace it")
+    if out.suffix != ".npz":
+        prepare_run_dir(out, args.overwrite)
+    t0 = time.perf_counter()
+    images = generate(gen, labels, seed=args.seed, steps=steps, sampler=sampler, guidance=guidance,
+                      batch_size=args.batch_size, show_progress=not args.no_progress)
+    seconds = time.perf_counter() - t0
+    picture = grid(images[:100], nrow=10, scale=2)
+    if out.suffix == ".npz":
+        save_samples(out, images, labels)
+        grid_png = save_png(picture, out.with_suffix(".png"))
+    else:
+        for i, (img, label) in enumerate(zip(images, labels, strict=True)):  # CLASS/INDEX.png, as `eval` reads
+            save_png(img.transpose(1, 2, 0), out / str(label) / f"{i:06d}.png")
+        grid_png = save_png(picture, out / "grid.png")
+    result = {"out": str(out), "grid": str(grid_png), "n": args.n, "method": gen.method, "steps": steps,
+              "sampler": sampler, "guidance": guidance, "seconds": seconds, "images_per_second": args.n / seconds}
+    _log(args)(f"{args.n} images in {seconds:.1f} s ({args.n / seconds:.1f} img/s) -> {out}; grid: {grid_png}")
+    return result
+
+
+def _default_out(model: str) -> Path:
+    p = Path(model)
+    return (p if p.is_dir() else p.parent) / "samples"
+

@@ -1,0 +1,88 @@
+"""DCGAN (Radford et al. 2016): a generator of transposed convolutions with BatchNorm, ReLU and tanh, and a
+discriminator of strided convolutions with LeakyReLU, class-conditional through an embedding added to the
+latent (generator) and a projection (discriminator, Miyato & Koyama 2018)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def upsampling_levels(size: int) -> int:
+    """How many x2 steps build a `size` image from a >= 4 pixel seed: 28 -> 2 (7, 14, 28), 32 -> 3, 64 -> 3."""
+    levels = 0
+    while levels < 3 and size % 2 ** (levels + 1) == 0 and size // 2 ** (levels + 1) >= 4:
+        levels += 1
+    if levels == 0:
+        raise ValueError(f"the DCGAN needs an even image size of at least 8 pixels, got {size}")
+    return levels
+
+
+class Generator(nn.Module):
+    """z (B, z_dim) and class labels (B,) -> images (B, C, H, W) in [-1, 1]."""
+
+    def __init__(self, out_channels: int = 1, image_size: int = 28, num_classes: int = 10, z_dim: int = 64,
+                 width: int = 64):
+        super().__init__()
+        self.z_dim, self.num_classes = z_dim, num_classes
+        levels = upsampling_levels(image_size)
+        self.base, c = image_size // 2**levels, width * 2 ** (levels - 1)
+        self.class_emb = nn.Embedding(num_classes, z_dim) if num_classes else None
+        self.project = nn.Sequential(nn.Linear(z_dim, c * self.base**2, bias=False), nn.BatchNorm1d(c * self.base**2),
+                                     nn.ReLU())
+        layers: list[nn.Module] = []
+        for level in range(levels):
+            last = level == levels - 1
+            cout = out_channels if last else c // 2
+            layers.append(nn.ConvTranspose2d(c, cout, 4, stride=2, padding=1, bias=last))
+            layers += [nn.Tanh()] if last else [nn.BatchNorm2d(cout), nn.ReLU()]
+            c = cout
+        self.body = nn.Sequential(*layers)
+        self.width0 = width * 2 ** (levels - 1)
+        _dcgan_init(self)
+
+    def forward(self, z: torch.Tensor, class_label: torch.Tensor | None = None) -> torch.Tensor:
+        if self.class_emb is not None and class_label is not None:
+            z = z + self.class_emb(class_label)
+        h = self.project(z).view(len(z), self.width0, self.base, self.base)
+        return self.body(h)
+
+
+class Discriminator(nn.Module):
+    """images (B, C, H, W) and class labels (B,) -> one logit per image (B,)."""
+
+    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, width: int = 64):
+        super().__init__()
+        levels = upsampling_levels(image_size)
+        layers: list[nn.Module] = []
+        c = in_channels
+        for level in range(levels):
+            cout = width * 2**level
+            layers += [nn.Conv2d(c, cout, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+            c = cout
+        self.body = nn.Sequential(*layers, nn.Flatten())
+        features = c * (image_size // 2**levels) ** 2
+        self.head = nn.Linear(features, 1)
+        self.class_proj = nn.Embedding(num_classes, features) if num_classes else None
+        _dcgan_init(self)
+
+    def forward(self, x: torch.Tensor, class_label: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.body(x)
+        out = self.head(h).squeeze(1)
+        if self.class_proj is not None and class_label is not None:
+            out = out + (self.class_proj(class_label) * h).sum(1)
+        return out
+
+
+def _dcgan_init(module: nn.Module) -> None:
+    """DCGAN's initialisation: convolution weights from N(0, 0.02), BatchNorm scales from N(1, 0.02)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, 0.0, 0.02)

@@ -1,0 +1,160 @@
+"""A UNet that knows nothing of noise schedules: (x, noise_label, class_label) -> a tensor shaped like x.
+
+Residual blocks with GroupNorm and SiLU, the noise label and the class embedded and added to every block
+(scale and shift), optional self-attention at chosen resolutions. The preconditioning that turns it into a
+denoiser lives in `imagegen.methods` (EDM's `EDMPrecond` around `SongUNet` is the model for this split).
+Class index `num_classes` is the "null" class, used for unconditional and guided sampling.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(8, channels // 4) or 1, channels)
+
+
+class FourierEmbedding(nn.Module):
+    """Sinusoidal embedding of a real-valued noise label (Vaswani et al. 2017; EDM's PositionalEmbedding)."""
+
+    def __init__(self, dim: int, max_period: float = 10_000.0):
+        super().__init__()
+        half = dim // 2
+        self.register_buffer("freqs", torch.exp(-math.log(max_period) * torch.arange(half) / half), persistent=False)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:  # (B,) -> (B, dim)
+        args = t.float()[:, None] * self.freqs[None] * 1000.0
+        return torch.cat([args.cos(), args.sin()], dim=1)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, emb_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm1, self.conv1 = _norm(cin), nn.Conv2d(cin, cout, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * cout)
+        self.norm2, self.conv2 = _norm(cout), nn.Conv2d(cout, cout, 3, padding=1)
+        self.dropout = nn.Dropout(dropout)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)
+        h = F.silu(self.norm2(h) * (1 + scale) + shift)
+        return self.skip(x) + self.conv2(self.dropout(h))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the pixels of a feature map."""
+
+    def __init__(self, channels: int, heads: int = 4):
+        super().__init__()
+        self.heads = heads if channels % heads == 0 else 1
+        self.norm, self.qkv = _norm(channels), nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).transpose(-1, -2).unbind(1)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, C/heads)
+        return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
+
+
+class UNet(nn.Module):
+    """Widths per resolution level, `blocks` residual blocks per level, attention at levels flagged in `attention`.
+
+    Sizes that do not divide by 2**(levels-1) (28 with three levels does) are padded and cropped back."""
+
+    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10,
+                 channels: tuple[int, ...] = (32, 64, 128), blocks: int = 1,
+                 attention: tuple[bool, ...] = (False, False, True), dropout: float = 0.0):
+        super().__init__()
+        channels, attention = tuple(channels), tuple(attention)
+        if len(attention) != len(channels):
+            raise ValueError(f"attention needs one flag per level: {len(channels)} levels, got {len(attention)}")
+        self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
+        emb_dim = 4 * channels[0]
+        self.noise_emb = nn.Sequential(FourierEmbedding(channels[0]), nn.Linear(channels[0], emb_dim), nn.SiLU(),
+                                       nn.Linear(emb_dim, emb_dim))
+        self.class_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None  # last row: null class
+        self.stem = nn.Conv2d(in_channels, channels[0], 3, padding=1)
+        self.down, self.up = nn.ModuleList(), nn.ModuleList()
+        skips, c = [channels[0]], channels[0]
+        for level, (width, attn) in enumerate(zip(channels, attention, strict=True)):
+            for _ in range(blocks):
+                self.down.append(_Level(c, width, emb_dim, dropout, attn))
+                c = width
+                skips.append(c)
+            if level < len(channels) - 1:
+                self.down.append(_Downsample(c))
+                skips.append(c)
+        self.mid = nn.ModuleList([ResBlock(c, c, emb_dim, dropout), Attention(c), ResBlock(c, c, emb_dim, dropout)])
+        for level in reversed(range(len(channels))):
+            width, attn = channels[level], attention[level]
+            for _ in range(blocks + 1):
+                self.up.append(_Level(c + skips.pop(), width, emb_dim, dropout, attn))
+                c = width
+            if level > 0:
+                self.up.append(_Upsample(c))
+        self.out = nn.Sequential(_norm(c), nn.SiLU(), nn.Conv2d(c, in_channels, 3, padding=1))
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+        self.multiple = 2 ** (len(channels) - 1)
+
+    def forward(self, x: torch.Tensor, noise_label: torch.Tensor, class_label: torch.Tensor | None = None):
+        h0, w0 = x.shape[-2:]
+        pad_h, pad_w = -h0 % self.multiple, -w0 % self.multiple
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        emb = self.noise_emb(noise_label.expand(x.shape[0]))
+        if self.class_emb is not None:
+            if class_label is None:
+                class_label = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
+            emb = emb + self.class_emb(class_label)
+        emb = F.silu(emb)
+        h = self.stem(x)
+        hs = [h]
+        for layer in self.down:
+            h = layer(h, emb)
+            hs.append(h)
+        h = self.mid[2](self.mid[1](self.mid[0](h, emb)), emb)
+        for layer in self.up:
+            h = layer(h, emb) if isinstance(layer, _Upsample) else layer(torch.cat([h, hs.pop()], 1), emb)
+        return self.out(h)[..., :h0, :w0]
+
+
+class _Level(nn.Module):
+    def __init__(self, cin: int, cout: int, emb_dim: int, dropout: float, attn: bool):
+        super().__init__()
+        self.res = ResBlock(cin, cout, emb_dim, dropout)
+        self.attn = Attention(cout) if attn else None
+
+    def forward(self, x, emb):
+        h = self.res(x, emb)
+        return self.attn(h) if self.attn is not None else h
+
+
+class _Downsample(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, stride=2, padding=1)
+
+    def forward(self, x, emb):
+        return self.conv(x)
+
+
+class _Upsample(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x, emb):
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))

@@ -1,0 +1,279 @@
+"""The training loop shared by every generator: one function with labelled phases (EDM's training_loop and
+nanoGPT's train.py are the models). Progress is counted in images seen; the data order and every random draw
+are functions of the seed and of the saved generator state, so a resumed run reaches the same weights as an
+uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..artifacts import save_artifact
+from ..config import GenConfig, from_dict, to_dict
+from ..data import load_splits
+from ..errors import ImagegenError
+from ..pixels import grid, save_png, to_float
+from ..utils import prepare_run_dir, progress, resolve_device, write_json
+from . import checkpoint, recipes
+from .ema import ema_beta, ema_update, make_ema
+
+RUN_FILES = ("state.json", "state.safetensors", "metrics.jsonl", "results.json", "model.json", "model.safetensors",
+             "grid.png", "config.json")
+
+
+def lr_at(images: int, fraction: float, cfg) -> float:
+    """Linear warm-up over `warmup_images`, then cosine decay to zero at the end of the budget (`fraction` 1)."""
+    warm = min(1.0, (images + 1) / cfg.warmup_images) if cfg.warmup_images > 0 else 1.0
+    if cfg.schedule == "constant":
+        return cfg.lr * warm
+    if cfg.schedule == "cosine":
+        return cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * min(1.0, fraction)))
+    raise ValueError(f"unknown schedule {cfg.schedule!r}; choose cosine or constant")
+
+
+def batch_indices(seed: int, n: int, start: int, batch_size: int) -> np.ndarray:
+    """Dataset indices for images start..start+batch_size-1: a fresh permutation per epoch, from (seed, epoch)."""
+    pos = np.arange(start, start + batch_size)
+    epochs, offsets = pos // n, pos % n
+    out = np.empty(batch_size, np.int64)
+    for e in np.unique(epochs):
+        perm = np.random.default_rng([seed, int(e)]).permutation(n)
+        out[epochs == e] = perm[offsets[epochs == e]]
+    return out
+
+
+class StopRequest:
+    """Turns Ctrl-C and SIGTERM into a flag, so the loop can write a checkpoint before it exits."""
+
+    def __init__(self):
+        self.requested, self._old = False, {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._set)
+            except ValueError:  # not the main thread: signals cannot be caught here
+                pass
+        return self
+
+    def _set(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def train(cfg: GenConfig | None, out: str | Path, *, resume: bool = False, budget: dict | None = None,
+          overwrite: bool = False, show_progress: bool = True, log=print, stop: StopRequest | None = None) -> dict:
+    """Train `cfg.method` on `cfg.data` into run directory `out`; returns a summary (also in results.json).
+
+    `resume` continues the run in `out` with its own saved config (`cfg` is not used); `budget`
+    ({"minutes": ..., "images": ...}) replaces its training budget, e.g. to train it longer."""
+    # -- set-up: run directory, config, data, networks, optimisers, EMA; the checkpoint when resuming
+    run = Path(out)
+    doc = tensors = None
+    if resume:
+        doc, tensors = checkpoint.load_state(run)
+        cfg = _resumed_config(doc, budget)
+    else:
+        prepare_run_dir(run, overwrite)
+        for stale in RUN_FILES:  # --overwrite: nothing of the old run may be mistaken for the new one
+            (run / stale).unlink(missing_ok=True)
+        shutil.rmtree(run / "grids", ignore_errors=True)
+    _check_budget(cfg)
+    write_json(to_dict(cfg), run / "config.json")
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    train_ds, _ = load_splits(cfg.data, show_progress)
+    images_u8 = torch.from_numpy(train_ds.images)
+    labels_all = torch.from_numpy(train_ds.labels)
+    num_classes = len(train_ds.classes)
+    net_configs = recipes.network_configs(cfg, train_ds.shape, num_classes)
+    nets = {k: v.to(device) for k, v in recipes.build_networks(net_configs).items()}
+    if cfg.train.channels_last:
+        nets = {k: v.to(memory_format=torch.channels_last) for k, v in nets.items()}
+    opts = recipes.build_optimizers(cfg, nets)
+    infer_name, infer_kind = recipes.INFERENCE[cfg.method.name]
+    ema = make_ema(nets[infer_name])
+    generator = torch.Generator(device).manual_seed(cfg.seed)
+    state = {"step": 0, "images": 0, "seconds": 0.0, "bad_steps": 0}
+    if doc is not None:
+        checkpoint.restore(doc, tensors, nets=nets, ema=ema, optimizers=opts, generator=generator)
+        state.update(doc["progress"])
+        log(f"resumed {run} at {state['images']:,} images ({state['seconds'] / 60:.1f} min of training)")
+    beta = ema_beta(cfg.train.batch_size, cfg.train.ema_half_life_images)
+    meta = {"method": cfg.method.name, "classes": list(train_ds.classes), "image_shape": list(train_ds.shape),
+            "dataset": cfg.data.dataset, "sigma_data": cfg.method.sigma_data,
+            "sample": to_dict(cfg.sample)}
+    n_params = sum(p.numel() for p in nets[infer_name].parameters())
+    log(f"{cfg.method.name} on {cfg.data.dataset}: {len(train_ds):,} images {train_ds.shape}, "
+        f"{n_params / 1e6:.2f}M parameters, batch {cfg.train.batch_size}, device {device}")
+
+    def save_checkpoint():
+        checkpoint.save_state(run, nets=nets, ema=ema, optimizers=opts, generator=generator, progress=state,
+                              config=to_dict(cfg))
+        save_artifact(run / "model.json", infer_kind, net_configs[infer_name][1], ema,
+                      {**meta, "images": state["images"]})
+
+    def save_grid():
+        from ..generate import Generator, generate
+
+        gen = Generator(ema, cfg.method.name, tuple(train_ds.classes), train_ds.shape, meta, device)
+        labels = np.repeat(np.arange(num_classes), 10)
+        images = generate(gen, labels, seed=0, steps=cfg.sample.steps, sampler=cfg.sample.sampler,
+                          guidance=cfg.sample.guidance)
+        picture = grid(images, nrow=10, scale=2)
+        save_png(picture, run / "grids" / f"{state['images']:09d}.png")
+        return save_png(picture, run / "grid.png")
+
+    # -- the loop: learning rate -> step -> non-finite guard -> EMA -> maintenance at a cadence
+    total = _budget(cfg)
+    bar = progress(total=total[1], enabled=show_progress, desc=f"train {cfg.method.name}",
+                   unit="img" if total[0] == "images" else "s", initial=_done(state, total))
+    last = {"grid": time.monotonic(), "ckpt": time.monotonic(), "ckpt_images": state["images"],
+            "log_seconds": state["seconds"]}
+    losses: list[dict] = []
+    stop = stop or StopRequest()
+    with stop:
+        while _fraction(state, cfg) < 1.0:
+            t0 = time.perf_counter()
+            lr = lr_at(state["images"], _fraction(state, cfg), cfg.train)
+            for opt in opts.values():
+                for group in opt.param_groups:
+                    group["lr"] = lr
+            idx = torch.from_numpy(batch_indices(cfg.seed, len(train_ds), state["images"], cfg.train.batch_size))
+            x = to_float(images_u8[idx]).to(device)
+            if cfg.train.flip:
+                flip = torch.rand(len(x), generator=generator, device=device) < 0.5
+                x = torch.where(flip[:, None, None, None], x.flip(3), x)
+            if cfg.train.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            stats = recipes.train_step(cfg, nets, opts, x, labels_all[idx].to(device), generator, num_classes)
+            if stats is None:
+                state["bad_steps"] += 1
+                if state["bad_steps"] >= cfg.train.max_bad_steps:
+                    raise ImagegenError(
+                        f"{state['bad_steps']} training steps in a row had a non-finite loss or gradient "
+                        f"(lr {lr:.2e}); stopped. The last checkpoint in {run} is intact; try a lower train.lr")
+            else:
+                state["bad_steps"] = 0
+                ema_update(ema, nets[infer_name], beta if state["images"] >= cfg.train.warmup_images else 0.0)
+                losses.append(stats)
+            state["step"] += 1
+            state["images"] += cfg.train.batch_size
+            dt = time.perf_counter() - t0
+            state["seconds"] += dt
+            bar.update(cfg.train.batch_size if total[0] == "images" else dt)
+            # -- maintenance: log line, sample grid, checkpoint, stop request
+            if state["step"] % cfg.train.log_every == 0 and losses:
+                line = _log_line(state, lr, losses, cfg.train.log_every * cfg.train.batch_size,
+                                 state["seconds"] - last["log_seconds"])
+                last["log_seconds"] = state["seconds"]
+                bar.set_postfix(loss=f"{line['loss']:.4f}", img_s=f"{line['images_per_second']:.0f}")
+                with open(run / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(line) + "\n")
+                losses = []
+            now = time.monotonic()
+            if now - last["grid"] > 60 * cfg.train.grid_minutes:
+                save_grid()
+                last["grid"] = time.monotonic()
+            every = cfg.train.checkpoint_images
+            if (now - last["ckpt"] > 60 * cfg.train.checkpoint_minutes
+                    or (every and state["images"] - last["ckpt_images"] >= every)):
+                save_checkpoint()
+                last.update(ckpt=time.monotonic(), ckpt_images=state["images"])
+            if stop.requested:
+                save_checkpoint()
+                bar.close()
+                log(f"stopped at {state['images']:,} images; checkpoint written. "
+                    f"Continue with: imagegen train --resume {run}")
+                return {"out": str(run), "interrupted": True, **state}
+    bar.close()
+
+    # -- the end: checkpoint, artifact, grid, evaluation against the real-data floor
+    save_checkpoint()
+    grid_png = save_grid()
+    result = {"out": str(run), "interrupted": False, "method": cfg.method.name, "dataset": cfg.data.dataset,
+              "parameters": n_params, **state, "images_per_second": state["images"] / max(state["seconds"], 1e-9),
+              "grid": str(grid_png)}
+    if cfg.train.eval_samples > 0:
+        result["evaluation"] = _final_evaluation(run, cfg, device, show_progress, log)
+    write_json(result, run / "results.json")
+    log(f"trained {state['images']:,} images in {state['seconds'] / 60:.1f} min "
+        f"({result['images_per_second']:.0f} img/s); grid: {grid_png}")
+    return result
+
+
+def _final_evaluation(run: Path, cfg: GenConfig, device, show_progress: bool, log) -> dict | None:
+    """Sample `eval_samples` images with the run's sampling settings and score them with the evaluator."""
+    from ..generate import generate, load_generator
+    from ..metrics import evaluate, format_report, load_evaluator
+    from ..metrics.evaluator import evaluator_dir
+
+    if not (evaluator_dir(cfg.data.dataset) / "model.json").is_file():
+        log(f"no evaluation: no evaluator for {cfg.data.dataset} yet "
+            f"(train it once with: imagegen evaluator train --dataset {cfg.data.dataset})")
+        return None
+    gen = load_generator(run, str(device))
+    n = cfg.train.eval_samples
+    labels = np.arange(n) % gen.num_classes
+    s = cfg.sample
+    images = generate(gen, labels, seed=cfg.seed, steps=s.steps, sampler=s.sampler, guidance=s.guidance,
+                      batch_size=s.batch_size, show_progress=show_progress)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the small-n caveat is stated in the report itself
+        report = evaluate(images, labels, load_evaluator(cfg.data.dataset, device=str(device)), seed=cfg.seed)
+    log(format_report(report))
+    return report
+
+
+def _resumed_config(doc: dict, budget: dict | None) -> GenConfig:
+    """The run's own config; only the budget may change when resuming."""
+    saved = from_dict(GenConfig, doc["config"])
+    if budget:
+        saved.train.minutes, saved.train.images = budget.get("minutes"), budget.get("images")
+    return saved
+
+
+def _check_budget(cfg: GenConfig) -> None:
+    if cfg.train.images is None and cfg.train.minutes is None:
+        raise ImagegenError("no training budget: set train.images or train.minutes")
+    if (cfg.train.images is not None and cfg.train.images < 1) or (
+            cfg.train.images is None and cfg.train.minutes <= 0):
+        raise ImagegenError("the training budget must be positive (--images >= 1 or --minutes > 0)")
+    if cfg.train.batch_size < 1 or cfg.train.lr <= 0:
+        raise ImagegenError("train.batch_size must be >= 1 and train.lr > 0")
+
+
+def _budget(cfg: GenConfig) -> tuple[str, float]:
+    if cfg.train.images is not None:
+        return "images", cfg.train.images
+    return "seconds", 60 * cfg.train.minutes
+
+
+def _fraction(state: dict, cfg: GenConfig) -> float:
+    kind, total = _budget(cfg)
+    return (state["images"] if kind == "images" else state["seconds"]) / total
+
+
+def _done(state: dict, total: tuple[str, float]) -> float:
+    return state["images"] if total[0] == "images" else state["seconds"]
+
+
+def _log_line(state: dict, lr: float, losses: list[dict], window_images: int, window_seconds: float) -> dict:
+    """Mean losses since the last line, and the training rate over that window (steps only, no maintenance)."""
+    line = {"step": state["step"], "images": state["images"], "seconds": round(state["seconds"], 2), "lr": lr}
+    for key in losses[0]:
+        line[key] = float(np.mean([s[key] for s in losses]))
+    line["images_per_second"] = window_images / max(window_seconds, 1e-9)
+    return line

@@ -1,0 +1,102 @@
+"""What differs between methods in training: which networks to build, and one `train_step` per method.
+The loop in `loop.py` is shared; the objectives live in `imagegen.methods`."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..config import GenConfig
+from ..methods import diffusion, gan, vae
+from ..models import build_model
+
+METHODS = ("flow", "edm", "gan", "vae")
+# the network whose EMA becomes the inference artifact, and its kind in `imagegen.models`
+INFERENCE = {"flow": ("net", "unet"), "edm": ("net", "unet"), "gan": ("generator", "dcgan-generator"),
+             "vae": ("vae", "vae")}
+
+
+def network_configs(cfg: GenConfig, shape: tuple[int, int, int], num_classes: int) -> dict[str, tuple[str, dict]]:
+    """name -> (model kind, keyword arguments) for every network the method trains."""
+    c, size, m = shape[0], shape[1], cfg.model
+    if cfg.method.name in ("flow", "edm"):
+        return {"net": ("unet", {"in_channels": c, "image_size": size, "num_classes": num_classes,
+                                 "channels": list(m.channels), "blocks": m.blocks,
+                                 "attention": list(m.attention), "dropout": m.dropout})}
+    if cfg.method.name == "gan":
+        return {"generator": ("dcgan-generator", {"out_channels": c, "image_size": size, "num_classes": num_classes,
+                                                  "z_dim": m.z_dim, "width": m.width}),
+                "discriminator": ("dcgan-discriminator", {"in_channels": c, "image_size": size,
+                                                          "num_classes": num_classes, "width": m.width})}
+    if cfg.method.name == "vae":
+        return {"vae": ("vae", {"in_channels": c, "image_size": size, "num_classes": num_classes, "z_dim": m.z_dim,
+                                "width": m.width})}
+    raise ValueError(f"unknown method {cfg.method.name!r}; choose one of {', '.join(METHODS)}")
+
+
+def build_networks(configs: dict[str, tuple[str, dict]]) -> dict[str, nn.Module]:
+    return {name: build_model(kind, kwargs) for name, (kind, kwargs) in configs.items()}
+
+
+def build_optimizers(cfg: GenConfig, nets: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+    """Adam for every network; the GAN uses DCGAN's beta1 = 0.5."""
+    betas = (0.5, 0.999) if cfg.method.name == "gan" else (0.9, 0.999)
+    return {name: torch.optim.Adam(net.parameters(), lr=cfg.train.lr, betas=betas) for name, net in nets.items()}
+
+
+def train_step(cfg: GenConfig, nets: dict, opts: dict, x: torch.Tensor, y: torch.Tensor,
+               generator: torch.Generator, num_classes: int) -> dict[str, float] | None:
+    """One optimisation step of the configured method; None when a non-finite loss or gradient skipped it."""
+    m, clip = cfg.method, cfg.train.grad_clip
+    autocast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.train.bf16)
+    if m.name in ("flow", "edm"):
+        y = diffusion.drop_labels(y, m.label_dropout, num_classes, generator)
+        kwargs = ({"sigma_data": m.sigma_data, "p_mean": m.p_mean, "p_std": m.p_std} if m.name == "edm"
+                  else {"uniform": m.flow_uniform})
+        with autocast:
+            loss = diffusion.LOSSES[m.name](nets["net"], x, y, generator=generator, **kwargs).mean()
+        return {"loss": loss.item()} if _update(loss, opts["net"], nets["net"], clip) else None
+    if m.name == "vae":
+        with autocast:
+            loss = vae.elbo_loss(nets["vae"], x, y, generator=generator, beta=m.beta).mean()
+        return {"loss": loss.item()} if _update(loss, opts["vae"], nets["vae"], clip) else None
+    return _gan_step(cfg, nets, opts, x, y, generator, autocast)
+
+
+def _gan_step(cfg, nets, opts, x, y, generator, autocast) -> dict[str, float] | None:
+    """Discriminator step on real and generated images, then generator step (DCGAN's alternation)."""
+    m, clip = cfg.method, cfg.train.grad_clip
+    G, D = nets["generator"], nets["discriminator"]
+
+    def aug(images):
+        return gan.diff_augment(images, m.diffaugment, generator) if m.diffaugment else images
+
+    z = torch.randn(x.shape[0], G.z_dim, generator=generator, device=x.device)
+    with autocast:
+        fake = G(z, y)
+        loss_d = gan.d_loss(D(aug(x), y).float(), D(aug(fake.detach()), y).float(), m.gan_loss).mean()
+    if m.r1_gamma > 0:
+        loss_d = loss_d + m.r1_gamma / 2 * gan.r1_penalty(D, x, y).mean()
+    if not _update(loss_d, opts["discriminator"], D, clip):
+        return None
+    with autocast:
+        loss_g = gan.g_loss(D(aug(fake), y).float(), m.gan_loss).mean()
+    if not _update(loss_g, opts["generator"], G, clip):
+        return None
+    return {"loss": loss_g.item(), "loss_d": loss_d.item()}
+
+
+def _update(loss: torch.Tensor, opt: torch.optim.Optimizer, net: nn.Module, clip: float) -> bool:
+    """Backward, then step only if the loss and the gradient norm are finite (clipped to `clip` when > 0)."""
+    opt.zero_grad(set_to_none=True)
+    if not torch.isfinite(loss):
+        return False
+    loss.backward()
+    norm = nn.utils.clip_grad_norm_(net.parameters(), clip if clip > 0 else math.inf)
+    if not torch.isfinite(norm):
+        opt.zero_grad(set_to_none=True)
+        return False
+    opt.step()
+    return True

@@ -1,0 +1,193 @@
+"""The generator trainer and `imagegen train` / `imagegen sample` on tiny models (8x8 digits, a few steps)."""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from imagegen.cli import main
+from imagegen.config import GenConfig, load
+from imagegen.errors import ImagegenError
+from imagegen.generate import generate, load_generator
+from imagegen.train import loop
+
+TINY = ["model.channels=8,16", "model.attention=false,true", "model.width=8", "model.z_dim=8",
+        "train.warmup_images=64", "train.log_every=5", "train.eval_samples=0", "sample.steps=2",
+        "sample.batch_size=50"]
+
+
+def tiny_config(method="flow", images=320, **extra) -> GenConfig:
+    sets = TINY + [f"{k}={v}" for k, v in extra.items()]
+    return load(GenConfig, overrides=sets, flags={"data.dataset": "digits", "method.name": method,
+                                                  "train.images": images, "train.batch_size": 32})
+
+
+class StopAfter:
+    """A stop request that fires after `n` checks, as Ctrl-C would between two steps."""
+
+    def __init__(self, n):
+        self.n, self.requested = n, False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def __getattribute__(self, name):
+        if name == "requested":
+            object.__setattr__(self, "n", object.__getattribute__(self, "n") - 1)
+            return object.__getattribute__(self, "n") < 0
+        return object.__getattribute__(self, name)
+
+
+def test_resumed_run_reaches_the_same_weights_as_an_uninterrupted_one(tmp_path):
+    full = loop.train(tiny_config(), tmp_path / "full", show_progress=False, log=lambda s: None)
+    part = loop.train(tiny_config(), tmp_path / "part", show_progress=False, log=lambda s: None, stop=StopAfter(4))
+    assert part["interrupted"] and part["images"] == 5 * 32
+    resumed = loop.train(None, tmp_path / "part", resume=True, show_progress=False, log=lambda s: None)
+    assert resumed["images"] == full["images"] == 320
+    a, b = load_file(tmp_path / "full" / "state.safetensors"), load_file(tmp_path / "part" / "state.safetensors")
+    weights = [k for k in a if k.startswith(("net.", "ema.", "optim."))]
+    assert weights and all(torch.equal(a[k], b[k]) for k in weights)
+    assert (tmp_path / "part" / "grid.png").is_file() and (tmp_path / "part" / "model.json").is_file()
+    lines = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [5, 10] and all(x["loss"] > 0 and x["images_per_second"] > 0 for x in lines)
+
+
+def test_sigterm_becomes_a_stop_request():
+    with loop.StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_an_existing_run_is_never_overwritten_without_asking(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(ImagegenError, match="--overwrite"):
+        loop.train(tiny_config(), run, show_progress=False, log=lambda s: None)
+    assert (run / "notes.txt").read_text() == "mine"
+    with pytest.raises(ImagegenError, match="no training checkpoint"):
+        loop.train(None, tmp_path / "nothing", resume=True, show_progress=False, log=lambda s: None)
+
+
+def test_non_finite_steps_stop_the_run_with_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop.recipes, "train_step", lambda *a, **k: None)
+    with pytest.raises(ImagegenError, match="5 training steps in a row had a non-finite loss"):
+        loop.train(tiny_config(), tmp_path / "run", show_progress=False, log=lambda s: None)
+
+
+def test_nan_loss_skips_the_step_and_leaves_weights_finite(tmp_path):
+    cfg = tiny_config(images=64)
+    nets = {"net": torch.nn.Linear(2, 2)}
+    before = nets["net"].weight.clone()
+    opts = {"net": torch.optim.SGD(nets["net"].parameters(), 0.1)}
+    loss = nets["net"](torch.tensor([[float("nan"), 1.0]])).sum()
+    assert not loop.recipes._update(loss, opts["net"], nets["net"], cfg.train.grad_clip)
+    assert torch.equal(nets["net"].weight, before)
+
+
+def test_lr_warms_up_then_decays_to_zero():
+    cfg = tiny_config().train
+    assert loop.lr_at(0, 0.0, cfg) < loop.lr_at(cfg.warmup_images, 0.1, cfg) <= cfg.lr
+    assert loop.lr_at(10**6, 1.0, cfg) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_batches_cover_each_epoch_once_and_depend_only_on_position():
+    n = 50
+    idx = loop.batch_indices(3, n, 0, 2 * n)
+    assert sorted(idx[:n]) == list(range(n)) and sorted(idx[n:]) == list(range(n))
+    assert np.array_equal(loop.batch_indices(3, n, 40, 20), idx[40:60])
+
+
+@pytest.mark.parametrize("method", ["edm", "gan", "vae"])
+def test_every_method_trains_and_samples(tmp_path, method):
+    result = loop.train(tiny_config(method, images=128), tmp_path / method, show_progress=False, log=lambda s: None)
+    assert result["images"] == 128 and np.isfinite(result["images_per_second"])
+    gen = load_generator(tmp_path / method)
+    images = generate(gen, np.array([0, 1, 2]), seed=0, steps=2)
+    assert images.shape == (3, 1, 8, 8) and images.dtype == np.uint8
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "flow"
+    os.environ["IMAGEGEN_PROGRESS"] = "0"
+    loop.train(tiny_config(images=96), run, show_progress=False, log=lambda s: None)
+    return run
+
+
+def test_image_i_depends_only_on_seed_and_i(trained):
+    gen = load_generator(trained)
+    labels = np.arange(7) % 10
+    a = generate(gen, labels, seed=5, steps=3, sampler="dpmpp-2m", batch_size=7)
+    b = generate(gen, labels, seed=5, steps=3, sampler="dpmpp-2m", batch_size=2)
+    c = generate(gen, labels[3:], seed=5, start=3, steps=3, sampler="dpmpp-2m")
+    d = generate(gen, labels, seed=6, steps=3, sampler="dpmpp-2m")
+    assert np.array_equal(a, b) and np.array_equal(a[3:], c) and not np.array_equal(a, d)
+
+
+def test_sample_cli_writes_npz_and_grid_and_repeats_exactly(trained, tmp_path, capsys):
+    out = tmp_path / "s.npz"
+    args = ["sample", str(trained), "--n", "12", "--steps", "2", "--sampler", "euler", "--guidance", "2",
+            "--class", "3", "--out", str(out), "--json"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    first = np.load(out)
+    assert first["images"].shape == (12, 1, 8, 8) and set(first["labels"]) == {3}
+    assert result["steps"] == 2 and result["guidance"] == 2 and out.with_suffix(".png").is_file()
+    assert main(args) == 1 and "exists" in capsys.readouterr().err  # no silent overwrite
+    assert main(args + ["--overwrite", "--batch-size", "5"]) == 0
+    assert np.array_equal(np.load(out)["images"], first["images"])
+
+
+def test_sample_cli_writes_pngs_by_class_that_eval_can_read(trained, tmp_path, capsys):
+    from imagegen.metrics.samples import load_samples
+
+    assert main(["sample", str(trained), "--n", "4", "--out", str(tmp_path / "pngs")]) == 0
+    images, labels = load_samples(tmp_path / "pngs")
+    assert images.shape == (4, 1, 8, 8) and sorted(labels.tolist()) == [0, 1, 2, 3]
+
+
+def test_sample_cli_refuses_impossible_requests(trained, tmp_path, capsys):
+    code = main(["sample", str(trained), "--class", "10", "--out", str(tmp_path / "a.npz")])
+    assert code == 2 and "class 10 does not exist" in capsys.readouterr().err
+    code = main(["sample", str(trained), "--steps", "0", "--out", str(tmp_path / "b.npz")])
+    assert code == 2 and "steps must be >= 1" in capsys.readouterr().err
+    (tmp_path / "x.pt").write_bytes(b"\x80\x04K\x01.")
+    code = main(["sample", str(tmp_path / "x.pt")])
+    assert code == 1 and "not an imagegen checkpoint" in capsys.readouterr().err
+
+
+def test_train_cli_runs_and_resume_extends_the_budget(tmp_path, capsys):
+    run = tmp_path / "cli"
+    base = ["train", "--dataset", "digits", "--images", "64", "--batch-size", "32", "--out", str(run), "--json"]
+    sets = [a for s in TINY for a in ("--set", s)]
+    assert main(base + sets) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 64
+    assert main(base + sets) == 1 and "--overwrite" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--images", "128", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 128
+
+
+def test_overwrite_removes_every_file_of_the_old_run(tmp_path):
+    run = tmp_path / "run"
+    loop.train(tiny_config(images=64), run, show_progress=False, log=lambda s: None)
+    (run / "notes.txt").write_text("mine")
+    loop.train(tiny_config(images=32), run, overwrite=True, show_progress=False, log=lambda s: None,
+               stop=StopAfter(0))  # stopped after its first step: only what the new run wrote may be there
+    assert json.loads((run / "state.json").read_text())["progress"]["images"] == 32
+    assert not (run / "results.json").exists() and (run / "notes.txt").read_text() == "mine"
+
+
+def test_bf16_autocast_trains_with_finite_losses(tmp_path):
+    result = loop.train(tiny_config(images=192, **{"train.bf16": "true"}), tmp_path / "bf16", show_progress=False,
+                        log=lambda s: None)
+    lines = [json.loads(x) for x in (tmp_path / "bf16" / "metrics.jsonl").read_text().splitlines()]
+    assert result["bad_steps"] == 0 and lines and all(np.isfinite(x["loss"]) for x in lines)
