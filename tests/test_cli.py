@@ -114,3 +114,10 @@ def test_eval_end_to_end_with_memorisation(capsys, tmp_path):
     np.savez(tmp_path / "big.npz", images=np.zeros((5, 1, 28, 28), np.uint8))
     code, _, err = run(capsys, "eval", str(tmp_path / "big.npz"), "--dataset", "digits")
     assert code == 1 and "needs (N, 1, 8, 8)" in err
+
+
+def test_train_and_sample_help_show_defaults(capsys):
+    code, out, _ = run(capsys, "train", "--help")
+    assert code == 0 and "--resume RUN_DIR" in out and "(default: flow)" in out and "(default: 5.0)" in out
+    code, out, _ = run(capsys, "sample", "--help")
+    assert code == 0 and "dpmpp-2m" in out and "(default: 100)" in out
