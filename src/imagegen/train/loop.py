@@ -137,7 +137,9 @@ def train(cfg: GenConfig | None, out: str | Path, *, resume: bool = False, budge
     # -- the loop: learning rate -> step -> non-finite guard -> EMA -> maintenance at a cadence
     total = _budget(cfg)
     bar = progress(total=total[1], enabled=show_progress, desc=f"train {cfg.method.name}",
-                   unit="img" if total[0] == "images" else "s", initial=_done(state, total))
+                   unit="img" if total[0] == "images" else "s", initial=_done(state, total),
+                   bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} " + ("img" if total[0] == "images" else "s")
+                   + " [{elapsed}<{remaining}{postfix}]")
     last = {"grid": time.monotonic(), "ckpt": time.monotonic(), "ckpt_images": state["images"],
             "log_seconds": state["seconds"]}
     losses: list[dict] = []
@@ -171,7 +173,7 @@ def train(cfg: GenConfig | None, out: str | Path, *, resume: bool = False, budge
             state["images"] += cfg.train.batch_size
             dt = time.perf_counter() - t0
             state["seconds"] += dt
-            bar.update(cfg.train.batch_size if total[0] == "images" else dt)
+            bar.update(min(cfg.train.batch_size if total[0] == "images" else dt, max(0.0, total[1] - bar.n)))
             # -- maintenance: log line, sample grid, checkpoint, stop request
             if state["step"] % cfg.train.log_every == 0 and losses:
                 line = _log_line(state, lr, losses, cfg.train.log_every * cfg.train.batch_size,
