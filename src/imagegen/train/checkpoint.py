@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from ..errors import ImagegenError
 from ..utils import write_json
@@ -49,11 +49,9 @@ def load_state(run: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         raise ImagegenError(f"{run} holds no training checkpoint (state.json + state.safetensors); cannot resume")
     try:
         doc = json.loads(doc_path.read_text())
-        tensors = load_file(str(weights))
-        from safetensors import safe_open
-
-        with safe_open(str(weights), "pt") as f:
+        with safe_open(str(weights), "pt") as f:  # tensors and the step they belong to, in one read
             step = (f.metadata() or {}).get("step")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (json.JSONDecodeError, UnicodeDecodeError, SafetensorError, OSError) as e:
         raise ImagegenError(f"the checkpoint in {run} is unreadable: {e}") from None
     if doc.get("format") != FORMAT:
