@@ -17,6 +17,9 @@ def register(sub, common, data, fmt) -> None:
     from .gen_commands import register as register_generators
 
     register_generators(sub, common, data, fmt)
+    from .explain_commands import register as register_explain
+
+    register_explain(sub, common, data, fmt)
 
 
 def _log(args):

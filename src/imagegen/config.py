@@ -116,6 +116,25 @@ class SampleConfig:
 
 
 @dataclass
+class DistillConfig:
+    method: str = "progressive"  # progressive | reflow
+    steps: int = 4  # the student's sampler steps (network calls per image): 1, 2, 4, ...
+    minutes: float = 10.0  # training time, split evenly over the stages (reflow: plus drawing the pairs)
+    guidance: float | None = None  # the teacher's guidance scale folded into the student (None: the run's)
+    teacher_steps: int = 8  # progressive: the teacher's Euler steps; halved each stage down to `steps`
+    pairs: int = 10_000  # reflow: (noise, image) pairs drawn by the teacher
+    pair_steps: int | None = None  # reflow: teacher steps per pair (None: the run's sampler and steps)
+    batch_size: int = 128
+    lr: float = 5e-4  # peak learning rate of each stage (Adam), after `warmup_images`, cosine to zero
+    warmup_images: int = 1_000
+    schedule: str = "cosine"
+    grad_clip: float = 1.0
+    ema_half_life_images: int = 2_000
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
 class GenConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: GenModelConfig = field(default_factory=GenModelConfig)

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from .commands import _data_flags, _log
-from .config import GenConfig, load, to_dict
+from .config import DistillConfig, GenConfig, load, to_dict
 from .errors import ImagegenError, UsageError
 
 
@@ -43,6 +43,36 @@ def register(sub, common, data, fmt) -> None:
     s.add_argument("--out", default=None, help="a folder for PNGs, or FILE.npz (default: MODEL_DIR/samples)")
     s.add_argument("--overwrite", action="store_true", help="replace existing output")
     s.set_defaults(func=run_sample)
+    register_distill(sub, common, fmt)
+
+
+def register_distill(sub, common, fmt) -> None:
+    d = DistillConfig()
+    p = sub.add_parser("distill", parents=[common], formatter_class=fmt,
+                       help="distil a trained flow model into a 1-4 step generator (guidance folded in)")
+    p.add_argument("model", help="the teacher: a flow run directory or its model.json")
+    p.add_argument("--method", choices=("progressive", "reflow"), help=f"(default: {d.method})")
+    p.add_argument("--steps", type=int, help=f"the student's steps = network calls per image (default: {d.steps})")
+    p.add_argument("--minutes", type=float, help=f"training time (default: {d.minutes})")
+    p.add_argument("--guidance", type=float, help="the guidance scale to fold in (default: the teacher's)")
+    p.add_argument("--pairs", type=int, help=f"reflow: teacher (noise, image) pairs (default: {d.pairs})")
+    p.add_argument("--out", default=None, help="run directory (default: TEACHER-METHOD-STEPS)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any DistillConfig setting, e.g. --set lr=1e-4 (repeatable)")
+    p.set_defaults(func=run_distill)
+
+
+def run_distill(args):
+    from .train.distill import distill
+
+    flags = {"method": args.method, "steps": args.steps, "minutes": args.minutes, "guidance": args.guidance,
+             "pairs": args.pairs, "seed": args.seed, "device": args.device}
+    cfg = load(DistillConfig, None, args.set, flags)
+    model = Path(args.model)
+    teacher = model.parent if model.suffix == ".json" else model
+    out = args.out or f"{teacher}-{cfg.method}-{cfg.steps}"
+    return distill(teacher, out, cfg, overwrite=args.overwrite, show_progress=not args.no_progress, log=_log(args))
 
 
 def train_config(args) -> GenConfig:

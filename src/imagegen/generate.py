@@ -104,22 +104,41 @@ def generate(gen: Generator, labels: np.ndarray, *, seed: int = 0, start: int = 
         idx = np.arange(lo, min(lo + batch_size, len(labels)))
         rand = StackedRandom(seed, idx + start, gen.device)
         y = torch.as_tensor(labels[idx], dtype=torch.long, device=gen.device)
-        out.append(to_uint8(_draw(gen, y, rand, steps, sampler, guidance, callback)))
+        z = rand.randn(*latent_shape(gen))
+        out.append(to_uint8(_draw(gen, y, z, rand, steps, sampler, guidance, callback)))
         bar.update(len(idx))
     bar.close()
     return np.concatenate(out) if out else np.zeros((0, *gen.image_shape), np.uint8)
 
 
-def _draw(gen: Generator, y: torch.Tensor, rand: StackedRandom, steps: int, sampler: str, guidance: float,
-          callback) -> torch.Tensor:
+def latent_shape(gen: Generator) -> tuple[int, ...]:
+    """Shape of one image's starting latent: the GAN's or VAE's z, or the diffusion/flow starting noise."""
+    return (gen.net.z_dim,) if gen.method in ("gan", "vae") else tuple(gen.image_shape)
+
+
+@torch.no_grad()
+def generate_from(gen: Generator, z: torch.Tensor, labels: np.ndarray, *, seed: int = 0, steps: int = 8,
+                  sampler: str = "dpmpp-2m", guidance: float = 1.0, callback=None) -> np.ndarray:
+    """uint8 images from given unit-Gaussian starting latents z (B, *latent_shape), e.g. points on a latent walk;
+    any further sampler noise comes from (seed, i)."""
+    if tuple(z.shape[1:]) != latent_shape(gen) or len(z) != len(labels):
+        raise UsageError(f"latents must have shape (len(labels), {', '.join(map(str, latent_shape(gen)))}), "
+                         f"got {tuple(z.shape)}")
+    rand = StackedRandom(seed, range(len(z)), gen.device)
+    y = torch.as_tensor(labels, dtype=torch.long, device=gen.device)
+    return to_uint8(_draw(gen, y, z.to(gen.device), rand, steps, sampler, guidance, callback))
+
+
+def _draw(gen: Generator, y: torch.Tensor, z: torch.Tensor, rand: StackedRandom, steps: int, sampler: str,
+          guidance: float, callback) -> torch.Tensor:
     if gen.method == "gan":
-        return gen.net(rand.randn(gen.net.z_dim), y).clamp(-1, 1)
+        return gen.net(z, y).clamp(-1, 1)
     if gen.method == "vae":
-        return gen.net.decode(rand.randn(gen.net.z_dim), y).clamp(-1, 1)
+        return gen.net.decode(z, y).clamp(-1, 1)
     denoiser = diffusion.DENOISERS[gen.method](gen.net, **_denoiser_kwargs(gen))
     denoiser = guided(denoiser, guidance, null_label=gen.num_classes)
     sigmas = sigmas_for(gen, steps).to(gen.device)
-    x = rand.randn(*gen.image_shape) * sigmas[0]
+    x = z * sigmas[0]
     x = SAMPLERS[sampler](denoiser, x, sigmas, cond=y, noise=rand.like, callback=callback)
     return x.clamp(-1, 1)
 

@@ -88,13 +88,15 @@ def class_accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
     return float((np.asarray(probs).argmax(1) == np.asarray(labels)).mean())
 
 
-def nearest(queries: np.ndarray, keys: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Euclidean distance and index of each query's nearest key, computed in chunks to bound memory."""
-    q, k = torch.as_tensor(np.asarray(queries, np.float32)), torch.as_tensor(np.asarray(keys, np.float32))
+def nearest(queries: np.ndarray, keys: np.ndarray, chunk: int = 1024, k: int | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Euclidean distance and index of each query's nearest key, (N,) each, computed in chunks to bound memory;
+    with `k`, the k nearest, nearest first, (N, k) each."""
+    q, keys_t = torch.as_tensor(np.asarray(queries, np.float32)), torch.as_tensor(np.asarray(keys, np.float32))
     dist, idx = [], []
     for i in range(0, len(q), chunk):
-        d = torch.cdist(q[i : i + chunk], k)
-        v, j = d.min(1)
-        dist.append(v)
-        idx.append(j)
+        d = torch.cdist(q[i : i + chunk], keys_t)
+        v, j = d.topk(k or 1, dim=1, largest=False)
+        dist.append(v if k else v[:, 0])
+        idx.append(j if k else j[:, 0])
     return torch.cat(dist).numpy(), torch.cat(idx).numpy()

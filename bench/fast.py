@@ -1,0 +1,232 @@
+"""Fast generation: quality and speed of every generator at few network evaluations, the teacher beside its
+distilled students and the DCGAN. Prints tables, writes bench/results/fast.json and the quality/speed frontier
+bench/results/fast_frontier.png.
+
+    python bench/fast.py --teacher runs/bench/flow-15 --students runs/bench/flow-15-progressive-4 ... \
+        [--gan runs/bench/gan-5] [--n 10000] [--reuse] [--paths RUN]
+
+Per row: FID, precision, recall and class accuracy of n samples (evaluator features, vs the test split, the
+real-data floor beside them); network evaluations per image (a guided step costs two); ms/image at batch 1;
+images/s at batch 256 (model loaded, after a warm-up batch); and for the few-step generators `imagegen sample
+--n 10000` end to end (process start excluded, model load and writing the .npz included).
+--paths RUN times the inference-path options (channels-last, torch.compile, bf16 autocast) on one model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import RESULTS, save, table  # noqa: E402
+from imagegen.cli import main as cli  # noqa: E402
+from imagegen.generate import generate, load_generator  # noqa: E402
+from imagegen.methods.samplers import network_calls  # noqa: E402
+from imagegen.metrics import evaluate, load_evaluator  # noqa: E402
+from imagegen.plots import plt  # noqa: E402
+
+
+def settings(run: Path, steps_list) -> list[dict]:
+    """The rows a run contributes: a teacher at each step count with its own sampler and guidance; a student
+    or GAN at its own setting."""
+    gen = load_generator(run, "cpu")
+    s = gen.meta.get("sample", {})
+    label = (f"{gen.meta['distilled']['method']} student" if "distilled" in gen.meta
+             else f"{gen.method} teacher" if gen.method in ("flow", "edm") else gen.method)
+    if gen.method in ("gan", "vae"):
+        return [{"label": label, "run": str(run), "steps": 1, "sampler": "-", "guidance": 1.0, "nfe": 1}]
+    steps_list = steps_list if "distilled" not in gen.meta else [s["steps"]]
+    g = s.get("guidance", 1.0)
+    return [{"label": label, "run": str(run), "steps": k, "sampler": s["sampler"], "guidance": g,
+             "nfe": network_calls(s["sampler"], k) * (1 if g == 1.0 else 2)} for k in steps_list]
+
+
+def quality(row: dict, n: int, ev) -> dict:
+    gen = load_generator(row["run"], "cpu")
+    labels = np.arange(n) % gen.num_classes
+    sampler = "euler" if row["sampler"] == "-" else row["sampler"]  # a GAN ignores it
+    images = generate(gen, labels, seed=0, steps=row["steps"], sampler=sampler, guidance=row["guidance"],
+                      batch_size=256)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rep = evaluate(images, labels, ev, seed=0)
+    keys = ("fid", "kid_mean", "precision", "recall", "class_accuracy")
+    return {**{k: rep["samples"][k] for k in keys}, **{f"floor_{k}": rep["floor"][k] for k in keys}, "n": n,
+            "evaluator_accuracy": rep["evaluator_accuracy"]}
+
+
+@torch.inference_mode()
+def speed(row: dict, gen=None) -> dict:
+    """ms/image at batch 1 (mean of 20 images) and images/s at batch 256 (two batches), after a warm-up."""
+    gen = gen or load_generator(row["run"], "cpu")
+    kw = {"steps": row["steps"], "sampler": "euler" if row["sampler"] == "-" else row["sampler"],
+          "guidance": row["guidance"]}
+    labels = np.arange(512) % gen.num_classes
+    generate(gen, labels[:256], batch_size=256, **kw)
+    t0 = time.perf_counter()
+    for i in range(20):
+        generate(gen, labels[i : i + 1], start=i, batch_size=1, **kw)
+    ms1 = (time.perf_counter() - t0) / 20 * 1000
+    t0 = time.perf_counter()
+    generate(gen, labels, batch_size=256, **kw)
+    ips = 512 / (time.perf_counter() - t0)
+    return {"ms_per_image_batch1": ms1, "images_per_second_batch256": ips, "ms_per_image_batch256": 1000 / ips}
+
+
+def end_to_end(row: dict, n: int = 10_000) -> float:
+    """images/s of `imagegen sample RUN --n n --batch-size 256 --out FILE.npz` (in-process, model load included)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        assert cli(["sample", row["run"], "--n", str(n), "--batch-size", "256", "--out", f"{tmp}/s.npz",
+                    "--no-progress", "--device", "cpu"]) == 0
+        return n / (time.perf_counter() - t0)
+
+
+@torch.inference_mode()
+def paths(run: Path) -> list[dict]:
+    """The same model through each inference-path option: images/s at batch 256 and ms/image at batch 1."""
+    row = settings(run, [1])[0]
+    out = []
+    for name in ("eager", "channels-last", "bf16 autocast", "torch.compile"):
+        gen = load_generator(run, "cpu")
+        compile_s = None
+        if name == "channels-last":
+            gen.net = gen.net.to(memory_format=torch.channels_last)
+        if name == "torch.compile":
+            gen.net = torch.compile(gen.net, dynamic=False)
+            t0 = time.perf_counter()
+            for b in (256, 1):
+                generate(gen, np.arange(b) % gen.num_classes, steps=row["steps"], sampler=row["sampler"],
+                         guidance=row["guidance"], batch_size=b)
+            compile_s = time.perf_counter() - t0
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=name == "bf16 autocast"):
+            out.append({"path": name, **speed(row, gen), "compile_seconds": compile_s})
+        print(json.dumps(out[-1]), flush=True)
+    return out
+
+
+@torch.inference_mode()
+def onnx_vs_eager(run: Path, reps: int = 5) -> list[dict]:
+    """The network alone, PyTorch eager against onnxruntime on the same exported graph: forward passes per
+    second at batch 256 and ms at batch 1 (the sampler around it is the same either way)."""
+    import onnxruntime as ort
+
+    gen = load_generator(run, "cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/net.onnx"
+        t0 = time.perf_counter()
+        torch.onnx.export(gen.net, _inputs(gen, 2), path, input_names=["x", "t", "y"], output_names=["v"],
+                          dynamic_axes={"x": {0: "b"}, "t": {0: "b"}, "y": {0: "b"}, "v": {0: "b"}}, dynamo=False)
+        export_s = time.perf_counter() - t0
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = torch.get_num_threads()
+        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        runners = {"torch eager": lambda a: gen.net(*a),
+                   "onnxruntime": lambda a: sess.run(None, {k: v.numpy() for k, v in zip("xty", a, strict=True)})}
+        out = []
+        for name, fn in runners.items():
+            row = {"path": name, "export_seconds": export_s if name == "onnxruntime" else None}
+            for b in (256, 1):
+                a = _inputs(gen, b)
+                fn(a)
+                t0 = time.perf_counter()
+                for _ in range(reps if b > 1 else 50):
+                    fn(a)
+                dt = (time.perf_counter() - t0) / (reps if b > 1 else 50)
+                row["forward_images_per_second_batch256" if b > 1 else "forward_ms_batch1"] = \
+                    b / dt if b > 1 else dt * 1000
+            out.append(row)
+            print(json.dumps(row), flush=True)
+    return out
+
+
+def _inputs(gen, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(b, *gen.image_shape, generator=g), torch.rand(b, generator=g),
+            torch.arange(b) % gen.num_classes)
+
+
+def frontier(rows: list[dict], path: Path) -> Path:
+    """FID against ms/image at batch 256, one curve per method (log-log)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for label in dict.fromkeys(r["label"] for r in rows):
+        pts = sorted((r["ms_per_image_batch256"], r["fid"], r["nfe"]) for r in rows if r["label"] == label)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
+        for ms, fid, nfe in pts:
+            ax.annotate(f"{nfe} NFE", (ms, fid), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    floor = rows[0]["floor_fid"]
+    ax.axhline(floor, color="gray", ls="--", lw=1, label=f"real-data floor ({floor:.2f})")
+    ax.set(xscale="log", yscale="log", xlabel="ms per image (batch 256, this CPU)",
+           ylabel=f"FID ({rows[0]['n']:,} samples)", title="quality / speed frontier, Fashion-MNIST")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--teacher", default="runs/bench/flow-15")
+    p.add_argument("--teacher-steps", type=int, nargs="+", default=[1, 2, 4, 8])
+    p.add_argument("--students", nargs="*", default=[])
+    p.add_argument("--gan", default=None)
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--n", type=int, default=10_000)
+    p.add_argument("--reuse", action="store_true", help="keep quality numbers already in fast.json for a setting")
+    p.add_argument("--paths", default=None, help="time the inference-path options on this run")
+    args = p.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    old = json.loads((RESULTS / "fast.json").read_text()) if (RESULTS / "fast.json").is_file() else {}
+    key = lambda r: (r["run"], r["steps"], r["sampler"], r["guidance"], r["n"])  # noqa: E731
+    known = {key(r): r for r in old.get("rows", [])}
+    extra = {"paths": old.get("paths", []), "onnx": old.get("onnx", []),
+             "settings": "CPU, torch threads = cores; quality vs the test split with the imagegen evaluator, "
+                         "floor = n real training images; NFE = network evaluations per image"}
+    ev = load_evaluator(args.dataset, device="cpu")
+    rows = []
+    runs = [(Path(args.teacher), args.teacher_steps)] + [(Path(s), None) for s in args.students]
+    runs += [(Path(args.gan), None)] if args.gan else []
+    for run, steps_list in runs:
+        for row in settings(run, steps_list):
+            row["n"] = args.n
+            if args.reuse and key(row) in known:
+                row.update({k: v for k, v in known[key(row)].items() if k not in row})
+            else:
+                row.update(quality(row, args.n, ev))
+                row.update(speed(row))
+                if row["nfe"] <= 4:
+                    row["end_to_end_images_per_second"] = end_to_end(row)
+            row["fid_over_floor"] = row["fid"] / row["floor_fid"]
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+            save("fast", rows, **extra)  # after every row: a long run that stops keeps what it measured
+    if args.paths:
+        extra.update(paths=paths(Path(args.paths)), onnx=onnx_vs_eager(Path(args.paths)))
+        save("fast", rows, **extra)
+    path_rows, onnx_rows = extra["paths"], extra["onnx"]
+    frontier(rows, RESULTS / "fast_frontier.png")
+    print(table(rows, ["label", "steps", "sampler", "guidance", "nfe", "fid", "floor_fid", "fid_over_floor",
+                       "precision", "recall", "class_accuracy", "ms_per_image_batch1", "images_per_second_batch256",
+                       "end_to_end_images_per_second"]))
+    if path_rows:
+        print("\ninference paths:")
+        print(table(path_rows, ["path", "ms_per_image_batch1", "images_per_second_batch256", "compile_seconds"]))
+    if onnx_rows:
+        print("\nthe network alone, PyTorch eager vs onnxruntime:")
+        print(table(onnx_rows, ["path", "forward_ms_batch1", "forward_images_per_second_batch256",
+                                "export_seconds"]))
+
+
+if __name__ == "__main__":
+    main()

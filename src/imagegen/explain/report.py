@@ -1,0 +1,183 @@
+"""`imagegen report RUN`: one self-contained HTML page (pictures inlined as base64, no server, no scripts) with a
+run's numbers, training curves, sample grids over time and explanations."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from pathlib import Path
+
+from ..errors import ImagegenError
+from ..plots import plt
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ddd;margin-top:2em}
+table{border-collapse:collapse;font-size:.9em}td,th{padding:.25em .8em;border-bottom:1px solid #eee;text-align:right}
+th:first-child,td:first-child{text-align:left}figure{display:inline-block;margin:.5em;vertical-align:top}
+img{max-width:100%;image-rendering:pixelated}figcaption{font-size:.8em;color:#555}pre{background:#f6f6f6;
+padding:.8em;font-size:.8em;overflow:auto}"""
+
+
+def build_report(run: str | os.PathLike, out: str | os.PathLike | None = None, *, explain: bool = True,
+                 device: str = "auto", log=print) -> Path:
+    """Write RUN/report.html (or `out`) for a generator run or a seed-classifier run."""
+    run = Path(run)
+    header = run / "model.json"
+    if not header.is_file():
+        raise ImagegenError(f"{run} is not a run directory: it has no model.json (train one with imagegen train "
+                            "or imagegen classify train --out DIR)")
+    kind = json.loads(header.read_text()).get("kind")
+    if kind == "seed-classifier":
+        body = _classifier_sections(run, explain, log)
+    else:
+        body = _generator_sections(run, explain, device, log)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>imagegen report: {html.escape(run.name)}"
+            f"</title><style>{STYLE}</style></head><body><h1>imagegen report: {html.escape(str(run))}</h1>"
+            + "".join(body) + "</body></html>\n")
+    path = Path(out) if out else run / "report.html"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(page)
+    os.replace(tmp, path)
+    return path
+
+
+def _img(path: Path, caption: str = "") -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(caption or path.name)}'>"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _section(title: str, *parts: str) -> str:
+    return f"<h2>{html.escape(title)}</h2>" + "".join(parts)
+
+
+def _table(rows: list[list], head: list[str]) -> str:
+    cell = lambda v: f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))  # noqa: E731
+    return ("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows) + "</table>")
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def evaluation_table(ev: dict) -> str:
+    """Samples beside the real-data floor, metric by metric."""
+    keys = [k for k in ev.get("samples", {}) if k in ev.get("floor", {})]
+    rows = [[k, ev["samples"][k], ev["floor"][k]] for k in keys]
+    note = (f"<p>{ev.get('n', '?')} samples vs {ev.get('n_floor', '?')} real training images (the floor), both "
+            f"against the {ev.get('n_reference', '?')} test images; evaluator accuracy on real test images "
+            f"{ev.get('evaluator_accuracy', float('nan')):.3f}.</p>")
+    return note + _table(rows, ["metric", "samples", "real-data floor"])
+
+
+def curves(lines: list[dict], path: Path) -> Path | None:
+    """Loss (and, where logged, the grid's FID) against images seen."""
+    loss_keys = [k for k in (lines[0] if lines else {}) if "loss" in k]
+    grid = [ln for ln in lines if "grid_fid" in ln]
+    if not loss_keys and not grid:
+        return None
+    fig, axes = plt.subplots(1, 2 if grid else 1, figsize=(10 if grid else 5.5, 3.5), squeeze=False)
+    train = [ln for ln in lines if loss_keys and loss_keys[0] in ln]
+    for k in loss_keys:
+        axes[0][0].plot([ln["images"] for ln in train], [ln[k] for ln in train], label=k)
+    axes[0][0].set(xlabel="images seen", ylabel="loss", yscale="log", title="training loss")
+    axes[0][0].legend(fontsize=8)
+    if grid:
+        axes[0][1].plot([ln["images"] for ln in grid], [ln["grid_fid"] for ln in grid], "o-")
+        axes[0][1].set(xlabel="images seen", ylabel="FID (n=100)", yscale="log",
+                       title="FID of the 100 grid images (biased up at n=100: the trend)")
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _generator_sections(run: Path, explain: bool, device: str, log) -> list[str]:
+    results, config = _read_json(run / "results.json"), _read_json(run / "config.json")
+    lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines() if ln.strip()] \
+        if (run / "metrics.jsonl").is_file() else []
+    out = []
+    if results:
+        summary = [["method", results.get("method", "?")], ["dataset", results.get("dataset", "?")],
+                   ["images seen", results.get("images", 0)], ["training minutes", results.get("seconds", 0) / 60],
+                   ["images / second", results.get("images_per_second", 0.0)],
+                   ["parameters", results.get("parameters", 0)]]
+        out.append(_section("Run", _table(summary, ["", ""])))
+    else:
+        out.append(_section("Run", "<p>No results.json: the run has not finished (or was interrupted).</p>"))
+    if results.get("evaluation"):
+        out.append(_section("Evaluation", evaluation_table(results["evaluation"])))
+    (run / "explain").mkdir(exist_ok=True)
+    curve = curves(lines, run / "explain" / "curves.png")
+    if curve:
+        out.append(_section("Training curves", _img(curve, "loss and grid FID against images seen")))
+    grids = sorted((run / "grids").glob("*.png")) if (run / "grids").is_dir() else []
+    pick = [grids[round(i * (len(grids) - 1) / 5)] for i in range(6)] if len(grids) > 6 else grids
+    parts = [_img(run / "grid.png", "final samples, one row per class")] if (run / "grid.png").is_file() else []
+    parts += [_img(g, f"after {int(g.stem):,} images") for g in dict.fromkeys(pick)]
+    out.append(_section("Samples", *parts))
+    if explain:
+        _draw_generator_explanations(run, device, log)
+    out.append(_explanations(run))
+    out.append(_section("Config", f"<pre>{html.escape(json.dumps(config, indent=2))}</pre>"))
+    return out
+
+
+def _draw_generator_explanations(run: Path, device: str, log) -> None:
+    from ..data import load_dataset
+    from ..generate import load_generator
+    from .draw import draw_guidance, draw_nearest, draw_trajectory, draw_walk
+
+    gen = load_generator(run, device)
+    s = gen.meta.get("sample", {})
+    sampling = {"steps": s.get("steps", 8), "sampler": s.get("sampler", "dpmpp-2m"), "guidance": s.get("guidance", 1.0)}
+    ex = run / "explain"
+    log("drawing explanations: nearest training images, latent walk" +
+        (", trajectory, guidance" if gen.method in ("flow", "edm") else ""))
+    train = load_dataset(gen.meta["dataset"], "train", show_progress=False).images
+    draw_nearest(gen, train, ex / "nearest.png", n=6, k=4, **sampling)
+    draw_walk(gen, 0, ex / "walk.png", **sampling)
+    if gen.method in ("flow", "edm"):
+        draw_trajectory(gen, 0, ex / "trajectory.png", **sampling)
+        draw_guidance(gen, 0, ex / "guidance.png", steps=sampling["steps"], sampler=sampling["sampler"])
+
+
+def _explanations(run: Path) -> str:
+    pics = [p for p in sorted((run / "explain").glob("*.png")) if p.name != "curves.png"] \
+        if (run / "explain").is_dir() else []
+    if not pics:
+        return _section("Explanations", "<p>None yet: imagegen explain ... or imagegen report without "
+                        "--no-explain draws them.</p>")
+    return _section("Explanations", *[_img(p, p.stem) for p in pics])
+
+
+def _classifier_sections(run: Path, explain: bool, log) -> list[str]:
+    metrics = _read_json(run / "metrics.json")
+    flat = [[k, v] for k, v in metrics.items() if isinstance(v, (int, float, str))]
+    out = [_section("Run", _table(flat, ["", ""]) if flat else "<p>No metrics.json.</p>")]
+    pics = [_img(run / n, c) for n, c in (("curves.png", "loss and accuracy per epoch"),
+                                          ("predictions.png", "test predictions, red when wrong"))
+            if (run / n).is_file()]
+    out.append(_section("Training", *pics))
+    if explain:
+        from ..data import load_dataset
+        from .draw import draw_attributions, draw_features, draw_filters, draw_mistakes, load_classifier
+
+        clf = load_classifier(run)
+        log("drawing explanations: attributions, mistakes, feature maps, filters")
+        test = load_dataset(clf.dataset, "test", show_progress=False)
+        ex = run / "explain"
+        draw_attributions(clf, test.images[:6], ex / "attributions.png", labels=test.labels[:6])
+        try:
+            draw_mistakes(clf, test.images, test.labels, ex / "mistakes.png")
+        except ImagegenError as e:  # a classifier without mistakes on the test split
+            log(str(e))
+        draw_features(clf, test.images[0], ex / "features.png")
+        draw_filters(clf, ex / "filters.png")
+    out.append(_explanations(run))
+    return out

@@ -1,0 +1,165 @@
+"""`imagegen distill`: turn a trained flow model into a k-step student (progressive distillation, or reflow then
+distillation; the objectives are in `imagegen.methods.distill`). One function with labelled phases, like the
+training loop; the student starts from the teacher's EMA weights and is written as an ordinary flow artifact
+whose default sampling is Euler with k steps and no guidance (it is folded in)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
+
+from ..artifacts import load_artifact, save_artifact
+from ..config import DistillConfig, to_dict
+from ..data import load_dataset
+from ..errors import ImagegenError, UsageError
+from ..generate import Generator, StackedRandom, generate, latent_shape, load_generator, sample_labels
+from ..methods.distill import guided_velocity, progressive_loss, reflow_loss
+from ..pixels import grid, save_png, to_float
+from ..utils import prepare_run_dir, progress, write_json
+from .ema import ema_beta, ema_update, make_ema
+from .loop import StopRequest, batch_indices, lr_at
+from .recipes import _update
+
+
+def stages(cfg: DistillConfig) -> list[int]:
+    """The student step counts, stage by stage: progressive halves the teacher's steps down to `steps`."""
+    if cfg.steps < 1:
+        raise UsageError(f"steps must be >= 1, got {cfg.steps}")
+    if cfg.method == "reflow":
+        return [cfg.steps]
+    if cfg.method != "progressive":
+        raise UsageError(f"unknown distillation method {cfg.method!r}; choose progressive or reflow")
+    ratio = cfg.teacher_steps / cfg.steps
+    if cfg.teacher_steps <= cfg.steps or ratio != 2 ** round(math.log2(ratio)):
+        raise UsageError(f"progressive distillation halves the teacher's {cfg.teacher_steps} steps each stage: "
+                         f"--steps must be {cfg.teacher_steps}/2, /4, ... (got {cfg.steps})")
+    return [cfg.teacher_steps >> i for i in range(1, round(math.log2(ratio)) + 1)]
+
+
+def teacher_pairs(gen: Generator, teacher: Path, cfg: DistillConfig, guidance: float, show_progress: bool,
+                  log) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8, labels) that the teacher draws from the latents of images 0..pairs-1 of seed `seed`
+    (classes in turn); cached beside the teacher in pairs/, since every student of this teacher can reuse them."""
+    s = gen.meta.get("sample", {})
+    sampler, steps = s.get("sampler", "dpmpp-2m"), cfg.pair_steps or s.get("steps", 8)
+    path = teacher / "pairs" / f"seed{cfg.seed}-n{cfg.pairs}-{sampler}{steps}-g{guidance:g}.safetensors"
+    if path.is_file():
+        log(f"reusing the teacher's pairs in {path}")
+        d = load_file(str(path))
+        return d["images"], d["labels"]
+    log(f"drawing {cfg.pairs:,} (noise, image) pairs with the teacher ({sampler}, {steps} steps, "
+        f"guidance {guidance:g}); cached in {path}")
+    labels = sample_labels(gen, cfg.pairs)
+    images = generate(gen, labels, seed=cfg.seed, steps=steps, sampler=sampler, guidance=guidance,
+                      show_progress=show_progress)
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({"images": images, "labels": labels.astype(np.int64)}, str(tmp))
+    tmp.replace(path)
+    return images, labels
+
+
+def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwrite: bool = False,
+            show_progress: bool = True, log=print, stop: StopRequest | None = None) -> dict:
+    """Distil the flow model in run `teacher` into a `cfg.steps`-step student in run directory `out`."""
+    # -- set-up: teacher, student (a copy of the teacher's EMA weights), its EMA, the training data
+    teacher = Path(teacher)
+    gen = load_generator(teacher, cfg.device)
+    if gen.method != "flow":
+        raise ImagegenError(f"distillation needs a flow-matching teacher (imagegen train --method flow); "
+                            f"{teacher} holds a {gen.method} model")
+    plan = stages(cfg)
+    run = prepare_run_dir(out, overwrite)
+    guidance = gen.meta.get("sample", {}).get("guidance", 1.0) if cfg.guidance is None else cfg.guidance
+    device, null = gen.device, gen.num_classes
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator(device).manual_seed(cfg.seed)
+    student = copy.deepcopy(gen.net).train().requires_grad_(True).to(memory_format=torch.channels_last)
+    ema = make_ema(student)
+    t0 = time.perf_counter()
+    if cfg.method == "reflow":
+        images, labels = teacher_pairs(gen, teacher, cfg, guidance, show_progress, log)
+        z_all = StackedRandom(cfg.seed, range(len(images)), torch.device("cpu")).randn(*latent_shape(gen))
+    else:
+        train = load_dataset(gen.meta["dataset"], "train", show_progress=show_progress)
+        images, labels = train.images, train.labels
+    pair_seconds = time.perf_counter() - t0
+    images_t, labels_t = torch.from_numpy(images), torch.from_numpy(np.asarray(labels, np.int64))
+    teacher_v = lambda x, t, y: guided_velocity(gen.net, x, t, y, guidance, null)  # noqa: E731
+    beta = ema_beta(cfg.batch_size, cfg.ema_half_life_images)
+    log(f"{cfg.method} distillation of {teacher} (guidance {guidance:g} folded in): student steps "
+        f"{' -> '.join(map(str, plan))}, {cfg.minutes:g} min")
+    seconds_per_stage = 60 * cfg.minutes / len(plan)
+    total = {"images": 0, "seconds": 0.0}
+    stop = stop or StopRequest()
+
+    # -- stages: each trains the student for its share of the time, with its own warm-up and cosine decay
+    with stop:
+        for stage, k in enumerate(plan):
+            opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
+            state, losses = {"images": 0, "seconds": 0.0}, []
+            bar = progress(total=round(seconds_per_stage), enabled=show_progress, unit="s",
+                           desc=f"distil {cfg.method} -> {k} step{'s' if k > 1 else ''}",
+                           bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]")
+            while state["seconds"] < seconds_per_stage and not stop.requested:
+                t_step = time.perf_counter()
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(state["images"], state["seconds"] / seconds_per_stage, cfg)
+                idx = torch.from_numpy(batch_indices(cfg.seed + stage, len(images_t), state["images"],
+                                                     cfg.batch_size))
+                x0 = to_float(images_t[idx]).to(device).contiguous(memory_format=torch.channels_last)
+                y = labels_t[idx].to(device)
+                if cfg.method == "reflow":
+                    loss = reflow_loss(student, z_all[idx].to(device), x0, y, k, generator=generator).mean()
+                else:
+                    loss = progressive_loss(student, teacher_v, x0, y, k, generator=generator).mean()
+                if _update(loss, opt, student, cfg.grad_clip):
+                    ema_update(ema, student, beta if state["images"] >= cfg.warmup_images else 0.0)
+                    losses.append(loss.item())
+                state["images"] += cfg.batch_size
+                dt = time.perf_counter() - t_step
+                state["seconds"] += dt
+                bar.update(min(dt, max(0.0, seconds_per_stage - bar.n)))
+                if len(losses) == 20:
+                    _log_line(run, stage, k, state, float(np.mean(losses)))
+                    bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+                    losses = []
+            bar.close()
+            total["images"] += state["images"]
+            total["seconds"] += state["seconds"]
+            if stop.requested:
+                break
+            # the next stage's teacher: this stage's EMA student, guidance already folded in
+            frozen = copy.deepcopy(ema).eval().requires_grad_(False)
+            teacher_v = lambda x, t, y, net=frozen: net(x, t, y).float()  # noqa: E731
+
+    # -- the end: the student as a flow artifact (Euler, k steps, no guidance), its grid, the summary
+    k = plan[stage] if stop.requested else plan[-1]
+    art = load_artifact(teacher / "model.json" if teacher.is_dir() else teacher)
+    meta = {**art.meta, "sample": {"sampler": "euler", "steps": k, "guidance": 1.0, "batch_size": 250},
+            "distilled": {"method": cfg.method, "teacher": str(teacher), "guidance_folded": guidance,
+                          "stages": plan, "interrupted": stop.requested}}
+    save_artifact(run / "model.json", art.kind, art.config, ema, meta)
+    student_gen = load_generator(run, str(device))
+    picture = grid(generate(student_gen, np.repeat(np.arange(gen.num_classes), 10), steps=k, sampler="euler"),
+                   nrow=10, scale=2)
+    result = {"out": str(run), "method": cfg.method, "steps": k, "stages": plan, "guidance_folded": guidance,
+              "interrupted": stop.requested, "pair_seconds": pair_seconds, **total,
+              "grid": str(save_png(picture, run / "grid.png")), "config": to_dict(cfg)}
+    write_json(result, run / "results.json")
+    log(f"{'stopped early; ' if stop.requested else ''}student ({k} step{'s' if k > 1 else ''}) in {run}: "
+        f"{total['images']:,} images in {total['seconds'] / 60:.1f} min; grid: {run / 'grid.png'}")
+    return result
+
+
+def _log_line(run: Path, stage: int, k: int, state: dict, loss: float) -> None:
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"stage": stage, "student_steps": k, "images": state["images"],
+                            "seconds": round(state["seconds"], 2), "loss": loss}) + "\n")

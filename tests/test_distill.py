@@ -1,0 +1,129 @@
+"""Distillation: the objectives' contracts, the stage plan, and `imagegen distill` end to end on a tiny teacher."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from imagegen.cli import main
+from imagegen.config import DistillConfig
+from imagegen.errors import UsageError
+from imagegen.generate import generate, load_generator
+from imagegen.methods.diffusion import FlowDenoiser
+from imagegen.methods.distill import T_MAX, guided_velocity, progressive_loss, reflow_loss, student_times
+from imagegen.methods.samplers import euler, flow_sigmas
+from imagegen.train import loop
+from imagegen.train.distill import stages
+
+from .test_train import tiny_config
+
+
+class Field(torch.nn.Module):
+    """A smooth velocity field v(x, t, y) = sin(x) t + y / 10, with no parameters to learn."""
+
+    def forward(self, x, t, y):
+        return torch.sin(x) * t.view(-1, 1, 1, 1) + y.view(-1, 1, 1, 1) / 10
+
+
+def test_student_grid_is_the_samplers_grid_and_nests_in_the_teachers():
+    for k in (1, 2, 4):
+        t = student_times(k)
+        s = flow_sigmas(k)
+        assert torch.allclose(t, s / (1 + s), atol=1e-6) and torch.allclose(student_times(2 * k)[::2], t)
+    assert student_times(1)[0] == pytest.approx(T_MAX)
+
+
+def test_progressive_target_is_two_teacher_euler_steps():
+    """One student step with the target velocity lands where two steps of the `euler` sampler land."""
+    field, k = Field(), 2
+    x_t = torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([3])
+    seen = {}
+
+    class Spy(torch.nn.Module):  # a "student" that records what it is asked and returns the field
+        def forward(self, x, t, y_):
+            seen.update(x=x.clone(), t=t.clone())
+            return field(x, t, y_)
+
+    g = torch.Generator().manual_seed(1)
+    loss = progressive_loss(Spy(), field, torch.zeros(1, 1, 4, 4), y, k, generator=g)
+    grid = student_times(k)
+    j = int((grid - seen["t"]).abs().argmin())
+    x_t, t, t_next = seen["x"], grid[j], grid[j + 1]
+    v1 = field(x_t, t.view(1), y)
+    v2 = field(x_t + (t - t_next) / -2 * v1, ((t + t_next) / 2).view(1), y)
+    student_next = x_t + (t_next - t) * (v1 + v2) / 2
+    sigmas = flow_sigmas(2 * k)[2 * j : 2 * j + 3]
+    ve = euler(FlowDenoiser(field), x_t * (1 + sigmas[0]), sigmas, cond=y)
+    teacher_next = ve / (1 + sigmas[-1])
+    assert torch.allclose(student_next, teacher_next, atol=1e-5)
+    assert loss.item() == pytest.approx(((field(x_t, t.view(1), y) - (v1 + v2) / 2) ** 2).mean().item(), rel=1e-5)
+
+
+def test_reflow_on_its_own_grid_at_one_step_is_noise_to_image():
+    times = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x, t, y):
+            times.append(t.clone())
+            return torch.zeros_like(x)
+
+    z, x0 = torch.randn(6, 1, 4, 4), torch.rand(6, 1, 4, 4)
+    loss = reflow_loss(Spy(), z, x0, torch.zeros(6, dtype=torch.long), 1, grid_share=1.0)
+    assert torch.allclose(times[0], torch.full((6,), T_MAX))
+    assert torch.allclose(loss, (z - x0).square().mean((1, 2, 3)))
+
+
+def test_guided_velocity_is_one_call_and_linear():
+    calls = []
+
+    class Net(torch.nn.Module):
+        def forward(self, x, t, y):
+            calls.append(len(x))
+            return x * 0 + (y == 10).float().view(-1, 1, 1, 1)  # 1 for the null class, else 0
+
+    v = guided_velocity(Net(), torch.zeros(3, 1, 2, 2), torch.ones(3), torch.tensor([0, 1, 2]), 2.5, 10)
+    assert calls == [6] and torch.allclose(v, torch.full_like(v, 1 + 2.5 * (0 - 1)))
+
+
+def test_stage_plans_and_bad_requests():
+    assert stages(DistillConfig(steps=1, teacher_steps=8)) == [4, 2, 1]
+    assert stages(DistillConfig(steps=4)) == [4] and stages(DistillConfig(method="reflow", steps=3)) == [3]
+    with pytest.raises(UsageError, match="--steps must be 8/2, /4"):
+        stages(DistillConfig(steps=3))
+    with pytest.raises(UsageError, match="choose progressive or reflow"):
+        stages(DistillConfig(method="consistency"))
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    run = tmp_path_factory.mktemp("teacher") / "flow"
+    loop.train(tiny_config(images=96), run, show_progress=False, log=lambda s: None)
+    return run
+
+
+@pytest.mark.parametrize("method", ["progressive", "reflow"])
+def test_distill_cli_writes_a_student_that_sample_uses(teacher, tmp_path, method, capsys):
+    out = tmp_path / method
+    args = ["distill", str(teacher), "--method", method, "--steps", "1", "--minutes", "0.03", "--out", str(out),
+            "--pairs", "40", "--set", "teacher_steps=2", "--set", "batch_size=16", "--json"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["steps"] == 1 and result["images"] > 0 and (out / "grid.png").is_file()
+    student = load_generator(out)
+    assert student.meta["sample"] == {"sampler": "euler", "steps": 1, "guidance": 1.0, "batch_size": 250}
+    assert student.meta["distilled"]["guidance_folded"] == load_generator(teacher).meta["sample"]["guidance"]
+    a = generate(student, np.arange(5), seed=0, steps=1, sampler="euler")
+    assert a.shape == (5, 1, 8, 8) and main(["sample", str(out), "--n", "5", "--out", str(tmp_path / "s.npz")]) == 0
+    if method == "reflow":
+        assert len(list((teacher / "pairs").glob("*.safetensors"))) == 1
+        assert main(args[:-1] + ["--overwrite"]) == 0 and "reusing the teacher's pairs" in capsys.readouterr().out
+    assert main(args) == 1 and "already exists" in capsys.readouterr().err  # never replaced silently
+
+
+def test_distilling_a_gan_is_a_clear_error(tmp_path, capsys):
+    run = tmp_path / "gan"
+    loop.train(tiny_config("gan", images=32), run, show_progress=False, log=lambda s: None)
+    assert main(["distill", str(run), "--out", str(tmp_path / "x")]) == 1
+    assert "distillation needs a flow-matching teacher" in capsys.readouterr().err
