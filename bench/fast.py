@@ -9,7 +9,8 @@ Per row: FID, precision, recall and class accuracy of n samples (evaluator featu
 real-data floor beside them); network evaluations per image (a guided step costs two); ms/image at batch 1;
 images/s at batch 256 (model loaded, after a warm-up batch); and for the few-step generators `imagegen sample
 --n 10000` end to end (process start excluded, model load and writing the .npz included).
---paths RUN times the inference-path options (channels-last, torch.compile, bf16 autocast) on one model.
+--paths RUN times the inference-path options (onnxruntime, channels-last, torch.compile, bf16 autocast) on one
+model, and the network alone in PyTorch eager against onnxruntime.
 """
 
 from __future__ import annotations
@@ -86,8 +87,10 @@ def end_to_end(row: dict, n: int = 10_000) -> float:
     """images/s of `imagegen sample RUN --n n --batch-size 256 --out FILE.npz` (in-process, model load included)."""
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
+        setting = [] if row["sampler"] == "-" else ["--steps", str(row["steps"]), "--sampler", row["sampler"],
+                                                    "--guidance", str(row["guidance"])]
         assert cli(["sample", row["run"], "--n", str(n), "--batch-size", "256", "--out", f"{tmp}/s.npz",
-                    "--no-progress", "--device", "cpu"]) == 0
+                    "--no-progress", "--device", "cpu", *setting]) == 0
         return n / (time.perf_counter() - t0)
 
 
@@ -96,11 +99,11 @@ def paths(run: Path) -> list[dict]:
     """The same model through each inference-path option: images/s at batch 256 and ms/image at batch 1."""
     row = settings(run, [1])[0]
     out = []
-    for name in ("eager", "channels-last", "bf16 autocast", "torch.compile"):
-        gen = load_generator(run, "cpu")
+    for name in ("onnxruntime (default)", "eager", "channels-last", "bf16 autocast", "torch.compile"):
+        gen = load_generator(run, "cpu", backend="onnx" if name.startswith("onnx") else "torch")
         compile_s = None
-        if name == "channels-last":
-            gen.net = gen.net.to(memory_format=torch.channels_last)
+        if name != "channels-last" and not name.startswith("onnx"):  # load_generator picks channels-last
+            gen.net = gen.net.to(memory_format=torch.contiguous_format)
         if name == "torch.compile":
             gen.net = torch.compile(gen.net, dynamic=False)
             t0 = time.perf_counter()
@@ -120,7 +123,8 @@ def onnx_vs_eager(run: Path, reps: int = 5) -> list[dict]:
     second at batch 256 and ms at batch 1 (the sampler around it is the same either way)."""
     import onnxruntime as ort
 
-    gen = load_generator(run, "cpu")
+    gen = load_generator(run, "cpu", backend="torch")
+    gen.net = gen.net.to(memory_format=torch.contiguous_format)
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/net.onnx"
         t0 = time.perf_counter()

@@ -40,6 +40,8 @@ def register(sub, common, data, fmt) -> None:
     s.add_argument("--guidance", type=float, default=None,
                    help=f"classifier-free guidance scale, 1 = none (default: the run's, {d.sample.guidance})")
     s.add_argument("--batch-size", type=int, default=250)
+    s.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                   help="auto: onnxruntime for UNets on the CPU when installed (faster), else PyTorch")
     s.add_argument("--out", default=None, help="a folder for PNGs, or FILE.npz (default: MODEL_DIR/samples)")
     s.add_argument("--overwrite", action="store_true", help="replace existing output")
     s.set_defaults(func=run_sample)
@@ -113,7 +115,7 @@ def run_sample(args):
 
     if args.n < 1:
         raise UsageError(f"--n must be >= 1, got {args.n}")
-    gen = load_generator(args.model, args.device)
+    gen = load_generator(args.model, args.device, args.backend)
     defaults = gen.meta.get("sample", {})
     steps = args.steps if args.steps is not None else defaults.get("steps", 8)
     sampler = args.sampler or defaults.get("sampler", "dpmpp-2m")

@@ -7,6 +7,7 @@ any batch size.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .artifacts import load_artifact
+from . import inference
+from .artifacts import _paths, load_artifact
 from .errors import ImagegenError, UsageError
 from .methods import diffusion
 from .methods.guidance import guided
@@ -28,7 +30,7 @@ GENERATOR_KINDS = ("unet", "dcgan-generator", "vae")
 
 @dataclass
 class Generator:
-    net: nn.Module
+    net: nn.Module  # or an inference.OnnxUNet, which calls alike (sampling only)
     method: str  # flow | edm | gan | vae
     classes: tuple[str, ...]
     image_shape: tuple[int, int, int]
@@ -40,19 +42,41 @@ class Generator:
         return len(self.classes)
 
 
-def load_generator(path: str | Path, device: str = "auto") -> Generator:
-    """A run directory (its `model` artifact) or an artifact written by `imagegen train`."""
+def load_generator(path: str | Path, device: str = "auto", backend: str = "auto") -> Generator:
+    """A run directory (its `model` artifact) or an artifact written by `imagegen train`.
+
+    `backend` "auto" runs a UNet on the CPU with onnxruntime when it is installed (see `imagegen.inference`),
+    anything else with PyTorch (channels-last); "torch" always gives the nn.Module (to train or inspect it)."""
     path = Path(path)
     if path.is_dir() and (path / "model.json").is_file():
         path = path / "model.json"
     art = load_artifact(path)
     if art.kind not in GENERATOR_KINDS or "method" not in art.meta:
         raise ImagegenError(f"{path} holds a {art.kind!r} model, not an imagegen generator")
+    if backend not in inference.BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}; choose {', '.join(inference.BACKENDS)}")
     net = build_model(art.kind, art.config)
     net.load_state_dict(art.state)
+    net.eval().requires_grad_(False)
     dev = resolve_device(device)
-    return Generator(net.eval().requires_grad_(False).to(dev), art.meta["method"], tuple(art.meta["classes"]),
-                     tuple(art.meta["image_shape"]), art.meta, dev)
+    gen = Generator(net.to(dev), art.meta["method"], tuple(art.meta["classes"]), tuple(art.meta["image_shape"]),
+                    art.meta, dev)
+    if backend == "onnx" and not (art.kind == "unet" and dev.type == "cpu"):
+        raise UsageError("the onnx backend runs UNets (flow, edm) on the CPU only")
+    if backend == "onnx" and not inference.onnxruntime_available():
+        raise ImagegenError("the onnx backend needs onnxruntime: pip install 'imagegen[fast]'")
+    use_onnx = backend == "onnx" or (backend == "auto" and art.kind == "unet" and dev.type == "cpu"
+                                     and inference.onnxruntime_available())
+    if use_onnx:
+        try:
+            gen.net = inference.OnnxUNet(net, _paths(path, create=False)[0], gen.image_shape, gen.num_classes)
+        except ImagegenError as e:
+            if backend == "onnx":
+                raise
+            warnings.warn(f"{e}; sampling with PyTorch instead", stacklevel=2)
+    if gen.net is net and dev.type == "cpu":
+        gen.net = net.to(memory_format=torch.channels_last)  # measured: batch-1 sampling 1.45x faster
+    return gen
 
 
 class StackedRandom:
@@ -87,7 +111,7 @@ def sigmas_for(gen: Generator, steps: int) -> torch.Tensor:
     return flow_sigmas(steps) if gen.method == "flow" else karras_sigmas(steps)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate(gen: Generator, labels: np.ndarray, *, seed: int = 0, start: int = 0, steps: int = 8,
              sampler: str = "dpmpp-2m", guidance: float = 1.0, batch_size: int = 250, callback=None,
              show_progress: bool = False) -> np.ndarray:
@@ -116,7 +140,7 @@ def latent_shape(gen: Generator) -> tuple[int, ...]:
     return (gen.net.z_dim,) if gen.method in ("gan", "vae") else tuple(gen.image_shape)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate_from(gen: Generator, z: torch.Tensor, labels: np.ndarray, *, seed: int = 0, steps: int = 8,
                   sampler: str = "dpmpp-2m", guidance: float = 1.0, callback=None) -> np.ndarray:
     """uint8 images from given unit-Gaussian starting latents z (B, *latent_shape), e.g. points on a latent walk;

@@ -71,7 +71,7 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
     """Distil the flow model in run `teacher` into a `cfg.steps`-step student in run directory `out`."""
     # -- set-up: teacher, student (a copy of the teacher's EMA weights), its EMA, the training data
     teacher = Path(teacher)
-    gen = load_generator(teacher, cfg.device)
+    gen = load_generator(teacher, cfg.device, backend="torch")  # the student starts as a copy of this module
     if gen.method != "flow":
         raise ImagegenError(f"distillation needs a flow-matching teacher (imagegen train --method flow); "
                             f"{teacher} holds a {gen.method} model")
