@@ -95,6 +95,8 @@ def test_demo_trains_the_evaluator_once_then_a_generator_and_scores_it(capsys, t
     assert code == 0, err
     assert (tmp_path / "d" / "grid.png").is_file() and (tmp_path / "d" / "model.json").is_file()
     assert "training it once" in out and "class grid" in out and "real floor" in out
+    page = (tmp_path / "d" / "report.html").read_text()
+    assert "report.html" in out and "Evaluation" in page and "<figcaption>trajectory</figcaption>" in page
     code, out, _ = run(capsys, *argv)
     assert code == 0 and "already trained" in out
 

@@ -214,6 +214,11 @@ def run_demo(args):
     result = train(cfg, args.out, overwrite=True, show_progress=not args.no_progress, log=log)
     log(f"\nclass grid (one row per class, {cfg.sample.sampler} {cfg.sample.steps} steps, guidance "
         f"{cfg.sample.guidance}): {result['grid']}")
+    from .explain.report import build_report
+
+    report = build_report(args.out, explain=True, device=args.device, log=log)
+    result["report"] = str(report)
+    log(f"report (numbers, curves, grids over time, explanations), open it in a browser: {report}")
     log(f"model: {args.out}/model.json; more images: imagegen sample {args.out} --n 100 --class 0")
     log(f"train longer: imagegen train --resume {args.out} --minutes 15")
     return result

@@ -87,8 +87,8 @@ def curves(lines: list[dict], path: Path) -> Path | None:
     axes[0][0].legend(fontsize=8)
     if grid:
         axes[0][1].plot([ln["images"] for ln in grid], [ln["grid_fid"] for ln in grid], "o-")
-        axes[0][1].set(xlabel="images seen", ylabel="FID (n=100)", yscale="log",
-                       title="FID of the 100 grid images (biased up at n=100: the trend)")
+        axes[0][1].set(xlabel="images seen", ylabel="FID of the 100 grid images", yscale="log",
+                       title="grid FID (n=100: biased up; shows the trend)")
     for ax in axes.flat:
         ax.grid(alpha=0.3)
     fig.tight_layout()
