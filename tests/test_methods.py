@@ -30,6 +30,21 @@ def test_unet_returns_a_tensor_shaped_like_x_and_uses_both_labels(shape, classes
     assert not torch.allclose(out[:1], net(x[:1], torch.tensor([0.5]), None))  # null class differs
 
 
+def test_noise_embedding_scale_is_a_setting_that_reaches_the_network():
+    """model.noise_scale sets how fast the embedding turns with the noise label; artifacts written before the
+    setting existed rebuild with the scale they were trained with (1000)."""
+    from imagegen.config import GenConfig, load
+    from imagegen.models.unet import FourierEmbedding
+    from imagegen.train.recipes import build_networks, network_configs
+
+    cfg = load(GenConfig, overrides=["model.noise_scale=1"], flags={"method.name": "edm"})
+    assert build_networks(network_configs(cfg, (1, 8, 8), 10))["net"].noise_emb[0].scale == 1.0
+    near = torch.tensor([0.10, 0.11])
+    smooth, fast = FourierEmbedding(16, scale=1.0)(near), FourierEmbedding(16, scale=1000.0)(near)
+    assert (smooth[0] - smooth[1]).norm() < 0.05 < (fast[0] - fast[1]).norm()
+    assert UNet(1, 8, 10, channels=(8, 16), attention=(False, False)).noise_emb[0].scale == 1000.0
+
+
 def test_fresh_unet_outputs_zero():
     net = UNet(1, 8, 10, channels=(8, 16), attention=(False, False))
     assert net(torch.randn(2, 1, 8, 8), torch.rand(2), torch.tensor([1, 2])).abs().max() == 0

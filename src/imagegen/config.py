@@ -68,6 +68,7 @@ class GenModelConfig:
     blocks: int = 1  # UNet: residual blocks per level on the way down (one more on the way up)
     attention: tuple[bool, ...] = (False, False, True)  # UNet: self-attention at each level
     dropout: float = 0.0  # UNet: dropout inside residual blocks
+    noise_scale: float = 1000.0  # UNet: noise label x this before its sinusoidal embedding (EDM's nets use 1)
     z_dim: int = 64  # GAN and VAE: latent size
     width: int = 64  # GAN and VAE: channels of the highest-resolution layer
 

@@ -22,13 +22,13 @@ def _norm(channels: int) -> nn.GroupNorm:
 class FourierEmbedding(nn.Module):
     """Sinusoidal embedding of a real-valued noise label (Vaswani et al. 2017; EDM's PositionalEmbedding)."""
 
-    def __init__(self, dim: int, max_period: float = 10_000.0):
+    def __init__(self, dim: int, max_period: float = 10_000.0, scale: float = 1000.0):
         super().__init__()
-        half = dim // 2
+        half, self.scale = dim // 2, scale
         self.register_buffer("freqs", torch.exp(-math.log(max_period) * torch.arange(half) / half), persistent=False)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:  # (B,) -> (B, dim)
-        args = t.float()[:, None] * self.freqs[None] * 1000.0
+        args = t.float()[:, None] * self.freqs[None] * self.scale
         return torch.cat([args.cos(), args.sin()], dim=1)
 
 
@@ -71,19 +71,22 @@ class Attention(nn.Module):
 class UNet(nn.Module):
     """Widths per resolution level, `blocks` residual blocks per level, attention at levels flagged in `attention`.
 
-    Sizes that do not divide by 2**(levels-1) (28 with three levels does) are padded and cropped back."""
+    Sizes that do not divide by 2**(levels-1) (28 with three levels does) are padded and cropped back.
+    `noise_scale` multiplies the noise label before its sinusoidal embedding: 1000 suits a label in [0, 1] (flow's
+    t, like DDPM's step index); 1 suits EDM's ln(sigma) / 4, as in EDM's own networks."""
 
     def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10,
                  channels: tuple[int, ...] = (32, 64, 128), blocks: int = 1,
-                 attention: tuple[bool, ...] = (False, False, True), dropout: float = 0.0):
+                 attention: tuple[bool, ...] = (False, False, True), dropout: float = 0.0,
+                 noise_scale: float = 1000.0):
         super().__init__()
         channels, attention = tuple(channels), tuple(attention)
         if len(attention) != len(channels):
             raise ValueError(f"attention needs one flag per level: {len(channels)} levels, got {len(attention)}")
         self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
         emb_dim = 4 * channels[0]
-        self.noise_emb = nn.Sequential(FourierEmbedding(channels[0]), nn.Linear(channels[0], emb_dim), nn.SiLU(),
-                                       nn.Linear(emb_dim, emb_dim))
+        self.noise_emb = nn.Sequential(FourierEmbedding(channels[0], scale=noise_scale),
+                                       nn.Linear(channels[0], emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.class_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None  # last row: null class
         self.stem = nn.Conv2d(in_channels, channels[0], 3, padding=1)
         self.down, self.up = nn.ModuleList(), nn.ModuleList()

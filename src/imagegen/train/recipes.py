@@ -24,7 +24,8 @@ def network_configs(cfg: GenConfig, shape: tuple[int, int, int], num_classes: in
     if cfg.method.name in ("flow", "edm"):
         return {"net": ("unet", {"in_channels": c, "image_size": size, "num_classes": num_classes,
                                  "channels": list(m.channels), "blocks": m.blocks,
-                                 "attention": list(m.attention), "dropout": m.dropout})}
+                                 "attention": list(m.attention), "dropout": m.dropout,
+                                 "noise_scale": m.noise_scale})}
     if cfg.method.name == "gan":
         return {"generator": ("dcgan-generator", {"out_channels": c, "image_size": size, "num_classes": num_classes,
                                                   "z_dim": m.z_dim, "width": m.width}),
