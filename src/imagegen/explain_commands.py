@@ -87,27 +87,6 @@ def _test_split(clf):
     return load_dataset(clf.dataset, "test", show_progress=False)
 
 
-def _read_files(files: list[str], shape, resize: bool) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    from .pixels import fit_image
-
-    c, h, w = shape
-    arrays = []
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                if im.size != (w, h) and not resize:
-                    raise UsageError(f"image {f} is {im.size[0]}x{im.size[1]}; this model takes {w}x{h} images "
-                                     f"with {c} channel(s); pass --resize to resize and crop it")
-                arrays.append(fit_image(im, h, c))
-        except (FileNotFoundError, IsADirectoryError):
-            raise ImagegenError(f"image {f} does not exist") from None
-        except (UnidentifiedImageError, OSError) as e:
-            raise ImagegenError(f"cannot read image {f}: {e}") from None
-    return np.stack(arrays)
-
-
 def run_attributions(args):
     from .explain.draw import draw_attributions, load_classifier
     from .metrics.samples import load_samples
@@ -118,7 +97,10 @@ def run_attributions(args):
         raise UsageError(f"--n must be >= 1, got {args.n}")
     labels = None
     if args.images:
-        images = _read_files(args.images, clf.image_shape, args.resize)
+        from .pixels import read_images
+
+        c, size, _ = clf.image_shape
+        images = read_images(args.images, size, c, resize=args.resize)
     elif args.samples:
         images, labels = load_samples(args.samples)
         images, labels = images[: args.n], labels[: args.n] if labels is not None else None

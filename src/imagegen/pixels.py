@@ -87,3 +87,26 @@ def fit_image(image: Image.Image, size: int, channels: int) -> np.ndarray:
     image = image.crop((left, top, left + size, top + size))
     arr = np.asarray(image, dtype=np.uint8)
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1).copy()
+
+
+
+def read_images(files, size: int, channels: int, *, resize: bool = True) -> np.ndarray:
+    """A user's image files as uint8 (N, channels, size, size). With `resize`, each is resized and centre-cropped
+    (`fit_image`); without, a file of another size is refused with a message that says what fits."""
+    from PIL import UnidentifiedImageError
+
+    from .errors import ImagegenError, UsageError
+
+    arrays = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                if im.size != (size, size) and not resize:
+                    raise UsageError(f"image {f} is {im.size[0]}x{im.size[1]}; this model takes {size}x{size} "
+                                     f"images with {channels} channel(s); pass --resize to resize and crop it")
+                arrays.append(fit_image(im, size, channels))
+        except (FileNotFoundError, IsADirectoryError):
+            raise ImagegenError(f"image {f} does not exist") from None
+        except (UnidentifiedImageError, OSError) as e:
+            raise ImagegenError(f"cannot read image {f}: {e}") from None
+    return np.stack(arrays)

@@ -12,9 +12,8 @@ import torch
 from ..artifacts import load_artifact, save_artifact
 from ..config import ClassifyConfig, to_dict
 from ..data import Dataset, load_splits
-from ..errors import ImagegenError
 from ..models import SeedClassifier, build_model
-from ..pixels import fit_image, labelled_grid, save_png
+from ..pixels import labelled_grid, read_images, save_png
 from ..plots import training_curves
 from ..utils import prepare_run_dir, resolve_device, write_json
 from .fit import fit, predict_proba
@@ -79,18 +78,8 @@ def predict_files(ckpt: str | Path, files: list[str | Path]) -> list[dict]:
     """Label a user's image files: each is converted and resized to the network's input."""
     model, meta = load_classifier(ckpt)
     channels, size, _ = meta["image_shape"]
-    from PIL import Image, UnidentifiedImageError
-
-    arrays = []
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                arrays.append(fit_image(im, size, channels))
-        except (FileNotFoundError, IsADirectoryError):
-            raise ImagegenError(f"image {f} does not exist") from None
-        except (UnidentifiedImageError, OSError) as e:
-            raise ImagegenError(f"cannot read image {f}: {e}") from None
-    probs = predict_proba(model, np.stack(arrays))
+    images = read_images(files, size, channels)
+    probs = predict_proba(model, images)
     classes = meta["classes"]
     return [{"file": str(f), "label": classes[int(p.argmax())], "class": int(p.argmax()),
              "probability": float(p.max())} for f, p in zip(files, probs, strict=True)]
