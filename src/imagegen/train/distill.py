@@ -89,7 +89,7 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
         z_all = StackedRandom(cfg.seed, range(len(images)), torch.device("cpu")).randn(*latent_shape(gen))
     else:
         train = load_dataset(gen.meta["dataset"], "train", show_progress=show_progress)
-        images, labels = train.images, train.labels
+        images, labels, z_all = train.images, train.labels, None
     pair_seconds = time.perf_counter() - t0
     images_t, labels_t = torch.from_numpy(images), torch.from_numpy(np.asarray(labels, np.int64))
     teacher_v = lambda x, t, y: guided_velocity(gen.net, x, t, y, guidance, null)  # noqa: E731
@@ -114,12 +114,7 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
                     group["lr"] = lr_at(state["images"], state["seconds"] / seconds_per_stage, cfg)
                 idx = torch.from_numpy(batch_indices(cfg.seed + stage, len(images_t), state["images"],
                                                      cfg.batch_size))
-                x0 = to_float(images_t[idx]).to(device).contiguous(memory_format=torch.channels_last)
-                y = labels_t[idx].to(device)
-                if cfg.method == "reflow":
-                    loss = reflow_loss(student, z_all[idx].to(device), x0, y, k, generator=generator).mean()
-                else:
-                    loss = progressive_loss(student, teacher_v, x0, y, k, generator=generator).mean()
+                loss = _loss(cfg, student, teacher_v, (images_t, labels_t, z_all), idx, k, generator, device)
                 if _update(loss, opt, student, cfg.grad_clip):
                     ema_update(ema, student, beta if state["images"] >= cfg.warmup_images else 0.0)
                     losses.append(loss.item())
@@ -142,21 +137,37 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
 
     # -- the end: the student as a flow artifact (Euler, k steps, no guidance), its grid, the summary
     k = plan[stage] if stop.requested else plan[-1]
-    art = load_artifact(teacher / "model.json" if teacher.is_dir() else teacher)
-    meta = {**art.meta, "sample": {"sampler": "euler", "steps": k, "guidance": 1.0, "batch_size": 250},
-            "distilled": {"method": cfg.method, "teacher": str(teacher), "guidance_folded": guidance,
-                          "stages": plan, "interrupted": stop.requested}}
-    save_artifact(run / "model.json", art.kind, art.config, ema, meta)
-    student_gen = load_generator(run, str(device))
-    picture = grid(generate(student_gen, np.repeat(np.arange(gen.num_classes), 10), steps=k, sampler="euler"),
-                   nrow=10, scale=2)
+    distilled = {"method": cfg.method, "teacher": str(teacher), "guidance_folded": guidance, "stages": plan,
+                 "interrupted": stop.requested}
+    grid_png = _write_student(run, teacher, ema, k, distilled, str(device))
     result = {"out": str(run), "method": cfg.method, "steps": k, "stages": plan, "guidance_folded": guidance,
-              "interrupted": stop.requested, "pair_seconds": pair_seconds, **total,
-              "grid": str(save_png(picture, run / "grid.png")), "config": to_dict(cfg)}
+              "interrupted": stop.requested, "pair_seconds": pair_seconds, **total, "grid": str(grid_png),
+              "config": to_dict(cfg)}
     write_json(result, run / "results.json")
     log(f"{'stopped early; ' if stop.requested else ''}student ({k} step{'s' if k > 1 else ''}) in {run}: "
         f"{total['images']:,} images in {total['seconds'] / 60:.1f} min; grid: {run / 'grid.png'}")
     return result
+
+
+def _loss(cfg: DistillConfig, student, teacher_v, data, idx, k: int, generator, device) -> torch.Tensor:
+    """The batch `idx` of the training images (or teacher pairs) and the route's loss on it."""
+    images_t, labels_t, z_all = data
+    x0 = to_float(images_t[idx]).to(device).contiguous(memory_format=torch.channels_last)
+    y = labels_t[idx].to(device)
+    if cfg.method == "reflow":
+        return reflow_loss(student, z_all[idx].to(device), x0, y, k, generator=generator).mean()
+    return progressive_loss(student, teacher_v, x0, y, k, generator=generator).mean()
+
+
+def _write_student(run: Path, teacher: Path, ema, k: int, distilled: dict, device: str) -> Path:
+    """The student as a flow artifact (the teacher's network config; Euler, k steps, no guidance) and its grid."""
+    art = load_artifact(teacher / "model.json" if teacher.is_dir() else teacher)
+    meta = {**art.meta, "sample": {"sampler": "euler", "steps": k, "guidance": 1.0, "batch_size": 250},
+            "distilled": distilled}
+    save_artifact(run / "model.json", art.kind, art.config, ema, meta)
+    student = load_generator(run, device)
+    images = generate(student, np.repeat(np.arange(student.num_classes), 10), steps=k, sampler="euler")
+    return save_png(grid(images, nrow=10, scale=2), run / "grid.png")
 
 
 def _log_line(run: Path, stage: int, k: int, state: dict, loss: float) -> None:
