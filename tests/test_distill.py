@@ -116,6 +116,9 @@ def test_distill_cli_writes_a_student_that_sample_uses(teacher, tmp_path, method
     assert student.meta["distilled"]["guidance_folded"] == load_generator(teacher).meta["sample"]["guidance"]
     a = generate(student, np.arange(5), seed=0, steps=1, sampler="euler")
     assert a.shape == (5, 1, 8, 8) and main(["sample", str(out), "--n", "5", "--out", str(tmp_path / "s.npz")]) == 0
+    assert "folded in already" not in capsys.readouterr().err
+    assert main(["sample", str(out), "--n", "2", "--guidance", "2", "--out", str(tmp_path / "g.npz")]) == 0
+    assert "has guidance 1.5 folded in already; --guidance 2 adds more" in capsys.readouterr().err
     if method == "reflow":
         assert len(list((teacher / "pairs").glob("*.safetensors"))) == 1
         assert main(args[:-1] + ["--overwrite"]) == 0 and "reusing the teacher's pairs" in capsys.readouterr().out

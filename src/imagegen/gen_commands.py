@@ -120,6 +120,12 @@ def run_sample(args):
     steps = args.steps if args.steps is not None else defaults.get("steps", 8)
     sampler = args.sampler or defaults.get("sampler", "dpmpp-2m")
     guidance = args.guidance if args.guidance is not None else defaults.get("guidance", 1.0)
+    folded = gen.meta.get("distilled", {}).get("guidance_folded")
+    if folded is not None and guidance != 1.0:
+        import warnings
+
+        warnings.warn(f"this student has guidance {folded:g} folded in already; --guidance {guidance:g} adds more "
+                      "on top (and a second network call per step)", stacklevel=1)
     labels = sample_labels(gen, args.n, args.class_index)
     out = Path(args.out) if args.out else _default_out(args.model)
     if out.suffix == ".npz" and out.exists() and not args.overwrite:
