@@ -136,12 +136,11 @@ def run_classifier_picture(args):
 def run_generator_picture(args):
     from .explain import draw
     from .generate import load_generator, sample_labels
+    from .generate import sampling as run_sampling
 
     gen = load_generator(args.model, args.device)
     sample_labels(gen, 1, args.class_index)  # checks the class
-    s = gen.meta.get("sample", {})
-    sampling = {"steps": args.steps or s.get("steps", 8), "sampler": args.sampler or s.get("sampler", "dpmpp-2m"),
-                "guidance": s.get("guidance", 1.0) if args.guidance is None else args.guidance}
+    sampling = run_sampling(gen, steps=args.steps, sampler=args.sampler, guidance=args.guidance)
     out = _out(args)
     if args.what == "trajectory":
         path = draw.draw_trajectory(gen, args.class_index, out, seed=args.seed, **sampling)

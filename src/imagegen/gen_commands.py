@@ -108,7 +108,7 @@ def run_train(args):
 
 
 def run_sample(args):
-    from .generate import generate, load_generator, sample_labels
+    from .generate import generate, load_generator, sample_labels, sampling
     from .metrics.samples import save_samples
     from .pixels import grid, save_png
     from .utils import prepare_run_dir
@@ -116,10 +116,8 @@ def run_sample(args):
     if args.n < 1:
         raise UsageError(f"--n must be >= 1, got {args.n}")
     gen = load_generator(args.model, args.device, args.backend)
-    defaults = gen.meta.get("sample", {})
-    steps = args.steps if args.steps is not None else defaults.get("steps", 8)
-    sampler = args.sampler or defaults.get("sampler", "dpmpp-2m")
-    guidance = args.guidance if args.guidance is not None else defaults.get("guidance", 1.0)
+    s = sampling(gen, steps=args.steps, sampler=args.sampler, guidance=args.guidance)
+    steps, sampler, guidance = s["steps"], s["sampler"], s["guidance"]
     folded = gen.meta.get("distilled", {}).get("guidance_folded")
     if folded is not None and guidance != 1.0:
         import warnings

@@ -106,6 +106,14 @@ def sample_labels(gen: Generator, n: int, class_index: int | None = None) -> np.
     return np.full(n, class_index) if class_index is not None else np.arange(n) % gen.num_classes
 
 
+def sampling(gen: Generator, *, steps: int | None = None, sampler: str | None = None,
+             guidance: float | None = None) -> dict:
+    """The run's sampling settings (its `sample` section), with each value given here in place of the run's."""
+    s = gen.meta.get("sample", {})
+    return {"steps": s.get("steps", 8) if steps is None else steps, "sampler": sampler or s.get("sampler", "dpmpp-2m"),
+            "guidance": s.get("guidance", 1.0) if guidance is None else guidance}
+
+
 def sigmas_for(gen: Generator, steps: int) -> torch.Tensor:
     """The method's default noise levels: uniform in flow time for flow, Karras et al.'s for EDM."""
     return flow_sigmas(steps) if gen.method == "flow" else karras_sigmas(steps)

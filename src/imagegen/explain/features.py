@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..pixels import to_float
+from ..train.fit import predict_proba
 from .attribution import conv_layers
 
 
@@ -35,15 +35,11 @@ def first_filters(model: nn.Module) -> torch.Tensor:
     return convs[0].weight.detach().cpu()
 
 
-@torch.no_grad()
 def mistakes(model: nn.Module, images: np.ndarray, labels: np.ndarray, n: int, batch_size: int = 1000
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Indices, predictions and confidence of the first n images the model labels wrongly, most confident first
     (the errors it is surest of say most about what it learned)."""
-    model.eval()
-    probs = torch.cat([model(to_float(images[i : i + batch_size])).softmax(1)
-                       for i in range(0, len(images), batch_size)])
-    conf, pred = probs.max(1)
+    conf, pred = predict_proba(model, images, batch_size=batch_size).max(1)
     wrong = np.flatnonzero(pred.numpy() != labels)
     order = wrong[np.argsort(-conf.numpy()[wrong], kind="stable")][:n]
     return order, pred.numpy()[order], conf.numpy()[order]

@@ -131,11 +131,11 @@ def _generator_sections(run: Path, explain: bool, device: str, log) -> list[str]
 def _draw_generator_explanations(run: Path, device: str, log) -> None:
     from ..data import load_dataset
     from ..generate import load_generator
+    from ..generate import sampling as run_sampling
     from .draw import draw_guidance, draw_nearest, draw_trajectory, draw_walk
 
     gen = load_generator(run, device)
-    s = gen.meta.get("sample", {})
-    sampling = {"steps": s.get("steps", 8), "sampler": s.get("sampler", "dpmpp-2m"), "guidance": s.get("guidance", 1.0)}
+    sampling = run_sampling(gen)
     ex = run / "explain"
     log("drawing explanations: nearest training images, latent walk" +
         (", trajectory, guidance" if gen.method in ("flow", "edm") else ""))

@@ -19,7 +19,7 @@ from ..artifacts import load_artifact, save_artifact
 from ..config import DistillConfig, to_dict
 from ..data import load_dataset
 from ..errors import ImagegenError, UsageError
-from ..generate import Generator, StackedRandom, generate, latent_shape, load_generator, sample_labels
+from ..generate import Generator, StackedRandom, generate, latent_shape, load_generator, sample_labels, sampling
 from ..methods.distill import guided_velocity, progressive_loss, reflow_loss
 from ..pixels import grid, save_png, to_float
 from ..utils import prepare_run_dir, progress, write_json
@@ -47,8 +47,8 @@ def teacher_pairs(gen: Generator, teacher: Path, cfg: DistillConfig, guidance: f
                   log) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8, labels) that the teacher draws from the latents of images 0..pairs-1 of seed `seed`
     (classes in turn); cached beside the teacher in pairs/, since every student of this teacher can reuse them."""
-    s = gen.meta.get("sample", {})
-    sampler, steps = s.get("sampler", "dpmpp-2m"), cfg.pair_steps or s.get("steps", 8)
+    s = sampling(gen, steps=cfg.pair_steps)
+    sampler, steps = s["sampler"], s["steps"]
     path = teacher / "pairs" / f"seed{cfg.seed}-n{cfg.pairs}-{sampler}{steps}-g{guidance:g}.safetensors"
     if path.is_file():
         log(f"reusing the teacher's pairs in {path}")
@@ -77,7 +77,7 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
                             f"{teacher} holds a {gen.method} model")
     plan = stages(cfg)
     run = prepare_run_dir(out, overwrite)
-    guidance = gen.meta.get("sample", {}).get("guidance", 1.0) if cfg.guidance is None else cfg.guidance
+    guidance = sampling(gen, guidance=cfg.guidance)["guidance"]
     device, null = gen.device, gen.num_classes
     torch.manual_seed(cfg.seed)
     generator = torch.Generator(device).manual_seed(cfg.seed)
