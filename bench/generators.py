@@ -25,7 +25,8 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from common import RESULTS, save, table  # noqa: E402
 from imagegen.config import GenConfig, load  # noqa: E402
-from imagegen.generate import generate, load_generator  # noqa: E402
+from imagegen.generate import generate, load_generator, sampling  # noqa: E402
+from imagegen.methods.guidance import EVERYWHERE  # noqa: E402
 from imagegen.metrics import evaluate, load_evaluator  # noqa: E402
 from imagegen.train.loop import train  # noqa: E402
 
@@ -43,35 +44,38 @@ def train_run(method: str, minutes: float, dataset: str, out: Path, reuse: bool,
     return train(cfg, out, overwrite=True, show_progress=False, log=lambda s: print(" ", s, flush=True))
 
 
-def quality(run: Path, n: int, ev, steps: int | None, sampler: str | None, guidance: float | None) -> dict:
+def quality(run: Path, n: int, ev, steps: int | None, sampler: str | None, guidance: float | None,
+            interval=None) -> dict:
     gen = load_generator(run, "cpu")
-    s = gen.meta["sample"]
-    steps, sampler = steps or s["steps"], sampler or s["sampler"]
-    guidance = s["guidance"] if guidance is None else guidance
+    s = sampling(gen, steps=steps, sampler=sampler, guidance=guidance, guidance_interval=interval)
+    steps, sampler, guidance, interval = s["steps"], s["sampler"], s["guidance"], s["guidance_interval"]
     labels = np.arange(n) % gen.num_classes
     t0 = time.perf_counter()
-    images = generate(gen, labels, seed=0, steps=steps, sampler=sampler, guidance=guidance, batch_size=250)
+    images = generate(gen, labels, seed=0, batch_size=250, **s)
     seconds = time.perf_counter() - t0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         report = evaluate(images, labels, ev, seed=0)
     setting = "1 network call" if gen.method in ("gan", "vae") else f"{sampler} {steps} steps, guidance {guidance}"
+    if gen.method not in ("gan", "vae") and guidance != 1.0 and interval != EVERYWHERE:
+        setting += f" at sigma {interval[0]:g}-{interval[1]:g}"
     return {"setting": setting, "sample_images_per_second": n / seconds, **{f"{k}": v for k, v in
             report["samples"].items()}, **{f"floor_{k}": v for k, v in report["floor"].items()},
             "evaluator_accuracy": report["evaluator_accuracy"], "n": n}
 
 
 @torch.no_grad()
-def speed(run: Path, n: int = 128) -> dict[str, float]:
+def speed(run: Path, n: int = 128, interval=None) -> dict[str, float]:
     """Images per second at each step count, one batch of n, the run's sampler and guidance; model loaded."""
     gen = load_generator(run, "cpu")
-    s = gen.meta["sample"]
+    s = sampling(gen, guidance_interval=interval)
+    kw = {k: s[k] for k in ("sampler", "guidance", "guidance_interval")}
     labels = np.arange(n) % gen.num_classes
     out = {}
     for steps in SPEED_STEPS if gen.method in ("flow", "edm") else (1,):
-        generate(gen, labels[:8], steps=steps, sampler=s["sampler"], guidance=s["guidance"])  # warm-up
+        generate(gen, labels[:8], steps=steps, **kw)  # warm-up
         t0 = time.perf_counter()
-        generate(gen, labels, steps=steps, sampler=s["sampler"], guidance=s["guidance"], batch_size=n)
+        generate(gen, labels, steps=steps, batch_size=n, **kw)
         out[str(steps)] = n / (time.perf_counter() - t0)
     return out
 
@@ -85,11 +89,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None, help="sampler steps for the quality rows (default: the run's)")
     p.add_argument("--sampler", default=None)
     p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--guidance-interval", default=None, metavar="LO,HI",
+                   help="guide only at noise levels LO < sigma <= HI (default: the run's)")
     p.add_argument("--reuse", action="store_true", help="score existing runs in runs/bench instead of training")
     p.add_argument("--set", action="append", default=[], help="config overrides for the runs (key=value)")
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     ev = load_evaluator(args.dataset, device="cpu")
+    interval = tuple(float(v) for v in args.guidance_interval.split(",")) if args.guidance_interval else None
     old = RESULTS / "generators.json"
     rows = json.loads(old.read_text())["rows"] if old.is_file() else []
     for method in args.methods:
@@ -99,11 +106,12 @@ def main() -> None:
             r = train_run(method, minutes, args.dataset, run, args.reuse, args.set)
             row = {"method": method, "minutes": minutes, "dataset": args.dataset, "images_trained": r["images"],
                    "train_images_per_second": r["images_per_second"],
-                   **quality(run, args.n, ev, args.steps, args.sampler, args.guidance),
-                   "images_per_second_at_steps": speed(run)}
+                   **quality(run, args.n, ev, args.steps, args.sampler, args.guidance, interval),
+                   "images_per_second_at_steps": speed(run, interval=interval)}
             row["fid_over_floor"] = row["fid"] / row["floor_fid"]
             print(json.dumps({k: v for k, v in row.items() if not isinstance(v, dict)}), flush=True)
-            rows = [x for x in rows if (x["method"], x["minutes"], x["dataset"]) != (method, minutes, args.dataset)]
+            rows = [x for x in rows if (x["method"], x["minutes"], x["dataset"], x["setting"])
+                    != (method, minutes, args.dataset, row["setting"])]
             rows.append(row)
             save("generators", rows, settings="each (method, minutes) trained from scratch on this machine's CPU; "
                  "metrics with the imagegen evaluator vs the test split; floor = n real training images")

@@ -87,6 +87,16 @@ def test_guided_velocity_is_one_call_and_linear():
     assert calls == [6] and torch.allclose(v, torch.full_like(v, 1 + 2.5 * (0 - 1)))
 
 
+def test_guided_velocity_guides_only_examples_inside_the_interval():
+    class Net(torch.nn.Module):
+        def forward(self, x, t, y):
+            return x * 0 + (y == 10).float().view(-1, 1, 1, 1)
+
+    t = torch.tensor([0.1, 0.5, 0.9])  # sigma = t / (1 - t): 0.11, 1, 9
+    v = guided_velocity(Net(), torch.zeros(3, 1, 2, 2), t, torch.tensor([0, 1, 2]), 2.5, 10, interval=(0.5, 2))
+    assert v[:, 0, 0, 0].tolist() == [0.0, 1 + 2.5 * (0 - 1), 0.0]
+
+
 def test_stage_plans_and_bad_requests():
     assert stages(DistillConfig(steps=1, teacher_steps=8)) == [4, 2, 1]
     assert stages(DistillConfig(steps=4)) == [4] and stages(DistillConfig(method="reflow", steps=3)) == [3]
@@ -117,8 +127,9 @@ def test_distill_cli_writes_a_student_that_sample_uses(teacher, tmp_path, method
     a = generate(student, np.arange(5), seed=0, steps=1, sampler="euler")
     assert a.shape == (5, 1, 8, 8) and main(["sample", str(out), "--n", "5", "--out", str(tmp_path / "s.npz")]) == 0
     assert "folded in already" not in capsys.readouterr().err
-    assert main(["sample", str(out), "--n", "2", "--guidance", "2", "--out", str(tmp_path / "g.npz")]) == 0
-    assert "has guidance 1.5 folded in already; --guidance 2 adds more" in capsys.readouterr().err
+    assert main(["sample", str(out), "--n", "2", "--guidance", "3", "--out", str(tmp_path / "g.npz")]) == 0
+    folded = load_generator(teacher).meta["sample"]["guidance"]
+    assert f"has guidance {folded:g} folded in already; --guidance 3 adds more" in capsys.readouterr().err
     if method == "reflow":
         assert len(list((teacher / "pairs").glob("*.safetensors"))) == 1
         assert main(args[:-1] + ["--overwrite"]) == 0 and "reusing the teacher's pairs" in capsys.readouterr().out

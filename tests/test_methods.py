@@ -115,18 +115,38 @@ def test_schedules_start_high_end_at_zero_and_refuse_zero_steps():
         samplers.karras_sigmas(0)
 
 
-def test_guidance_combines_conditional_and_unconditional_in_one_call():
-    calls = []
+def label_denoiser(calls: list):
+    """A denoiser that returns each example's label everywhere and records its batch sizes."""
 
     def d(x, sigma, y):
         calls.append(len(x))
         return x * 0 + y.view(-1, 1, 1, 1).float()
 
+    return d
+
+
+def test_guidance_combines_conditional_and_unconditional_in_one_call():
+    calls = []
+    d = label_denoiser(calls)
     x, y = torch.zeros(3, 1, 2, 2), torch.tensor([1, 2, 3])
     out = guided(d, 3.0, null_label=10)(x, 1.0, y)  # uncond + 3 (cond - uncond) = 10 + 3 (y - 10)
     torch.testing.assert_close(out[:, 0, 0, 0], 10 + 3 * (y.float() - 10))
     assert calls == [6]
     assert guided(d, 1.0, 10) is d
+
+
+def test_guidance_interval_guides_inside_and_calls_once_outside():
+    calls = []
+    d = label_denoiser(calls)
+    x, y = torch.zeros(3, 1, 2, 2), torch.tensor([1, 2, 3])
+    g = guided(d, 3.0, null_label=10, interval=(0.5, 2.0))
+    torch.testing.assert_close(g(x, 2.0, y)[:, 0, 0, 0], 10 + 3 * (y.float() - 10))  # hi is inside
+    for sigma in (0.5, 2.5):  # lo is outside, and so is above hi: the conditional denoiser alone
+        torch.testing.assert_close(g(x, sigma, y)[:, 0, 0, 0], y.float())
+    assert calls == [6, 3, 3]
+    for bad in ((2.0, 1.0), (-1.0, 1.0), (1.0,), "ab"):
+        with pytest.raises(ValueError, match="guidance interval"):
+            guided(d, 2.0, 10, interval=bad)
 
 
 def test_label_dropout_uses_the_null_class_at_the_given_rate():

@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 
 from imagegen.cli import main
 from imagegen.config import GenConfig, load
-from imagegen.errors import ImagegenError
-from imagegen.generate import generate, load_generator
+from imagegen.errors import ImagegenError, UsageError
+from imagegen.generate import generate, load_generator, sampling
 from imagegen.train import loop
 
 TINY = ["model.channels=8,16", "model.attention=false,true", "model.width=8", "model.z_dim=8",
@@ -133,6 +133,34 @@ def test_image_i_depends_only_on_seed_and_i(trained):
     assert np.array_equal(a, b) and np.array_equal(a[3:], c) and not np.array_equal(a, d)
 
 
+def test_guidance_interval_everywhere_is_plain_guidance_and_nowhere_is_none(trained):
+    gen = load_generator(trained)
+    labels, kw = np.arange(5), {"seed": 1, "steps": 4, "sampler": "dpmpp-2m"}
+    guided_all = generate(gen, labels, guidance=30.0, **kw)  # a tiny model: a big scale to see a difference
+    assert np.array_equal(generate(gen, labels, guidance=30.0, guidance_interval=(0, float("inf")), **kw),
+                          guided_all)
+    unguided = generate(gen, labels, guidance=1.0, **kw)
+    assert np.array_equal(generate(gen, labels, guidance=30.0, guidance_interval=(500, 1000), **kw), unguided)
+    partly = generate(gen, labels, guidance=30.0, guidance_interval=(0.5, 20), **kw)
+    assert not np.array_equal(partly, guided_all) and not np.array_equal(partly, unguided)
+
+
+def test_guidance_interval_setting_is_read_from_config_and_run(trained, tmp_path):
+    assert load(GenConfig, overrides=["sample.guidance_interval=0.3,5"]).sample.guidance_interval == (0.3, 5.0)
+    assert load(GenConfig, overrides=["sample.guidance_interval=none"]).sample.guidance_interval is None
+    (tmp_path / "c.toml").write_text("[sample]\nguidance_interval = [0.2, 3]\n")
+    assert load(GenConfig, tmp_path / "c.toml").sample.guidance_interval == (0.2, 3.0)
+    with pytest.raises(UsageError, match="guidance_interval"):
+        load(GenConfig, overrides=["sample.guidance_interval=a,b"])
+    gen = load_generator(trained)
+    assert sampling(gen)["guidance_interval"] == GenConfig().sample.guidance_interval  # the run's own setting
+    gen.meta["sample"]["guidance_interval"] = None  # runs from before the setting existed: guidance everywhere
+    assert sampling(gen)["guidance_interval"] == (0.0, float("inf"))
+    gen.meta["sample"]["guidance_interval"] = [0.5, 20.0]
+    assert sampling(gen)["guidance_interval"] == (0.5, 20.0)
+    assert sampling(gen, guidance_interval=(1, 2))["guidance_interval"] == (1, 2)
+
+
 def test_sample_cli_writes_npz_and_grid_and_repeats_exactly(trained, tmp_path, capsys):
     out = tmp_path / "s.npz"
     args = ["sample", str(trained), "--n", "12", "--steps", "2", "--sampler", "euler", "--guidance", "2",
@@ -160,6 +188,9 @@ def test_sample_cli_refuses_impossible_requests(trained, tmp_path, capsys):
     assert code == 2 and "class 10 does not exist" in capsys.readouterr().err
     code = main(["sample", str(trained), "--steps", "0", "--out", str(tmp_path / "b.npz")])
     assert code == 2 and "steps must be >= 1" in capsys.readouterr().err
+    for bad in ("5,1", "x,2", "1"):
+        code = main(["sample", str(trained), "--guidance-interval", bad, "--out", str(tmp_path / "c.npz")])
+        assert code == 2 and "guidance-interval" in capsys.readouterr().err
     (tmp_path / "x.pt").write_bytes(b"\x80\x04K\x01.")
     code = main(["sample", str(tmp_path / "x.pt")])
     assert code == 1 and "not an imagegen checkpoint" in capsys.readouterr().err
@@ -174,6 +205,19 @@ def test_train_cli_runs_and_resume_extends_the_budget(tmp_path, capsys):
     assert main(base + sets) == 1 and "--overwrite" in capsys.readouterr().err
     assert main(["train", "--resume", str(run), "--images", "128", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 128
+
+
+def test_bad_settings_are_refused_before_an_old_run_is_touched(tmp_path):
+    run = tmp_path / "old"
+    run.mkdir()
+    (run / "model.json").write_text("{}")
+    for key, value, message in (("guidance_interval", (3.0, 1.0), "sample.guidance_interval"),
+                                ("sampler", "rk45", "unknown sample.sampler")):
+        cfg = tiny_config()
+        setattr(cfg.sample, key, value)
+        with pytest.raises(UsageError, match=message):
+            loop.train(cfg, run, overwrite=True, show_progress=False, log=lambda s: None)
+        assert (run / "model.json").read_text() == "{}"
 
 
 def test_overwrite_removes_every_file_of_the_old_run(tmp_path):

@@ -112,7 +112,8 @@ class TrainConfig:
 class SampleConfig:
     sampler: str = "dpmpp-2m"  # euler | heun | dpmpp-2m | ddim (flow/edm only)
     steps: int = 8  # sampler steps
-    guidance: float = 1.5  # classifier-free guidance scale (1 = conditional, no guidance)
+    guidance: float = 2.0  # classifier-free guidance scale (1 = conditional, no guidance)
+    guidance_interval: tuple[float, ...] | None = (0.3, 3.0)  # guide only at lo < sigma <= hi (None: every level)
     batch_size: int = 250
 
 
@@ -205,6 +206,9 @@ def _coerce(value, hint, key: str):
         if type(None) in options:
             return None
         raise UsageError(f"config key {key} may not be empty")
+    for t in options:  # an optional tuple, e.g. tuple[float, ...] | None
+        if typing.get_origin(t) is tuple:
+            return _coerce_tuple(value, typing.get_args(t)[0], key)
     for t in options:
         if t is type(None):
             continue

@@ -152,7 +152,8 @@ def run_generator_picture(args):
         except ValueError:
             raise UsageError(f"--scales must be comma-separated numbers, got {args.scales!r}") from None
         path = draw.draw_guidance(gen, args.class_index, out, scales=scales, seed=args.seed,
-                                  steps=sampling["steps"], sampler=sampling["sampler"])
+                                  steps=sampling["steps"], sampler=sampling["sampler"],
+                                  guidance_interval=sampling["guidance_interval"])
     else:
         path = draw.draw_nearest(gen, _train_images(gen), out, n=args.n, k=args.k, seed=args.seed, **sampling)
     return _done(args, path)

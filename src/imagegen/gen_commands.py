@@ -39,6 +39,8 @@ def register(sub, common, data, fmt) -> None:
                    help=f"(default: the run's, {d.sample.sampler})")
     s.add_argument("--guidance", type=float, default=None,
                    help=f"classifier-free guidance scale, 1 = none (default: the run's, {d.sample.guidance})")
+    s.add_argument("--guidance-interval", default=None, metavar="LO,HI",
+                   help="guide only at noise levels LO < sigma <= HI (default: the run's; 0,inf = every level)")
     s.add_argument("--batch-size", type=int, default=250)
     s.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
                    help="auto: onnxruntime for UNets on the CPU when installed (faster), else PyTorch")
@@ -116,7 +118,8 @@ def run_sample(args):
     if args.n < 1:
         raise UsageError(f"--n must be >= 1, got {args.n}")
     gen = load_generator(args.model, args.device, args.backend)
-    s = sampling(gen, steps=args.steps, sampler=args.sampler, guidance=args.guidance)
+    s = sampling(gen, steps=args.steps, sampler=args.sampler, guidance=args.guidance,
+                 guidance_interval=_interval(args.guidance_interval))
     steps, sampler, guidance = s["steps"], s["sampler"], s["guidance"]
     folded = gen.meta.get("distilled", {}).get("guidance_folded")
     if folded is not None and guidance != 1.0:
@@ -131,8 +134,8 @@ def run_sample(args):
     if out.suffix != ".npz":
         prepare_run_dir(out, args.overwrite)
     t0 = time.perf_counter()
-    images = generate(gen, labels, seed=args.seed, steps=steps, sampler=sampler, guidance=guidance,
-                      batch_size=args.batch_size, show_progress=not args.no_progress)
+    images = generate(gen, labels, seed=args.seed, batch_size=args.batch_size, show_progress=not args.no_progress,
+                      **s)
     seconds = time.perf_counter() - t0
     picture = grid(images[:100], nrow=10, scale=2)
     if out.suffix == ".npz":
@@ -143,9 +146,28 @@ def run_sample(args):
             save_png(img.transpose(1, 2, 0), out / str(label) / f"{i:06d}.png")
         grid_png = save_png(picture, out / "grid.png")
     result = {"out": str(out), "grid": str(grid_png), "n": args.n, "method": gen.method, "steps": steps,
-              "sampler": sampler, "guidance": guidance, "seconds": seconds, "images_per_second": args.n / seconds}
+              "sampler": sampler, "guidance": guidance, "guidance_interval": _json_interval(s["guidance_interval"]),
+              "seconds": seconds, "images_per_second": args.n / seconds}
     _log(args)(f"{args.n} images in {seconds:.1f} s ({args.n / seconds:.1f} img/s) -> {out}; grid: {grid_png}")
     return result
+
+
+def _interval(text: str | None) -> tuple[float, float] | None:
+    """--guidance-interval LO,HI as two floats (checked by `generate`), or None for the run's setting."""
+    from .methods.guidance import check_interval
+
+    if text is None:
+        return None
+    try:
+        return check_interval(text.split(","))
+    except ValueError as e:
+        raise UsageError(f"--guidance-interval {text}: {e} (e.g. 0.3,5)") from None
+
+
+def _json_interval(interval) -> list[float] | None:
+    from .methods.guidance import EVERYWHERE
+
+    return None if tuple(interval) == EVERYWHERE else list(interval)
 
 
 def _default_out(model: str) -> Path:

@@ -19,7 +19,7 @@ from . import inference
 from .artifacts import _paths, load_artifact
 from .errors import ImagegenError, UsageError
 from .methods import diffusion
-from .methods.guidance import guided
+from .methods.guidance import EVERYWHERE, check_interval, guided
 from .methods.samplers import SAMPLERS, flow_sigmas, karras_sigmas
 from .models import build_model
 from .pixels import to_uint8
@@ -107,11 +107,13 @@ def sample_labels(gen: Generator, n: int, class_index: int | None = None) -> np.
 
 
 def sampling(gen: Generator, *, steps: int | None = None, sampler: str | None = None,
-             guidance: float | None = None) -> dict:
+             guidance: float | None = None, guidance_interval=None) -> dict:
     """The run's sampling settings (its `sample` section), with each value given here in place of the run's."""
     s = gen.meta.get("sample", {})
+    interval = guidance_interval or s.get("guidance_interval") or EVERYWHERE
     return {"steps": s.get("steps", 8) if steps is None else steps, "sampler": sampler or s.get("sampler", "dpmpp-2m"),
-            "guidance": s.get("guidance", 1.0) if guidance is None else guidance}
+            "guidance": s.get("guidance", 1.0) if guidance is None else guidance,
+            "guidance_interval": tuple(interval)}
 
 
 def sigmas_for(gen: Generator, steps: int) -> torch.Tensor:
@@ -121,15 +123,20 @@ def sigmas_for(gen: Generator, steps: int) -> torch.Tensor:
 
 @torch.inference_mode()
 def generate(gen: Generator, labels: np.ndarray, *, seed: int = 0, start: int = 0, steps: int = 8,
-             sampler: str = "dpmpp-2m", guidance: float = 1.0, batch_size: int = 250, callback=None,
-             show_progress: bool = False) -> np.ndarray:
-    """uint8 images (N, C, H, W) for `labels`; image j is image (start + j) of the run seeded `seed`."""
+             sampler: str = "dpmpp-2m", guidance: float = 1.0, guidance_interval=EVERYWHERE, batch_size: int = 250,
+             callback=None, show_progress: bool = False) -> np.ndarray:
+    """uint8 images (N, C, H, W) for `labels`; image j is image (start + j) of the run seeded `seed`; guidance
+    applies at noise levels lo < sigma <= hi of `guidance_interval`."""
     if steps < 1:
         raise UsageError(f"steps must be >= 1, got {steps}")
     if sampler not in SAMPLERS:
         raise UsageError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if batch_size < 1:
         raise UsageError("batch size must be >= 1")
+    try:
+        check_interval(guidance_interval)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     out = []
     bar = progress(total=len(labels), enabled=show_progress, desc="sampling", unit="img")
     for lo in range(0, len(labels), batch_size):
@@ -137,7 +144,7 @@ def generate(gen: Generator, labels: np.ndarray, *, seed: int = 0, start: int = 
         rand = StackedRandom(seed, idx + start, gen.device)
         y = torch.as_tensor(labels[idx], dtype=torch.long, device=gen.device)
         z = rand.randn(*latent_shape(gen))
-        out.append(to_uint8(_draw(gen, y, z, rand, steps, sampler, guidance, callback)))
+        out.append(to_uint8(_draw(gen, y, z, rand, steps, sampler, guidance, guidance_interval, callback)))
         bar.update(len(idx))
     bar.close()
     return np.concatenate(out) if out else np.zeros((0, *gen.image_shape), np.uint8)
@@ -150,7 +157,8 @@ def latent_shape(gen: Generator) -> tuple[int, ...]:
 
 @torch.inference_mode()
 def generate_from(gen: Generator, z: torch.Tensor, labels: np.ndarray, *, seed: int = 0, steps: int = 8,
-                  sampler: str = "dpmpp-2m", guidance: float = 1.0, callback=None) -> np.ndarray:
+                  sampler: str = "dpmpp-2m", guidance: float = 1.0, guidance_interval=EVERYWHERE,
+                  callback=None) -> np.ndarray:
     """uint8 images from given unit-Gaussian starting latents z (B, *latent_shape), e.g. points on a latent walk;
     any further sampler noise comes from (seed, i)."""
     if tuple(z.shape[1:]) != latent_shape(gen) or len(z) != len(labels):
@@ -158,17 +166,17 @@ def generate_from(gen: Generator, z: torch.Tensor, labels: np.ndarray, *, seed: 
                          f"got {tuple(z.shape)}")
     rand = StackedRandom(seed, range(len(z)), gen.device)
     y = torch.as_tensor(labels, dtype=torch.long, device=gen.device)
-    return to_uint8(_draw(gen, y, z.to(gen.device), rand, steps, sampler, guidance, callback))
+    return to_uint8(_draw(gen, y, z.to(gen.device), rand, steps, sampler, guidance, guidance_interval, callback))
 
 
 def _draw(gen: Generator, y: torch.Tensor, z: torch.Tensor, rand: StackedRandom, steps: int, sampler: str,
-          guidance: float, callback) -> torch.Tensor:
+          guidance: float, interval, callback) -> torch.Tensor:
     if gen.method == "gan":
         return gen.net(z, y).clamp(-1, 1)
     if gen.method == "vae":
         return gen.net.decode(z, y).clamp(-1, 1)
     denoiser = diffusion.DENOISERS[gen.method](gen.net, **_denoiser_kwargs(gen))
-    denoiser = guided(denoiser, guidance, null_label=gen.num_classes)
+    denoiser = guided(denoiser, guidance, null_label=gen.num_classes, interval=interval)
     sigmas = sigmas_for(gen, steps).to(gen.device)
     x = z * sigmas[0]
     x = SAMPLERS[sampler](denoiser, x, sigmas, cond=y, noise=rand.like, callback=callback)

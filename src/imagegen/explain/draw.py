@@ -14,6 +14,7 @@ from torch import nn
 from ..artifacts import load_artifact
 from ..errors import ImagegenError, UsageError
 from ..generate import Generator, generate, sample_labels
+from ..methods.guidance import EVERYWHERE
 from ..models import build_model
 from ..pixels import to_float
 from . import figures
@@ -121,9 +122,10 @@ def _gen_title(gen: Generator, what: str) -> str:
 
 
 def draw_trajectory(gen: Generator, label: int, path, *, seed: int = 0, index: int = 0, steps: int = 8,
-                    sampler: str = "dpmpp-2m", guidance: float = 1.0) -> Path:
+                    sampler: str = "dpmpp-2m", guidance: float = 1.0, guidance_interval=EVERYWHERE) -> Path:
     """x at each step (scaled by 1 / (1 + sigma) to stay visible) and the network's denoised estimate."""
-    tr = trajectory(gen, label, seed=seed, index=index, steps=steps, sampler=sampler, guidance=guidance)
+    tr = trajectory(gen, label, seed=seed, index=index, steps=steps, sampler=sampler, guidance=guidance,
+                    guidance_interval=guidance_interval)
     sig = [f"sigma {s:.3g}" for s in tr.sigmas]
     rows = [("x_t", tr.x, sig[:-1] + ["output"]), ("denoised", tr.denoised, sig[:-1])]
     return figures.image_rows(rows, _gen_title(gen, f"{gen.classes[label]}, {sampler} {steps} steps, "
@@ -140,8 +142,9 @@ def draw_walk(gen: Generator, label: int, path, *, seeds=(0, 1), frames: int = 8
 
 
 def draw_guidance(gen: Generator, label: int, path, *, scales=(0, 1, 1.5, 2, 3, 4, 6, 8), seed: int = 0,
-                  steps: int = 8, sampler: str = "dpmpp-2m") -> Path:
-    images = guidance_sweep(gen, label, scales, seed=seed, steps=steps, sampler=sampler)
+                  steps: int = 8, sampler: str = "dpmpp-2m", guidance_interval=EVERYWHERE) -> Path:
+    images = guidance_sweep(gen, label, scales, seed=seed, steps=steps, sampler=sampler,
+                            guidance_interval=guidance_interval)
     rows = [(gen.classes[label], images, [f"guidance {s:g}" for s in scales])]
     return figures.image_rows(rows, _gen_title(gen, f"guidance scale, seed {seed} ({sampler} {steps} steps; "
                                                "0 = unconditional, 1 = conditional)"), path)

@@ -10,6 +10,7 @@ import torch
 
 from ..errors import UsageError
 from ..generate import Generator, StackedRandom, generate, generate_from, latent_shape, sample_labels
+from ..methods.guidance import EVERYWHERE
 from ..metrics.stats import nearest
 from ..pixels import to_uint8
 
@@ -22,7 +23,7 @@ class Trajectory:
 
 
 def trajectory(gen: Generator, label: int, *, seed: int = 0, index: int = 0, steps: int = 8,
-               sampler: str = "dpmpp-2m", guidance: float = 1.0) -> Trajectory:
+               sampler: str = "dpmpp-2m", guidance: float = 1.0, guidance_interval=EVERYWHERE) -> Trajectory:
     """Image `index` of the run seeded `seed`, step by step, read from the sampler's callback."""
     if gen.method not in ("flow", "edm"):
         raise UsageError(f"a {gen.method} model draws in one network call: there is no denoising trajectory")
@@ -30,7 +31,7 @@ def trajectory(gen: Generator, label: int, *, seed: int = 0, index: int = 0, ste
     frames: list[dict] = []
     keep = lambda d: frames.append({"x": d["x"].clone(), "denoised": d["denoised"].clone(), "sigma": d["sigma"]})  # noqa: E731
     final = generate(gen, labels, seed=seed, start=index, steps=steps, sampler=sampler, guidance=guidance,
-                     callback=keep)
+                     guidance_interval=guidance_interval, callback=keep)
     sigma0 = frames[0]["sigma"]
     xs = [to_uint8(f["x"] / (1 + f["sigma"]) if sigma0 > 1 else f["x"]) for f in frames]  # scaled to stay visible
     return Trajectory(np.concatenate([*xs, final]), np.concatenate([to_uint8(f["denoised"]) for f in frames]),
@@ -70,13 +71,13 @@ def class_sweep(gen: Generator, seed: int, **sampling) -> np.ndarray:
 
 
 def guidance_sweep(gen: Generator, label: int, scales, *, seed: int = 0, steps: int = 8,
-                   sampler: str = "dpmpp-2m") -> np.ndarray:
+                   sampler: str = "dpmpp-2m", guidance_interval=EVERYWHERE) -> np.ndarray:
     """uint8 (len(scales), C, H, W): one seed and class at each classifier-free guidance scale."""
     if gen.method not in ("flow", "edm"):
         raise UsageError(f"guidance applies to flow and diffusion models, not to a {gen.method} model")
     labels = sample_labels(gen, 1, label)
-    return np.concatenate([generate(gen, labels, seed=seed, steps=steps, sampler=sampler, guidance=float(s))
-                           for s in scales])
+    return np.concatenate([generate(gen, labels, seed=seed, steps=steps, sampler=sampler, guidance=float(s),
+                                    guidance_interval=guidance_interval) for s in scales])
 
 
 def nearest_training(images: np.ndarray, train_images: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:

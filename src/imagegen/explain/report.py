@@ -144,7 +144,8 @@ def _draw_generator_explanations(run: Path, device: str, log) -> None:
     draw_walk(gen, 0, ex / "walk.png", **sampling)
     if gen.method in ("flow", "edm"):
         draw_trajectory(gen, 0, ex / "trajectory.png", **sampling)
-        draw_guidance(gen, 0, ex / "guidance.png", steps=sampling["steps"], sampler=sampling["sampler"])
+        draw_guidance(gen, 0, ex / "guidance.png", steps=sampling["steps"], sampler=sampling["sampler"],
+                      guidance_interval=sampling["guidance_interval"])
 
 
 def _explanations(run: Path) -> str:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from .guidance import EVERYWHERE, check_interval
+
 T_MAX = 200.0 / 201.0  # flow time of sigma_max = 200, where every flow sampler starts
 
 
@@ -23,13 +25,19 @@ def student_times(k: int, t_max: float = T_MAX) -> torch.Tensor:
 
 
 def guided_velocity(net, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor, scale: float,
-                    null_label: int) -> torch.Tensor:
-    """v_u + w (v_c - v_u) in one batched call (scale 1: the conditional velocity alone)."""
+                    null_label: int, interval=EVERYWHERE) -> torch.Tensor:
+    """v_u + w (v_c - v_u) in one batched call (scale 1: the conditional velocity alone); guidance only for the
+    examples whose noise level sigma = t / (1 - t) lies in lo < sigma <= hi, as the guided sampler does."""
     if scale == 1.0:
         return net(x_t, t, y).float()
-    both = net(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, null_label)])).float()
-    cond, uncond = both.chunk(2)
-    return uncond + scale * (cond - uncond)
+    lo, hi = check_interval(interval)
+    sigma = t / (1 - t)
+    inside = (sigma > lo) & (sigma <= hi)
+    both = net(torch.cat([x_t, x_t[inside]]), torch.cat([t, t[inside]]),
+               torch.cat([y, torch.full_like(y[inside], null_label)])).float()
+    v, uncond = both[: len(x_t)], both[len(x_t):]
+    v[inside] = uncond + scale * (v[inside] - uncond)
+    return v
 
 
 def _grid_times(k: int, b: int, generator, device) -> tuple[torch.Tensor, torch.Tensor]:

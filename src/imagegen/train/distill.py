@@ -21,6 +21,7 @@ from ..data import load_dataset
 from ..errors import ImagegenError, UsageError
 from ..generate import Generator, StackedRandom, generate, latent_shape, load_generator, sample_labels, sampling
 from ..methods.distill import guided_velocity, progressive_loss, reflow_loss
+from ..methods.guidance import EVERYWHERE
 from ..pixels import grid, save_png, to_float
 from ..utils import prepare_run_dir, progress, write_json
 from .ema import ema_beta, ema_update, make_ema
@@ -47,9 +48,10 @@ def teacher_pairs(gen: Generator, teacher: Path, cfg: DistillConfig, guidance: f
                   log) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8, labels) that the teacher draws from the latents of images 0..pairs-1 of seed `seed`
     (classes in turn); cached beside the teacher in pairs/, since every student of this teacher can reuse them."""
-    s = sampling(gen, steps=cfg.pair_steps)
-    sampler, steps = s["sampler"], s["steps"]
-    path = teacher / "pairs" / f"seed{cfg.seed}-n{cfg.pairs}-{sampler}{steps}-g{guidance:g}.safetensors"
+    s = sampling(gen, steps=cfg.pair_steps, guidance=guidance)
+    sampler, steps, interval = s["sampler"], s["steps"], s["guidance_interval"]
+    span = "" if interval == EVERYWHERE else f"-i{interval[0]:g}-{interval[1]:g}"
+    path = teacher / "pairs" / f"seed{cfg.seed}-n{cfg.pairs}-{sampler}{steps}-g{guidance:g}{span}.safetensors"
     if path.is_file():
         log(f"reusing the teacher's pairs in {path}")
         d = load_file(str(path))
@@ -57,8 +59,7 @@ def teacher_pairs(gen: Generator, teacher: Path, cfg: DistillConfig, guidance: f
     log(f"drawing {cfg.pairs:,} (noise, image) pairs with the teacher ({sampler}, {steps} steps, "
         f"guidance {guidance:g}); cached in {path}")
     labels = sample_labels(gen, cfg.pairs)
-    images = generate(gen, labels, seed=cfg.seed, steps=steps, sampler=sampler, guidance=guidance,
-                      show_progress=show_progress)
+    images = generate(gen, labels, seed=cfg.seed, show_progress=show_progress, **s)
     path.parent.mkdir(exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file({"images": images, "labels": labels.astype(np.int64)}, str(tmp))
@@ -77,7 +78,8 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
                             f"{teacher} holds a {gen.method} model")
     plan = stages(cfg)
     run = prepare_run_dir(out, overwrite)
-    guidance = sampling(gen, guidance=cfg.guidance)["guidance"]
+    s = sampling(gen, guidance=cfg.guidance)
+    guidance, interval = s["guidance"], s["guidance_interval"]
     device, null = gen.device, gen.num_classes
     torch.manual_seed(cfg.seed)
     generator = torch.Generator(device).manual_seed(cfg.seed)
@@ -92,7 +94,7 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
         images, labels, z_all = train.images, train.labels, None
     pair_seconds = time.perf_counter() - t0
     images_t, labels_t = torch.from_numpy(images), torch.from_numpy(np.asarray(labels, np.int64))
-    teacher_v = lambda x, t, y: guided_velocity(gen.net, x, t, y, guidance, null)  # noqa: E731
+    teacher_v = lambda x, t, y: guided_velocity(gen.net, x, t, y, guidance, null, interval)  # noqa: E731
     beta = ema_beta(cfg.batch_size, cfg.ema_half_life_images)
     log(f"{cfg.method} distillation of {teacher} (guidance {guidance:g} folded in): student steps "
         f"{' -> '.join(map(str, plan))}, {cfg.minutes:g} min")
@@ -138,7 +140,8 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
     # -- the end: the student as a flow artifact (Euler, k steps, no guidance), its grid, the summary
     k = plan[stage] if stop.requested else plan[-1]
     distilled = {"method": cfg.method, "teacher": str(teacher), "guidance_folded": guidance, "stages": plan,
-                 "interrupted": stop.requested}
+                 "interrupted": stop.requested,
+                 "guidance_interval": None if interval == EVERYWHERE else list(interval)}
     grid_png = _write_student(run, teacher, ema, k, distilled, str(device))
     result = {"out": str(run), "method": cfg.method, "steps": k, "stages": plan, "guidance_folded": guidance,
               "interrupted": stop.requested, "pair_seconds": pair_seconds, **total, "grid": str(grid_png),

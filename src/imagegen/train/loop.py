@@ -18,7 +18,7 @@ import torch
 from ..artifacts import save_artifact
 from ..config import GenConfig, from_dict, to_dict
 from ..data import load_splits
-from ..errors import ImagegenError
+from ..errors import ImagegenError, UsageError
 from ..pixels import grid, save_png, to_float
 from ..utils import prepare_run_dir, progress, resolve_device, write_json
 from . import checkpoint, recipes
@@ -83,12 +83,13 @@ def train(cfg: GenConfig | None, out: str | Path, *, resume: bool = False, budge
     if resume:
         doc, tensors = checkpoint.load_state(run)
         cfg = _resumed_config(doc, budget)
+        _check_budget(cfg)
     else:
+        _check_budget(cfg)  # before anything of an old run is removed
         prepare_run_dir(run, overwrite)
         for stale in RUN_FILES:  # --overwrite: nothing of the old run may be mistaken for the new one
             (run / stale).unlink(missing_ok=True)
         shutil.rmtree(run / "grids", ignore_errors=True)
-    _check_budget(cfg)
     write_json(to_dict(cfg), run / "config.json")
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -215,14 +216,13 @@ def write_grid(run: Path, gen, cfg: GenConfig, state: dict, evaluator) -> Path:
     """The fixed-seed grid (10 per class, one row per class) as grid.png and grids/IMAGES.png; with an evaluator,
     the grid's FID and class accuracy go to metrics.jsonl: at n=100 FID is biased upward, but the bias is the
     same at every point of a run, so the line shows the trend of quality over training at no extra sampling."""
-    from ..generate import generate
+    from ..generate import generate, sampling
     from ..metrics import stats
 
     if (run / "grids" / f"{state['images']:09d}.png").is_file() and (run / "grid.png").is_file():
         return run / "grid.png"  # drawn already at this point of training (the final grid after a last one)
     labels = np.repeat(np.arange(gen.num_classes), 10)
-    images = generate(gen, labels, seed=0, steps=cfg.sample.steps, sampler=cfg.sample.sampler,
-                      guidance=cfg.sample.guidance)
+    images = generate(gen, labels, seed=0, **sampling(gen))
     picture = grid(images, nrow=10, scale=2)
     save_png(picture, run / "grids" / f"{state['images']:09d}.png")
     if evaluator is not None:
@@ -248,7 +248,7 @@ def _cached_evaluator(dataset: str, shape, device):
 
 def _final_evaluation(run: Path, cfg: GenConfig, device, show_progress: bool, log) -> dict | None:
     """Sample `eval_samples` images with the run's sampling settings and score them with the evaluator."""
-    from ..generate import generate, load_generator
+    from ..generate import generate, load_generator, sampling
     from ..metrics import evaluate, format_report, load_evaluator
     from ..metrics.evaluator import evaluator_dir
 
@@ -259,9 +259,8 @@ def _final_evaluation(run: Path, cfg: GenConfig, device, show_progress: bool, lo
     gen = load_generator(run, str(device))
     n = cfg.train.eval_samples
     labels = np.arange(n) % gen.num_classes
-    s = cfg.sample
-    images = generate(gen, labels, seed=cfg.seed, steps=s.steps, sampler=s.sampler, guidance=s.guidance,
-                      batch_size=s.batch_size, show_progress=show_progress)
+    images = generate(gen, labels, seed=cfg.seed, batch_size=cfg.sample.batch_size, show_progress=show_progress,
+                      **sampling(gen))
     import warnings
 
     with warnings.catch_warnings():
@@ -287,6 +286,24 @@ def _check_budget(cfg: GenConfig) -> None:
         raise ImagegenError("the training budget must be positive (--images >= 1 or --minutes > 0)")
     if cfg.train.batch_size < 1 or cfg.train.lr <= 0:
         raise ImagegenError("train.batch_size must be >= 1 and train.lr > 0")
+    _check_sampling(cfg)
+
+
+def _check_sampling(cfg: GenConfig) -> None:
+    """The sample section is used at the first grid, minutes into the run: refuse a bad one before training."""
+    from ..methods.guidance import check_interval
+    from ..methods.samplers import SAMPLERS
+
+    s = cfg.sample
+    if s.sampler not in SAMPLERS:
+        raise UsageError(f"unknown sample.sampler {s.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if s.steps < 1 or s.batch_size < 1:
+        raise UsageError(f"sample.steps and sample.batch_size must be >= 1, got {s.steps} and {s.batch_size}")
+    if s.guidance_interval is not None:
+        try:
+            check_interval(s.guidance_interval)
+        except ValueError as e:
+            raise UsageError(f"sample.guidance_interval: {e}") from None
 
 
 def _budget(cfg: GenConfig) -> tuple[str, float]:
