@@ -30,33 +30,50 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from common import RESULTS, save, table  # noqa: E402
 from imagegen.cli import main as cli  # noqa: E402
-from imagegen.generate import generate, load_generator  # noqa: E402
+from imagegen.generate import generate, load_generator, sampling, sigmas_for  # noqa: E402
+from imagegen.methods.guidance import EVERYWHERE  # noqa: E402
 from imagegen.methods.samplers import network_calls  # noqa: E402
 from imagegen.metrics import evaluate, load_evaluator  # noqa: E402
 from imagegen.plots import plt  # noqa: E402
 
 
-def settings(run: Path, steps_list) -> list[dict]:
-    """The rows a run contributes: a teacher at each step count with its own sampler and guidance; a student
-    or GAN at its own setting."""
+def settings(run: Path, steps_list, guidance: float | None = None, interval=None) -> list[dict]:
+    """The rows a run contributes: a teacher at each step count with its own sampler and guidance (and guidance
+    interval, unless given here); a student or GAN at its own setting."""
     gen = load_generator(run, "cpu")
-    s = gen.meta.get("sample", {})
+    s = sampling(gen, guidance=guidance, guidance_interval=interval)
     label = (f"{gen.meta['distilled']['method']} student" if "distilled" in gen.meta
              else f"{gen.method} teacher" if gen.method in ("flow", "edm") else gen.method)
     if gen.method in ("gan", "vae"):
-        return [{"label": label, "run": str(run), "steps": 1, "sampler": "-", "guidance": 1.0, "nfe": 1}]
+        return [{"label": label, "run": str(run), "steps": 1, "sampler": "-", "guidance": 1.0, "interval": None,
+                 "nfe": 1}]
     steps_list = steps_list if "distilled" not in gen.meta else [s["steps"]]
-    g = s.get("guidance", 1.0)
+    g, interval = s["guidance"], s["guidance_interval"]
     return [{"label": label, "run": str(run), "steps": k, "sampler": s["sampler"], "guidance": g,
-             "nfe": network_calls(s["sampler"], k) * (1 if g == 1.0 else 2)} for k in steps_list]
+             "interval": None if g == 1.0 or interval == EVERYWHERE else list(interval),
+             "nfe": nfe(gen, s["sampler"], k, g, interval)} for k in steps_list]
+
+
+def nfe(gen, sampler: str, steps: int, guidance: float, interval) -> int:
+    """Network evaluations per image: a guided evaluation costs two, inside the guidance interval only."""
+    calls = network_calls(sampler, steps)
+    if guidance == 1.0 or sampler == "heun":  # Heun's extra evaluations sit between the grid's levels
+        return calls * (1 if guidance == 1.0 else 2)
+    lo, hi = interval
+    return calls + sum(1 for s in sigmas_for(gen, steps)[:-1].tolist() if lo < s <= hi)
+
+
+def _kw(row: dict) -> dict:
+    """The generate() settings of a row."""
+    interval = tuple(row["interval"]) if row.get("interval") else EVERYWHERE
+    return {"steps": row["steps"], "sampler": "euler" if row["sampler"] == "-" else row["sampler"],
+            "guidance": row["guidance"], "guidance_interval": interval}
 
 
 def quality(row: dict, n: int, ev) -> dict:
     gen = load_generator(row["run"], "cpu")
     labels = np.arange(n) % gen.num_classes
-    sampler = "euler" if row["sampler"] == "-" else row["sampler"]  # a GAN ignores it
-    images = generate(gen, labels, seed=0, steps=row["steps"], sampler=sampler, guidance=row["guidance"],
-                      batch_size=256)
+    images = generate(gen, labels, seed=0, batch_size=256, **_kw(row))  # a GAN ignores the sampler
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rep = evaluate(images, labels, ev, seed=0)
@@ -69,8 +86,7 @@ def quality(row: dict, n: int, ev) -> dict:
 def speed(row: dict, gen=None) -> dict:
     """ms/image at batch 1 (mean of 20 images) and images/s at batch 256 (two batches), after a warm-up."""
     gen = gen or load_generator(row["run"], "cpu")
-    kw = {"steps": row["steps"], "sampler": "euler" if row["sampler"] == "-" else row["sampler"],
-          "guidance": row["guidance"]}
+    kw = _kw(row)
     labels = np.arange(512) % gen.num_classes
     generate(gen, labels[:256], batch_size=256, **kw)
     t0 = time.perf_counter()
@@ -87,8 +103,10 @@ def end_to_end(row: dict, n: int = 10_000) -> float:
     """images/s of `imagegen sample RUN --n n --batch-size 256 --out FILE.npz` (in-process, model load included)."""
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
+        lo, hi = _kw(row)["guidance_interval"]
         setting = [] if row["sampler"] == "-" else ["--steps", str(row["steps"]), "--sampler", row["sampler"],
-                                                    "--guidance", str(row["guidance"])]
+                                                    "--guidance", str(row["guidance"]),
+                                                    "--guidance-interval", f"{lo:g},{hi:g}"]
         assert cli(["sample", row["run"], "--n", str(n), "--batch-size", "256", "--out", f"{tmp}/s.npz",
                     "--no-progress", "--device", "cpu", *setting]) == 0
         return n / (time.perf_counter() - t0)
@@ -108,8 +126,7 @@ def paths(run: Path) -> list[dict]:
             gen.net = torch.compile(gen.net, dynamic=False)
             t0 = time.perf_counter()
             for b in (256, 1):
-                generate(gen, np.arange(b) % gen.num_classes, steps=row["steps"], sampler=row["sampler"],
-                         guidance=row["guidance"], batch_size=b)
+                generate(gen, np.arange(b) % gen.num_classes, batch_size=b, **_kw(row))
             compile_s = time.perf_counter() - t0
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=name == "bf16 autocast"):
             out.append({"path": name, **speed(row, gen), "compile_seconds": compile_s})
@@ -183,6 +200,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--teacher", default="runs/bench/flow-15")
     p.add_argument("--teacher-steps", type=int, nargs="+", default=[1, 2, 4, 8])
+    p.add_argument("--teacher-guidance", type=float, default=None, help="default: the teacher run's")
+    p.add_argument("--teacher-interval", default=None, metavar="LO,HI", help="default: the teacher run's")
     p.add_argument("--students", nargs="*", default=[])
     p.add_argument("--gan", default=None)
     p.add_argument("--dataset", default="fashion-mnist")
@@ -192,17 +211,19 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     old = json.loads((RESULTS / "fast.json").read_text()) if (RESULTS / "fast.json").is_file() else {}
-    key = lambda r: (r["run"], r["steps"], r["sampler"], r["guidance"], r["n"])  # noqa: E731
+    key = lambda r: (r["run"], r["steps"], r["sampler"], r["guidance"], r.get("interval"), r["n"])  # noqa: E731
     known = {key(r): r for r in old.get("rows", [])}
     extra = {"paths": old.get("paths", []), "onnx": old.get("onnx", []),
              "settings": "CPU, torch threads = cores; quality vs the test split with the imagegen evaluator, "
                          "floor = n real training images; NFE = network evaluations per image"}
     ev = load_evaluator(args.dataset, device="cpu")
     rows = []
-    runs = [(Path(args.teacher), args.teacher_steps)] + [(Path(s), None) for s in args.students]
-    runs += [(Path(args.gan), None)] if args.gan else []
-    for run, steps_list in runs:
-        for row in settings(run, steps_list):
+    interval = tuple(float(v) for v in args.teacher_interval.split(",")) if args.teacher_interval else None
+    runs = [(Path(args.teacher), args.teacher_steps, args.teacher_guidance, interval)]
+    runs += [(Path(s), None, None, None) for s in args.students] + ([(Path(args.gan), None, None, None)]
+                                                                    if args.gan else [])
+    for run, steps_list, guidance, span in runs:
+        for row in settings(run, steps_list, guidance, span):
             row["n"] = args.n
             if args.reuse and key(row) in known:
                 row.update({k: v for k, v in known[key(row)].items() if k not in row})
@@ -220,7 +241,7 @@ def main() -> None:
         save("fast", rows, **extra)
     path_rows, onnx_rows = extra["paths"], extra["onnx"]
     frontier(rows, RESULTS / "fast_frontier.png")
-    print(table(rows, ["label", "steps", "sampler", "guidance", "nfe", "fid", "floor_fid", "fid_over_floor",
+    print(table(rows, ["label", "steps", "sampler", "guidance", "interval", "nfe", "fid", "floor_fid", "fid_over_floor",
                        "precision", "recall", "class_accuracy", "ms_per_image_batch1", "images_per_second_batch256",
                        "end_to_end_images_per_second"]))
     if path_rows:

@@ -124,6 +124,8 @@ def test_distill_cli_writes_a_student_that_sample_uses(teacher, tmp_path, method
     student = load_generator(out)
     assert student.meta["sample"] == {"sampler": "euler", "steps": 1, "guidance": 1.0, "batch_size": 250}
     assert student.meta["distilled"]["guidance_folded"] == load_generator(teacher).meta["sample"]["guidance"]
+    assert student.meta["distilled"]["guidance_interval"] == load_generator(teacher).meta["sample"][
+        "guidance_interval"]
     a = generate(student, np.arange(5), seed=0, steps=1, sampler="euler")
     assert a.shape == (5, 1, 8, 8) and main(["sample", str(out), "--n", "5", "--out", str(tmp_path / "s.npz")]) == 0
     assert "folded in already" not in capsys.readouterr().err
@@ -134,6 +136,14 @@ def test_distill_cli_writes_a_student_that_sample_uses(teacher, tmp_path, method
         assert len(list((teacher / "pairs").glob("*.safetensors"))) == 1
         assert main(args[:-1] + ["--overwrite"]) == 0 and "reusing the teacher's pairs" in capsys.readouterr().out
     assert main(args) == 1 and "already exists" in capsys.readouterr().err  # never replaced silently
+
+
+def test_a_bad_guidance_interval_is_refused_before_the_student_run_exists(teacher, tmp_path, capsys):
+    out = tmp_path / "student"
+    assert main(["distill", str(teacher), "--guidance-interval", "3,1", "--out", str(out)]) == 2
+    assert "lo < hi" in capsys.readouterr().err and not out.exists()
+    assert main(["distill", str(teacher), "--set", "guidance_interval=-1,1", "--out", str(out)]) == 2
+    assert "guidance_interval" in capsys.readouterr().err and not out.exists()
 
 
 def test_distilling_a_gan_is_a_clear_error(tmp_path, capsys):

@@ -60,3 +60,18 @@ def test_build_model_rejects_unknown_kind():
     assert isinstance(build_model("seed-classifier", {"num_classes": 3}), SeedClassifier)
     with pytest.raises(ValueError, match="unknown model kind"):
         build_model("gpt", {})
+
+
+def test_spectral_norm_bounds_every_discriminator_weight_at_one():
+    d = build_model("dcgan-discriminator", {"in_channels": 1, "image_size": 28, "num_classes": 10, "width": 8,
+                                            "spectral_norm": True})
+    for _ in range(30):  # each training-mode call runs one power iteration
+        d(torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 3]))
+    d.eval()
+    layers = [m for m in d.modules() if isinstance(m, nn.Conv2d | nn.Linear | nn.Embedding)]
+    assert len(layers) == 4  # two convolutions, the head, the class projection
+    for m in layers:
+        top = torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2)
+        assert top == pytest.approx(1.0, abs=0.05)
+    plain = build_model("dcgan-discriminator", {"in_channels": 1, "image_size": 28, "num_classes": 10, "width": 8})
+    assert not any(hasattr(m, "parametrizations") for m in plain.modules())

@@ -71,6 +71,7 @@ class GenModelConfig:
     noise_scale: float = 1000.0  # UNet: noise label x this before its sinusoidal embedding (EDM's nets use 1)
     z_dim: int = 64  # GAN and VAE: latent size
     width: int = 64  # GAN and VAE: channels of the highest-resolution layer
+    spectral_norm: bool = False  # GAN: spectral normalisation of the discriminator's weights
 
 
 @dataclass
@@ -123,6 +124,7 @@ class DistillConfig:
     steps: int = 4  # the student's sampler steps (network calls per image): 1, 2, 4, ...
     minutes: float = 10.0  # training time, split evenly over the stages (reflow: plus drawing the pairs)
     guidance: float | None = None  # the teacher's guidance scale folded into the student (None: the run's)
+    guidance_interval: tuple[float, ...] | None = None  # ... applied at lo < sigma <= hi (None: the run's)
     teacher_steps: int = 8  # progressive: the teacher's Euler steps; halved each stage down to `steps`
     pairs: int = 10_000  # reflow: (noise, image) pairs drawn by the teacher
     pair_steps: int | None = None  # reflow: teacher steps per pair (None: the run's sampler and steps)

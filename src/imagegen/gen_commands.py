@@ -59,6 +59,8 @@ def register_distill(sub, common, fmt) -> None:
     p.add_argument("--steps", type=int, help=f"the student's steps = network calls per image (default: {d.steps})")
     p.add_argument("--minutes", type=float, help=f"training time (default: {d.minutes})")
     p.add_argument("--guidance", type=float, help="the guidance scale to fold in (default: the teacher's)")
+    p.add_argument("--guidance-interval", metavar="LO,HI",
+                   help="the teacher's guidance only at LO < sigma <= HI (default: the teacher's; 0,inf = all)")
     p.add_argument("--pairs", type=int, help=f"reflow: teacher (noise, image) pairs (default: {d.pairs})")
     p.add_argument("--out", default=None, help="run directory (default: TEACHER-METHOD-STEPS)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
@@ -71,7 +73,8 @@ def run_distill(args):
     from .train.distill import distill
 
     flags = {"method": args.method, "steps": args.steps, "minutes": args.minutes, "guidance": args.guidance,
-             "pairs": args.pairs, "seed": args.seed, "device": args.device}
+             "guidance_interval": _interval(args.guidance_interval), "pairs": args.pairs, "seed": args.seed,
+             "device": args.device}
     cfg = load(DistillConfig, None, args.set, flags)
     model = Path(args.model)
     teacher = model.parent if model.suffix == ".json" else model

@@ -126,10 +126,13 @@ def draw_trajectory(gen: Generator, label: int, path, *, seed: int = 0, index: i
     """x at each step (scaled by 1 / (1 + sigma) to stay visible) and the network's denoised estimate."""
     tr = trajectory(gen, label, seed=seed, index=index, steps=steps, sampler=sampler, guidance=guidance,
                     guidance_interval=guidance_interval)
-    sig = [f"sigma {s:.3g}" for s in tr.sigmas]
+    lo, hi = guidance_interval
+    guided_at = [guidance != 1.0 and lo < s <= hi for s in tr.sigmas]
+    sig = [f"sigma {s:.3g}{' *' if g else ''}" for s, g in zip(tr.sigmas, guided_at, strict=True)]
     rows = [("x_t", tr.x, sig[:-1] + ["output"]), ("denoised", tr.denoised, sig[:-1])]
+    band = "" if guidance == 1.0 else " (* = guided step)"
     return figures.image_rows(rows, _gen_title(gen, f"{gen.classes[label]}, {sampler} {steps} steps, "
-                                               f"guidance {guidance}, seed {seed}"), path)
+                                               f"guidance {guidance}{band}, seed {seed}"), path)
 
 
 def draw_walk(gen: Generator, label: int, path, *, seeds=(0, 1), frames: int = 8, **sampling) -> Path:
@@ -146,7 +149,9 @@ def draw_guidance(gen: Generator, label: int, path, *, scales=(0, 1, 1.5, 2, 3, 
     images = guidance_sweep(gen, label, scales, seed=seed, steps=steps, sampler=sampler,
                             guidance_interval=guidance_interval)
     rows = [(gen.classes[label], images, [f"guidance {s:g}" for s in scales])]
-    return figures.image_rows(rows, _gen_title(gen, f"guidance scale, seed {seed} ({sampler} {steps} steps; "
+    lo, hi = guidance_interval
+    band = "" if (lo, hi) == EVERYWHERE else f" at sigma {lo:g}-{hi:g} only"
+    return figures.image_rows(rows, _gen_title(gen, f"guidance scale{band}, seed {seed} ({sampler} {steps} steps; "
                                                "0 = unconditional, 1 = conditional)"), path)
 
 

@@ -49,9 +49,11 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """images (B, C, H, W) and class labels (B,) -> one logit per image (B,)."""
+    """images (B, C, H, W) and class labels (B,) -> one logit per image (B,). `spectral_norm` divides every
+    weight by its largest singular value (Miyato et al. 2018), which the projection discriminator was built with."""
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, width: int = 64):
+    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, width: int = 64,
+                 spectral_norm: bool = False):
         super().__init__()
         levels = upsampling_levels(image_size)
         layers: list[nn.Module] = []
@@ -65,6 +67,10 @@ class Discriminator(nn.Module):
         self.head = nn.Linear(features, 1)
         self.class_proj = nn.Embedding(num_classes, features) if num_classes else None
         _dcgan_init(self)
+        if spectral_norm:
+            for m in [*self.body, self.head, self.class_proj]:
+                if isinstance(m, nn.Conv2d | nn.Linear | nn.Embedding):
+                    nn.utils.parametrizations.spectral_norm(m)
 
     def forward(self, x: torch.Tensor, class_label: torch.Tensor | None = None) -> torch.Tensor:
         h = self.body(x)

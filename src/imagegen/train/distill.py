@@ -21,7 +21,7 @@ from ..data import load_dataset
 from ..errors import ImagegenError, UsageError
 from ..generate import Generator, StackedRandom, generate, latent_shape, load_generator, sample_labels, sampling
 from ..methods.distill import guided_velocity, progressive_loss, reflow_loss
-from ..methods.guidance import EVERYWHERE
+from ..methods.guidance import EVERYWHERE, check_interval
 from ..pixels import grid, save_png, to_float
 from ..utils import prepare_run_dir, progress, write_json
 from .ema import ema_beta, ema_update, make_ema
@@ -44,12 +44,12 @@ def stages(cfg: DistillConfig) -> list[int]:
     return [cfg.teacher_steps >> i for i in range(1, round(math.log2(ratio)) + 1)]
 
 
-def teacher_pairs(gen: Generator, teacher: Path, cfg: DistillConfig, guidance: float, show_progress: bool,
-                  log) -> tuple[np.ndarray, np.ndarray]:
+def teacher_pairs(gen: Generator, teacher: Path, cfg: DistillConfig, guidance: float, interval,
+                  show_progress: bool, log) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8, labels) that the teacher draws from the latents of images 0..pairs-1 of seed `seed`
     (classes in turn); cached beside the teacher in pairs/, since every student of this teacher can reuse them."""
-    s = sampling(gen, steps=cfg.pair_steps, guidance=guidance)
-    sampler, steps, interval = s["sampler"], s["steps"], s["guidance_interval"]
+    s = sampling(gen, steps=cfg.pair_steps, guidance=guidance, guidance_interval=interval)
+    sampler, steps = s["sampler"], s["steps"]
     span = "" if interval == EVERYWHERE else f"-i{interval[0]:g}-{interval[1]:g}"
     path = teacher / "pairs" / f"seed{cfg.seed}-n{cfg.pairs}-{sampler}{steps}-g{guidance:g}{span}.safetensors"
     if path.is_file():
@@ -77,9 +77,12 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
         raise ImagegenError(f"distillation needs a flow-matching teacher (imagegen train --method flow); "
                             f"{teacher} holds a {gen.method} model")
     plan = stages(cfg)
+    s = sampling(gen, guidance=cfg.guidance, guidance_interval=cfg.guidance_interval)
+    try:
+        guidance, interval = s["guidance"], check_interval(s["guidance_interval"])
+    except ValueError as e:
+        raise UsageError(f"guidance_interval: {e}") from None
     run = prepare_run_dir(out, overwrite)
-    s = sampling(gen, guidance=cfg.guidance)
-    guidance, interval = s["guidance"], s["guidance_interval"]
     device, null = gen.device, gen.num_classes
     torch.manual_seed(cfg.seed)
     generator = torch.Generator(device).manual_seed(cfg.seed)
@@ -87,7 +90,7 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
     ema = make_ema(student)
     t0 = time.perf_counter()
     if cfg.method == "reflow":
-        images, labels = teacher_pairs(gen, teacher, cfg, guidance, show_progress, log)
+        images, labels = teacher_pairs(gen, teacher, cfg, guidance, interval, show_progress, log)
         z_all = StackedRandom(cfg.seed, range(len(images)), torch.device("cpu")).randn(*latent_shape(gen))
     else:
         train = load_dataset(gen.meta["dataset"], "train", show_progress=show_progress)

@@ -30,7 +30,8 @@ def network_configs(cfg: GenConfig, shape: tuple[int, int, int], num_classes: in
         return {"generator": ("dcgan-generator", {"out_channels": c, "image_size": size, "num_classes": num_classes,
                                                   "z_dim": m.z_dim, "width": m.width}),
                 "discriminator": ("dcgan-discriminator", {"in_channels": c, "image_size": size,
-                                                          "num_classes": num_classes, "width": m.width})}
+                                                          "num_classes": num_classes, "width": m.width,
+                                                          "spectral_norm": m.spectral_norm})}
     if cfg.method.name == "vae":
         return {"vae": ("vae", {"in_channels": c, "image_size": size, "num_classes": num_classes, "z_dim": m.z_dim,
                                 "width": m.width})}
