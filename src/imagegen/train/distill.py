@@ -99,7 +99,8 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
     images_t, labels_t = torch.from_numpy(images), torch.from_numpy(np.asarray(labels, np.int64))
     teacher_v = lambda x, t, y: guided_velocity(gen.net, x, t, y, guidance, null, interval)  # noqa: E731
     beta = ema_beta(cfg.batch_size, cfg.ema_half_life_images)
-    log(f"{cfg.method} distillation of {teacher} (guidance {guidance:g} folded in): student steps "
+    band = "" if interval == EVERYWHERE else f" at sigma {interval[0]:g}-{interval[1]:g}"
+    log(f"{cfg.method} distillation of {teacher} (guidance {guidance:g}{band} folded in): student steps "
         f"{' -> '.join(map(str, plan))}, {cfg.minutes:g} min")
     seconds_per_stage = 60 * cfg.minutes / len(plan)
     total = {"images": 0, "seconds": 0.0}
