@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import RESULTS, save, table  # noqa: E402
 from imagegen.cli import main as cli  # noqa: E402
 from imagegen.generate import generate, load_generator, sampling, sigmas_for  # noqa: E402
-from imagegen.methods.guidance import EVERYWHERE  # noqa: E402
+from imagegen.methods.guidance import EVERYWHERE, interval_json  # noqa: E402
 from imagegen.methods.samplers import network_calls  # noqa: E402
 from imagegen.metrics import evaluate, load_evaluator  # noqa: E402
 from imagegen.plots import plt  # noqa: E402
@@ -50,7 +50,7 @@ def settings(run: Path, steps_list, guidance: float | None = None, interval=None
     steps_list = steps_list if "distilled" not in gen.meta else [s["steps"]]
     g, interval = s["guidance"], s["guidance_interval"]
     return [{"label": label, "run": str(run), "steps": k, "sampler": s["sampler"], "guidance": g,
-             "interval": None if g == 1.0 or interval == EVERYWHERE else list(interval),
+             "interval": None if g == 1.0 else interval_json(interval),
              "nfe": nfe(gen, s["sampler"], k, g, interval)} for k in steps_list]
 
 

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import RESULTS, save, table  # noqa: E402
 from imagegen.config import GenConfig, load  # noqa: E402
 from imagegen.generate import generate, load_generator, sampling  # noqa: E402
-from imagegen.methods.guidance import EVERYWHERE  # noqa: E402
+from imagegen.methods.guidance import band  # noqa: E402
 from imagegen.metrics import evaluate, load_evaluator  # noqa: E402
 from imagegen.train.loop import train  # noqa: E402
 
@@ -57,8 +57,8 @@ def quality(run: Path, n: int, ev, steps: int | None, sampler: str | None, guida
         warnings.simplefilter("ignore")
         report = evaluate(images, labels, ev, seed=0)
     setting = "1 network call" if gen.method in ("gan", "vae") else f"{sampler} {steps} steps, guidance {guidance}"
-    if gen.method not in ("gan", "vae") and guidance != 1.0 and interval != EVERYWHERE:
-        setting += f" at sigma {interval[0]:g}-{interval[1]:g}"
+    if gen.method not in ("gan", "vae") and guidance != 1.0:
+        setting += band(interval)
     return {"setting": setting, "sample_images_per_second": n / seconds, **{f"{k}": v for k, v in
             report["samples"].items()}, **{f"floor_{k}": v for k, v in report["floor"].items()},
             "evaluator_accuracy": report["evaluator_accuracy"], "n": n}

@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(__file__))
 from common import RESULTS, save, table  # noqa: E402
 from generators import quality  # noqa: E402
-from imagegen.methods.guidance import EVERYWHERE  # noqa: E402
+from imagegen.methods.guidance import EVERYWHERE, interval_json  # noqa: E402
 from imagegen.metrics import load_evaluator  # noqa: E402
 
 DEFAULT = ["euler:8:1.5", "heun:4:1.5", "heun:8:1.5", "dpmpp-2m:8:1.5", "dpmpp-2m:16:1.5", "heun:8:1.0",
@@ -51,7 +51,7 @@ def main() -> None:
         interval = tuple(float(v) for v in span[0].split("-")) if span else EVERYWHERE
         r = quality(Path(args.run), args.n, ev, int(steps), sampler, float(guidance), interval)
         row = {"run": args.run, "run_images": trained, "sampler": sampler, "steps": int(steps),
-               "guidance": float(guidance), "interval": None if interval == EVERYWHERE else list(interval), **r}
+               "guidance": float(guidance), "interval": interval_json(interval), **r}
         rows = [x for x in rows if _key(x) != _key(row)] + [row]
         print(setting, {k: round(v, 4) for k, v in r.items() if k in ("fid", "precision", "recall",
                                                                        "class_accuracy")}, flush=True)

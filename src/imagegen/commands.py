@@ -212,10 +212,11 @@ def run_demo(args):
     log(f"[2/2] {cfg.method.name} generator on {name} for {args.minutes:g} minutes, then {args.eval_samples} "
         "samples scored against the real-data floor")
     result = train(cfg, args.out, overwrite=True, show_progress=not args.no_progress, log=log)
+    from .methods.guidance import band
+
     s = cfg.sample
-    band = f" at sigma {s.guidance_interval[0]:g}-{s.guidance_interval[1]:g}" if s.guidance_interval else ""
-    log(f"\nclass grid (one row per class, {s.sampler} {s.steps} steps, guidance {s.guidance}{band}): "
-        f"{result['grid']}")
+    log(f"\nclass grid (one row per class, {s.sampler} {s.steps} steps, guidance {s.guidance}"
+        f"{band(s.guidance_interval)}): {result['grid']}")
     from .explain.report import build_report
 
     report = build_report(args.out, explain=True, device=args.device, log=log)

@@ -114,6 +114,7 @@ def run_train(args):
 
 def run_sample(args):
     from .generate import generate, load_generator, sample_labels, sampling
+    from .methods.guidance import interval_json
     from .metrics.samples import save_samples
     from .pixels import grid, save_png
     from .utils import prepare_run_dir
@@ -149,14 +150,14 @@ def run_sample(args):
             save_png(img.transpose(1, 2, 0), out / str(label) / f"{i:06d}.png")
         grid_png = save_png(picture, out / "grid.png")
     result = {"out": str(out), "grid": str(grid_png), "n": args.n, "method": gen.method, "steps": steps,
-              "sampler": sampler, "guidance": guidance, "guidance_interval": _json_interval(s["guidance_interval"]),
+              "sampler": sampler, "guidance": guidance, "guidance_interval": interval_json(s["guidance_interval"]),
               "seconds": seconds, "images_per_second": args.n / seconds}
     _log(args)(f"{args.n} images in {seconds:.1f} s ({args.n / seconds:.1f} img/s) -> {out}; grid: {grid_png}")
     return result
 
 
 def _interval(text: str | None) -> tuple[float, float] | None:
-    """--guidance-interval LO,HI as two floats (checked by `generate`), or None for the run's setting."""
+    """--guidance-interval LO,HI as two checked floats, or None for the run's setting."""
     from .methods.guidance import check_interval
 
     if text is None:
@@ -165,12 +166,6 @@ def _interval(text: str | None) -> tuple[float, float] | None:
         return check_interval(text.split(","))
     except ValueError as e:
         raise UsageError(f"--guidance-interval {text}: {e} (e.g. 0.3,5)") from None
-
-
-def _json_interval(interval) -> list[float] | None:
-    from .methods.guidance import EVERYWHERE
-
-    return None if tuple(interval) == EVERYWHERE else list(interval)
 
 
 def _default_out(model: str) -> Path:

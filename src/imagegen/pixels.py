@@ -89,7 +89,6 @@ def fit_image(image: Image.Image, size: int, channels: int) -> np.ndarray:
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1).copy()
 
 
-
 def read_images(files, size: int, channels: int, *, resize: bool = True) -> np.ndarray:
     """A user's image files as uint8 (N, channels, size, size). With `resize`, each is resized and centre-cropped
     (`fit_image`); without, a file of another size is refused with a message that says what fits."""

@@ -14,7 +14,7 @@ from torch import nn
 from ..artifacts import load_artifact
 from ..errors import ImagegenError, UsageError
 from ..generate import Generator, generate, sample_labels
-from ..methods.guidance import EVERYWHERE
+from ..methods.guidance import EVERYWHERE, band
 from ..models import build_model
 from ..pixels import to_float
 from . import figures
@@ -130,9 +130,9 @@ def draw_trajectory(gen: Generator, label: int, path, *, seed: int = 0, index: i
     guided_at = [guidance != 1.0 and lo < s <= hi for s in tr.sigmas]
     sig = [f"sigma {s:.3g}{' *' if g else ''}" for s, g in zip(tr.sigmas, guided_at, strict=True)]
     rows = [("x_t", tr.x, sig[:-1] + ["output"]), ("denoised", tr.denoised, sig[:-1])]
-    band = "" if guidance == 1.0 else " (* = guided step)"
+    marked = "" if guidance == 1.0 else " (* = guided step)"
     return figures.image_rows(rows, _gen_title(gen, f"{gen.classes[label]}, {sampler} {steps} steps, "
-                                               f"guidance {guidance}{band}, seed {seed}"), path)
+                                               f"guidance {guidance}{marked}, seed {seed}"), path)
 
 
 def draw_walk(gen: Generator, label: int, path, *, seeds=(0, 1), frames: int = 8, **sampling) -> Path:
@@ -149,9 +149,8 @@ def draw_guidance(gen: Generator, label: int, path, *, scales=(0, 1, 1.5, 2, 3, 
     images = guidance_sweep(gen, label, scales, seed=seed, steps=steps, sampler=sampler,
                             guidance_interval=guidance_interval)
     rows = [(gen.classes[label], images, [f"guidance {s:g}" for s in scales])]
-    lo, hi = guidance_interval
-    band = "" if (lo, hi) == EVERYWHERE else f" at sigma {lo:g}-{hi:g} only"
-    return figures.image_rows(rows, _gen_title(gen, f"guidance scale{band}, seed {seed} ({sampler} {steps} steps; "
+    only = f"{band(guidance_interval)} only" if band(guidance_interval) else ""
+    return figures.image_rows(rows, _gen_title(gen, f"guidance scale{only}, seed {seed} ({sampler} {steps} steps; "
                                                "0 = unconditional, 1 = conditional)"), path)
 
 

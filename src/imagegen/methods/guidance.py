@@ -23,6 +23,18 @@ def check_interval(interval) -> tuple[float, float]:
     return lo, hi
 
 
+def band(interval) -> str:
+    """" at sigma LO-HI" for a limited interval, "" for guidance at every level (or no interval): for messages."""
+    if interval is None or tuple(interval) == EVERYWHERE:
+        return ""
+    return f" at sigma {interval[0]:g}-{interval[1]:g}"
+
+
+def interval_json(interval) -> list[float] | None:
+    """The interval as JSON can hold it: None for every level (JSON has no infinity), else [lo, hi]."""
+    return None if interval is None or tuple(interval) == EVERYWHERE else [float(v) for v in interval]
+
+
 def guided(denoiser, scale: float, null_label: int, interval=EVERYWHERE):
     """Scale 1 is the conditional denoiser (one call); 0 the unconditional one; > 1 pushes towards the class.
     Guidance applies where lo < sigma <= hi; elsewhere the denoiser is the conditional one (one call)."""

@@ -21,7 +21,7 @@ from ..data import load_dataset
 from ..errors import ImagegenError, UsageError
 from ..generate import Generator, StackedRandom, generate, latent_shape, load_generator, sample_labels, sampling
 from ..methods.distill import guided_velocity, progressive_loss, reflow_loss
-from ..methods.guidance import EVERYWHERE, check_interval
+from ..methods.guidance import EVERYWHERE, band, check_interval, interval_json
 from ..pixels import grid, save_png, to_float
 from ..utils import prepare_run_dir, progress, write_json
 from .ema import ema_beta, ema_update, make_ema
@@ -50,7 +50,7 @@ def teacher_pairs(gen: Generator, teacher: Path, cfg: DistillConfig, guidance: f
     (classes in turn); cached beside the teacher in pairs/, since every student of this teacher can reuse them."""
     s = sampling(gen, steps=cfg.pair_steps, guidance=guidance, guidance_interval=interval)
     sampler, steps = s["sampler"], s["steps"]
-    span = "" if interval == EVERYWHERE else f"-i{interval[0]:g}-{interval[1]:g}"
+    span = "" if interval == EVERYWHERE else f"-i{interval[0]:g}-{interval[1]:g}"  # a file name, not a message
     path = teacher / "pairs" / f"seed{cfg.seed}-n{cfg.pairs}-{sampler}{steps}-g{guidance:g}{span}.safetensors"
     if path.is_file():
         log(f"reusing the teacher's pairs in {path}")
@@ -99,8 +99,7 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
     images_t, labels_t = torch.from_numpy(images), torch.from_numpy(np.asarray(labels, np.int64))
     teacher_v = lambda x, t, y: guided_velocity(gen.net, x, t, y, guidance, null, interval)  # noqa: E731
     beta = ema_beta(cfg.batch_size, cfg.ema_half_life_images)
-    band = "" if interval == EVERYWHERE else f" at sigma {interval[0]:g}-{interval[1]:g}"
-    log(f"{cfg.method} distillation of {teacher} (guidance {guidance:g}{band} folded in): student steps "
+    log(f"{cfg.method} distillation of {teacher} (guidance {guidance:g}{band(interval)} folded in): student steps "
         f"{' -> '.join(map(str, plan))}, {cfg.minutes:g} min")
     seconds_per_stage = 60 * cfg.minutes / len(plan)
     total = {"images": 0, "seconds": 0.0}
@@ -145,7 +144,7 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
     k = plan[stage] if stop.requested else plan[-1]
     distilled = {"method": cfg.method, "teacher": str(teacher), "guidance_folded": guidance, "stages": plan,
                  "interrupted": stop.requested,
-                 "guidance_interval": None if interval == EVERYWHERE else list(interval)}
+                 "guidance_interval": interval_json(interval)}
     grid_png = _write_student(run, teacher, ema, k, distilled, str(device))
     result = {"out": str(run), "method": cfg.method, "steps": k, "stages": plan, "guidance_folded": guidance,
               "interrupted": stop.requested, "pair_seconds": pair_seconds, **total, "grid": str(grid_png),
