@@ -10,7 +10,8 @@ real-data floor beside them); network evaluations per image (a guided step costs
 images/s at batch 256 (model loaded, after a warm-up batch); and for the few-step generators `imagegen sample
 --n 10000` end to end (process start excluded, model load and writing the .npz included).
 --paths RUN times the inference-path options (onnxruntime, channels-last, torch.compile, bf16 autocast) on one
-model, and the network alone in PyTorch eager against onnxruntime.
+model, and the network alone in PyTorch eager against onnxruntime. --profile RUN ... shows where the network's
+time goes: onnxruntime's kernel time per operator type.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def settings(run: Path, steps_list, guidance: float | None = None, interval=None
     s = sampling(gen, guidance=guidance, guidance_interval=interval)
     label = (f"{gen.meta['distilled']['method']} student" if "distilled" in gen.meta
              else f"{gen.method} teacher" if gen.method in ("flow", "edm") else gen.method)
+    if gen.meta.get("distilled", {}).get("student_channels"):
+        label += f" ({','.join(map(str, gen.meta['distilled']['student_channels']))})"
     if gen.method in ("gan", "vae"):
         return [{"label": label, "run": str(run), "steps": 1, "sampler": "-", "guidance": 1.0, "interval": None,
                  "nfe": 1}]
@@ -170,6 +173,38 @@ def onnx_vs_eager(run: Path, reps: int = 5) -> list[dict]:
     return out
 
 
+def op_profile(runs: list[Path], batches: int = 6) -> list[dict]:
+    """Where the network's time goes: onnxruntime's own profiler over `batches` forward passes at batch 256 of each
+    run's exported graph, kernel time per operator type (share of the total) and the network's images/s."""
+    import onnxruntime as ort
+
+    out = []
+    for run in runs:
+        gen = load_generator(run, "cpu")  # the default path: its cached ONNX graph
+        with tempfile.TemporaryDirectory() as tmp:
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads, opts.inter_op_num_threads = torch.get_num_threads(), 1
+            opts.enable_profiling, opts.profile_file_prefix = True, f"{tmp}/ort"
+            sess = ort.InferenceSession(str(gen.net.path), opts, providers=["CPUExecutionProvider"])
+            feed = {k: v.numpy() for k, v in zip("xty", _inputs(gen, 256), strict=True)}
+            sess.run(None, feed)  # warm-up, counted out below
+            for _ in range(batches):
+                sess.run(None, feed)
+            events = json.loads(Path(sess.end_profiling()).read_text())
+        kernels = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+        per_run = {}
+        for e in kernels[len(kernels) // (batches + 1):]:  # drop the warm-up pass
+            per_run[e["args"]["op_name"]] = per_run.get(e["args"]["op_name"], 0) + e["dur"]
+        total = sum(per_run.values())
+        row = {"run": str(run), "ms_per_batch256": total / batches / 1000,
+               "network_images_per_second": 256 * batches / (total / 1e6),
+               "shares": {k: v / total for k, v in sorted(per_run.items(), key=lambda kv: -kv[1])}}
+        out.append(row)
+        print(f"{run}: {row['ms_per_batch256']:.0f} ms per batch of 256 in kernels; "
+              + ", ".join(f"{k} {100 * v:.0f}%" for k, v in list(row["shares"].items())[:8]), flush=True)
+    return out
+
+
 def _inputs(gen, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     return (torch.randn(b, *gen.image_shape, generator=g), torch.rand(b, generator=g),
@@ -208,12 +243,14 @@ def main() -> None:
     p.add_argument("--n", type=int, default=10_000)
     p.add_argument("--reuse", action="store_true", help="keep quality numbers already in fast.json for a setting")
     p.add_argument("--paths", default=None, help="time the inference-path options on this run")
+    p.add_argument("--profile", nargs="*", default=None, metavar="RUN",
+                   help="onnxruntime's profile of these runs' networks: time per operator type")
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     old = json.loads((RESULTS / "fast.json").read_text()) if (RESULTS / "fast.json").is_file() else {}
-    key = lambda r: (r["run"], r["steps"], r["sampler"], r["guidance"], r.get("interval"), r["n"])  # noqa: E731
+    key = lambda r: (r["run"], r["steps"], r["sampler"], r["guidance"], str(r.get("interval")), r["n"])  # noqa: E731
     known = {key(r): r for r in old.get("rows", [])}
-    extra = {"paths": old.get("paths", []), "onnx": old.get("onnx", []),
+    extra = {"paths": old.get("paths", []), "onnx": old.get("onnx", []), "profile": old.get("profile", []),
              "settings": "CPU, torch threads = cores; quality vs the test split with the imagegen evaluator, "
                          "floor = n real training images; NFE = network evaluations per image"}
     ev = load_evaluator(args.dataset, device="cpu")
@@ -238,6 +275,9 @@ def main() -> None:
             save("fast", rows, **extra)  # after every row: a long run that stops keeps what it measured
     if args.paths:
         extra.update(paths=paths(Path(args.paths)), onnx=onnx_vs_eager(Path(args.paths)))
+        save("fast", rows, **extra)
+    if args.profile:
+        extra.update(profile=op_profile([Path(r) for r in args.profile]))
         save("fast", rows, **extra)
     path_rows, onnx_rows = extra["paths"], extra["onnx"]
     frontier(rows, RESULTS / "fast_frontier.png")

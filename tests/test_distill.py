@@ -151,3 +151,20 @@ def test_distilling_a_gan_is_a_clear_error(tmp_path, capsys):
     loop.train(tiny_config("gan", images=32), run, show_progress=False, log=lambda s: None)
     assert main(["distill", str(run), "--out", str(tmp_path / "x")]) == 1
     assert "distillation needs a flow-matching teacher" in capsys.readouterr().err
+
+
+def test_a_cheaper_student_has_its_own_widths_and_starts_from_scratch(teacher, tmp_path, capsys):
+    out = tmp_path / "slim"
+    args = ["distill", str(teacher), "--steps", "1", "--minutes", "0.02", "--out", str(out), "--student-channels",
+            "4,8", "--set", "teacher_steps=2", "--set", "batch_size=16"]
+    assert main(args) == 0
+    student = load_generator(out, backend="torch")
+    assert student.meta["distilled"]["student_channels"] == [4, 8]
+    assert [m.out_channels for m in student.net.modules() if isinstance(m, torch.nn.Conv2d)][0] == 4  # the stem
+    assert sum(p.numel() for p in student.net.parameters()) < sum(
+        p.numel() for p in load_generator(teacher, backend="torch").net.parameters()) / 2
+    assert generate(student, np.arange(3), steps=1, sampler="euler").shape == (3, 1, 8, 8)
+    for widths, why in [("4", "needs 2 positive widths"), ("4,0", "positive widths"), ("4,x", "whole numbers")]:
+        bad = tmp_path / f"bad-{widths}"
+        assert main(args[:4] + ["--out", str(bad), "--student-channels", widths]) == 2
+        assert why in capsys.readouterr().err and not bad.exists()

@@ -4,6 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from imagegen.models import EvaluatorNet, SeedClassifier, build_model
+from imagegen.models.gan import minibatch_std
 from imagegen.models.layers import Conv2d
 
 
@@ -75,3 +76,39 @@ def test_spectral_norm_bounds_every_discriminator_weight_at_one():
         assert top == pytest.approx(1.0, abs=0.05)
     plain = build_model("dcgan-discriminator", {"in_channels": 1, "image_size": 28, "num_classes": 10, "width": 8})
     assert not any(hasattr(m, "parametrizations") for m in plain.modules())
+
+
+def test_minibatch_std_lets_the_discriminator_see_a_collapsed_batch():
+    d = build_model("dcgan-discriminator", {"in_channels": 1, "image_size": 28, "num_classes": 10, "width": 8,
+                                            "minibatch_std": 4})
+    x, y = torch.randn(8, 1, 28, 28), torch.zeros(8, dtype=torch.long)
+    collapsed = x[:1].expand(8, -1, -1, -1)
+    spread = minibatch_std(d.body(x), 4)
+    assert spread.shape == (8, 1, 7, 7) and (spread > 0).all()
+    assert minibatch_std(d.body(collapsed), 4).abs().max() < 1e-3  # identical images: no spread
+    # an image's score depends on the others in its group: the same image scores differently beside copies of
+    # itself than beside different images; groups do not mix (image i is in group i % 2)
+    first_alone, first_mixed = d(collapsed, y)[0], d(torch.cat([x[:1], x[1:]]), y)[0]
+    assert not torch.isclose(first_alone, first_mixed)
+    swapped = x.clone()
+    swapped[1] = torch.randn(1, 28, 28)  # image 1 is in the other group than image 0
+    assert torch.isclose(d(x, y)[0], d(swapped, y)[0])
+    grad = torch.autograd.grad(d(collapsed.clone().requires_grad_(True), y).sum(), d.class_proj.weight)[0]
+    assert torch.isfinite(grad).all()  # zero spread still has a finite gradient
+
+
+def test_gan_generator_class_matters_as_much_as_the_latent_at_init():
+    g = build_model("dcgan-generator", {"out_channels": 1, "image_size": 28, "num_classes": 10, "width": 8}).eval()
+    z, zeros, ones = torch.randn(64, g.z_dim), torch.zeros(64, dtype=torch.long), torch.ones(64, dtype=torch.long)
+    by_class = (g(z, zeros) - g(z, ones)).abs().mean()
+    by_latent = (g(z, zeros) - g(z.roll(1, 0), zeros)).abs().mean()
+    assert by_class > 0.3 * by_latent
+
+
+def test_unet_takes_widths_whose_skip_concatenations_eight_groups_do_not_divide():
+    net = build_model("unet", {"in_channels": 1, "image_size": 12, "num_classes": 3, "channels": [12, 24],
+                               "attention": [False, False]})  # 12 + 24 = 36 channels meet in the up path
+    norms = {m.num_channels: m.num_groups for m in net.modules() if isinstance(m, nn.GroupNorm)}
+    assert norms[36] == 6 and norms[24] == 6 and norms[12] == 3
+    x = torch.randn(2, 1, 12, 12)
+    assert net(x, torch.rand(2), torch.tensor([0, 2])).shape == x.shape

@@ -72,6 +72,7 @@ class GenModelConfig:
     z_dim: int = 64  # GAN and VAE: latent size
     width: int = 64  # GAN and VAE: channels of the highest-resolution layer
     spectral_norm: bool = False  # GAN: spectral normalisation of the discriminator's weights
+    minibatch_std: int = 0  # GAN: the discriminator sees the feature spread over groups of this many (0 = off)
 
 
 @dataclass
@@ -126,6 +127,8 @@ class DistillConfig:
     guidance: float | None = None  # the teacher's guidance scale folded into the student (None: the run's)
     guidance_interval: tuple[float, ...] | None = None  # ... applied at lo < sigma <= hi (None: the run's)
     teacher_steps: int = 8  # progressive: the teacher's Euler steps; halved each stage down to `steps`
+    student_channels: tuple[int, ...] | None = None  # the student's UNet widths per level (None: the teacher's
+    # network, starting from its weights; other widths: a cheaper network, trained from scratch)
     pairs: int = 10_000  # reflow: (noise, image) pairs drawn by the teacher
     pair_steps: int | None = None  # reflow: teacher steps per pair (None: the run's sampler and steps)
     batch_size: int = 128

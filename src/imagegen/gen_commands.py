@@ -62,6 +62,9 @@ def register_distill(sub, common, fmt) -> None:
     p.add_argument("--guidance-interval", metavar="LO,HI",
                    help="the teacher's guidance only at LO < sigma <= HI (default: the teacher's; 0,inf = all)")
     p.add_argument("--pairs", type=int, help=f"reflow: teacher (noise, image) pairs (default: {d.pairs})")
+    p.add_argument("--student-channels", metavar="C1,C2,...",
+                   help="a cheaper student: its UNet widths per level, trained from scratch (default: a copy of "
+                        "the teacher)")
     p.add_argument("--out", default=None, help="run directory (default: TEACHER-METHOD-STEPS)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -74,7 +77,7 @@ def run_distill(args):
 
     flags = {"method": args.method, "steps": args.steps, "minutes": args.minutes, "guidance": args.guidance,
              "guidance_interval": _interval(args.guidance_interval), "pairs": args.pairs, "seed": args.seed,
-             "device": args.device}
+             "device": args.device, "student_channels": _widths(args.student_channels)}
     cfg = load(DistillConfig, None, args.set, flags)
     model = Path(args.model)
     teacher = model.parent if model.suffix == ".json" else model
@@ -166,6 +169,16 @@ def _interval(text: str | None) -> tuple[float, float] | None:
         return check_interval(text.split(","))
     except ValueError as e:
         raise UsageError(f"--guidance-interval {text}: {e} (e.g. 0.3,5)") from None
+
+
+def _widths(text: str | None) -> tuple[int, ...] | None:
+    """--student-channels 8,16,32 as a tuple of ints, or None for the teacher's network."""
+    if text is None:
+        return None
+    try:
+        return tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise UsageError(f"--student-channels {text}: widths are whole numbers, e.g. 8,16,32") from None
 
 
 def _default_out(model: str) -> Path:

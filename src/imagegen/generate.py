@@ -121,22 +121,28 @@ def sigmas_for(gen: Generator, steps: int) -> torch.Tensor:
     return flow_sigmas(steps) if gen.method == "flow" else karras_sigmas(steps)
 
 
+def check_sampling(*, steps: int, sampler: str, guidance_interval, batch_size: int = 1, prefix: str = "") -> None:
+    """Refuse impossible sampling settings with a UsageError naming the setting (`prefix`: e.g. "sample." for a
+    config section): the one check behind `generate`, `imagegen train`'s early check and `imagegen distill`."""
+    if sampler not in SAMPLERS:
+        raise UsageError(f"unknown {prefix}sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if steps < 1:
+        raise UsageError(f"{prefix}steps must be >= 1, got {steps}")
+    if batch_size < 1:
+        raise UsageError(f"{prefix}batch_size must be >= 1, got {batch_size}")
+    try:
+        check_interval(guidance_interval)
+    except ValueError as e:
+        raise UsageError(f"{prefix}guidance_interval: {e}") from None
+
+
 @torch.inference_mode()
 def generate(gen: Generator, labels: np.ndarray, *, seed: int = 0, start: int = 0, steps: int = 8,
              sampler: str = "dpmpp-2m", guidance: float = 1.0, guidance_interval=EVERYWHERE, batch_size: int = 250,
              callback=None, show_progress: bool = False) -> np.ndarray:
     """uint8 images (N, C, H, W) for `labels`; image j is image (start + j) of the run seeded `seed`; guidance
     applies at noise levels lo < sigma <= hi of `guidance_interval`."""
-    if steps < 1:
-        raise UsageError(f"steps must be >= 1, got {steps}")
-    if sampler not in SAMPLERS:
-        raise UsageError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if batch_size < 1:
-        raise UsageError("batch size must be >= 1")
-    try:
-        check_interval(guidance_interval)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    check_sampling(steps=steps, sampler=sampler, guidance_interval=guidance_interval, batch_size=batch_size)
     out = []
     bar = progress(total=len(labels), enabled=show_progress, desc="sampling", unit="img")
     for lo in range(0, len(labels), batch_size):
@@ -171,6 +177,12 @@ def generate_from(gen: Generator, z: torch.Tensor, labels: np.ndarray, *, seed: 
 
 def _draw(gen: Generator, y: torch.Tensor, z: torch.Tensor, rand: StackedRandom, steps: int, sampler: str,
           guidance: float, interval, callback) -> torch.Tensor:
+    # on CUDA the networks run in float16 autocast (tensor cores); the sampler's own arithmetic stays float32
+    with torch.autocast("cuda", dtype=torch.float16, enabled=gen.device.type == "cuda"):
+        return _draw_with(gen, y, z, rand, steps, sampler, guidance, interval, callback).float()
+
+
+def _draw_with(gen: Generator, y, z, rand, steps, sampler, guidance, interval, callback) -> torch.Tensor:
     if gen.method == "gan":
         return gen.net(z, y).clamp(-1, 1)
     if gen.method == "vae":

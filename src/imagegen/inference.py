@@ -2,8 +2,9 @@
 
 Measured on this project's 2-core CPU (bench/fast.py, the 1-step student): onnxruntime ran the network 1.6x
 faster than PyTorch eager at batch 256 and 3x faster at batch 1; torch.compile gained 1.2x but took ~2 minutes to
-compile, and bf16 autocast was 18x slower (no bf16 units). So on the CPU, when onnxruntime is installed (the
-`fast` extra), sampling uses it; otherwise, and on CUDA, PyTorch eager in channels-last layout.
+compile, and bf16 autocast was 18x slower. So on the CPU, when onnxruntime is installed (the `fast` extra),
+sampling uses it; otherwise PyTorch eager in channels-last layout; on CUDA, PyTorch with float16 autocast
+(`generate._draw`).
 
 The exported graph is cached under the imagegen cache, named by the SHA-256 of the weights and the export
 settings, so it is built once per model (about a second) and a user's run directory is never written to.
@@ -44,7 +45,7 @@ class OnnxUNet:
         import onnxruntime as ort
 
         self.num_classes, self.image_shape = num_classes, tuple(image_shape)
-        path = _exported(net, Path(weights_file), self.image_shape, num_classes)
+        self.path = path = _exported(net, Path(weights_file), self.image_shape, num_classes)  # the cached graph
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.inter_op_num_threads = 1

@@ -47,6 +47,12 @@ def write_json(obj, path: str | os.PathLike) -> Path:
     return path
 
 
+def append_jsonl(obj: dict, path: str | os.PathLike) -> None:
+    """One JSON line at the end of `path` (a run's metrics.jsonl): a crash loses at most the line being written."""
+    with open(path, "a") as f:
+        f.write(json.dumps(obj) + "\n")
+
+
 def prepare_run_dir(path: str | os.PathLike, overwrite: bool) -> Path:
     """Create a run directory; refuse one that holds files unless `overwrite` is given."""
     path = Path(path)

@@ -1,6 +1,7 @@
 """DCGAN (Radford et al. 2016): a generator of transposed convolutions with BatchNorm, ReLU and tanh, and a
 discriminator of strided convolutions with LeakyReLU, class-conditional through an embedding added to the
-latent (generator) and a projection (discriminator, Miyato & Koyama 2018)."""
+latent (generator) and a projection (discriminator, Miyato & Koyama 2018). The discriminator sees the spread of
+its minibatch (Karras et al. 2018), so a generator that ignores its latent is easy to catch."""
 
 from __future__ import annotations
 
@@ -40,6 +41,10 @@ class Generator(nn.Module):
         self.body = nn.Sequential(*layers)
         self.width0 = width * 2 ** (levels - 1)
         _dcgan_init(self)
+        if self.class_emb is not None:
+            # at z's own scale: DCGAN's N(0, 0.02) left the class 50x weaker than the latent, and the samples of
+            # a 2-minute run were classified at chance (0.2 against 0.7 to 0.9 with unit scale)
+            nn.init.normal_(self.class_emb.weight, 0.0, 1.0)
 
     def forward(self, z: torch.Tensor, class_label: torch.Tensor | None = None) -> torch.Tensor:
         if self.class_emb is not None and class_label is not None:
@@ -50,11 +55,14 @@ class Generator(nn.Module):
 
 class Discriminator(nn.Module):
     """images (B, C, H, W) and class labels (B,) -> one logit per image (B,). `spectral_norm` divides every
-    weight by its largest singular value (Miyato et al. 2018), which the projection discriminator was built with."""
+    weight by its largest singular value (Miyato et al. 2018), which the projection discriminator was built with.
+    `minibatch_std` > 0 appends, before the head, the features' standard deviation over groups of that many
+    images (Karras et al. 2018, section 3); 0 leaves it out."""
 
     def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, width: int = 64,
-                 spectral_norm: bool = False):
+                 spectral_norm: bool = False, minibatch_std: int = 0):
         super().__init__()
+        self.group = minibatch_std
         levels = upsampling_levels(image_size)
         layers: list[nn.Module] = []
         c = in_channels
@@ -62,8 +70,8 @@ class Discriminator(nn.Module):
             cout = width * 2**level
             layers += [nn.Conv2d(c, cout, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
             c = cout
-        self.body = nn.Sequential(*layers, nn.Flatten())
-        features = c * (image_size // 2**levels) ** 2
+        self.body = nn.Sequential(*layers)
+        features = (c + (1 if minibatch_std else 0)) * (image_size // 2**levels) ** 2
         self.head = nn.Linear(features, 1)
         self.class_proj = nn.Embedding(num_classes, features) if num_classes else None
         _dcgan_init(self)
@@ -74,10 +82,23 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, class_label: torch.Tensor | None = None) -> torch.Tensor:
         h = self.body(x)
+        if self.group:
+            h = torch.cat([h, minibatch_std(h, self.group)], dim=1)
+        h = h.flatten(1)
         out = self.head(h).squeeze(1)
         if self.class_proj is not None and class_label is not None:
             out = out + (self.class_proj(class_label) * h).sum(1)
         return out
+
+
+def minibatch_std(h: torch.Tensor, group: int) -> torch.Tensor:
+    """One feature map (B, 1, H, W): for each image, the mean standard deviation of the features over its group of
+    `group` images (image i is in group i % (B / group)); the whole batch is one group when B is not a multiple."""
+    b, c, height, width = h.shape
+    g = group if b % group == 0 else b
+    var = h.float().reshape(g, b // g, c, height, width).var(dim=0, unbiased=False)
+    spread = (var + 1e-8).sqrt().mean(dim=(1, 2, 3)).to(h.dtype)  # + 1e-8: a finite gradient at zero spread
+    return spread.repeat(g)[:, None, None, None].expand(b, 1, height, width)
 
 
 def _dcgan_init(module: nn.Module) -> None:

@@ -16,7 +16,12 @@ from torch import nn
 
 
 def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(8, channels // 4) or 1, channels)
+    """GroupNorm with up to 8 groups of at least 4 channels: the most groups that divide `channels`, so any
+    widths work (a skip concatenation of 12 + 24 channels gets 6 groups)."""
+    groups = max(1, min(8, channels // 4))
+    while channels % groups:
+        groups -= 1
+    return nn.GroupNorm(groups, channels)
 
 
 class FourierEmbedding(nn.Module):

@@ -6,7 +6,6 @@ whose default sampling is Euler with k steps and no guidance (it is folded in)."
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from pathlib import Path
@@ -19,11 +18,21 @@ from ..artifacts import load_artifact, save_artifact
 from ..config import DistillConfig, to_dict
 from ..data import load_dataset
 from ..errors import ImagegenError, UsageError
-from ..generate import Generator, StackedRandom, generate, latent_shape, load_generator, sample_labels, sampling
+from ..generate import (
+    Generator,
+    StackedRandom,
+    check_sampling,
+    generate,
+    latent_shape,
+    load_generator,
+    sample_labels,
+    sampling,
+)
 from ..methods.distill import guided_velocity, progressive_loss, reflow_loss
 from ..methods.guidance import EVERYWHERE, band, check_interval, interval_json
+from ..models import build_model
 from ..pixels import grid, save_png, to_float
-from ..utils import prepare_run_dir, progress, write_json
+from ..utils import append_jsonl, prepare_run_dir, progress, write_json
 from .ema import ema_beta, ema_update, make_ema
 from .loop import StopRequest, batch_indices, lr_at
 from .recipes import _update
@@ -70,33 +79,19 @@ def teacher_pairs(gen: Generator, teacher: Path, cfg: DistillConfig, guidance: f
 def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwrite: bool = False,
             show_progress: bool = True, log=print, stop: StopRequest | None = None) -> dict:
     """Distil the flow model in run `teacher` into a `cfg.steps`-step student in run directory `out`."""
-    # -- set-up: teacher, student (a copy of the teacher's EMA weights), its EMA, the training data
+    # -- set-up: teacher, settings checked before the run directory exists, student and its EMA, training data
     teacher = Path(teacher)
-    gen = load_generator(teacher, cfg.device, backend="torch")  # the student starts as a copy of this module
-    if gen.method != "flow":
-        raise ImagegenError(f"distillation needs a flow-matching teacher (imagegen train --method flow); "
-                            f"{teacher} holds a {gen.method} model")
-    plan = stages(cfg)
-    s = sampling(gen, guidance=cfg.guidance, guidance_interval=cfg.guidance_interval)
-    try:
-        guidance, interval = s["guidance"], check_interval(s["guidance_interval"])
-    except ValueError as e:
-        raise UsageError(f"guidance_interval: {e}") from None
+    gen = load_generator(teacher, cfg.device, backend="torch")  # the student may start as a copy of this module
+    plan, guidance, interval = _checked_settings(gen, teacher, cfg)
     run = prepare_run_dir(out, overwrite)
     device, null = gen.device, gen.num_classes
     torch.manual_seed(cfg.seed)
     generator = torch.Generator(device).manual_seed(cfg.seed)
-    student = copy.deepcopy(gen.net).train().requires_grad_(True).to(memory_format=torch.channels_last)
+    student, student_config = _student(gen, teacher, cfg)
     ema = make_ema(student)
     t0 = time.perf_counter()
-    if cfg.method == "reflow":
-        images, labels = teacher_pairs(gen, teacher, cfg, guidance, interval, show_progress, log)
-        z_all = StackedRandom(cfg.seed, range(len(images)), torch.device("cpu")).randn(*latent_shape(gen))
-    else:
-        train = load_dataset(gen.meta["dataset"], "train", show_progress=show_progress)
-        images, labels, z_all = train.images, train.labels, None
+    images_t, labels_t, z_all = _training_data(gen, teacher, cfg, guidance, interval, show_progress, log)
     pair_seconds = time.perf_counter() - t0
-    images_t, labels_t = torch.from_numpy(images), torch.from_numpy(np.asarray(labels, np.int64))
     teacher_v = lambda x, t, y: guided_velocity(gen.net, x, t, y, guidance, null, interval)  # noqa: E731
     beta = ema_beta(cfg.batch_size, cfg.ema_half_life_images)
     log(f"{cfg.method} distillation of {teacher} (guidance {guidance:g}{band(interval)} folded in): student steps "
@@ -143,9 +138,9 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
     # -- the end: the student as a flow artifact (Euler, k steps, no guidance), its grid, the summary
     k = plan[stage] if stop.requested else plan[-1]
     distilled = {"method": cfg.method, "teacher": str(teacher), "guidance_folded": guidance, "stages": plan,
-                 "interrupted": stop.requested,
-                 "guidance_interval": interval_json(interval)}
-    grid_png = _write_student(run, teacher, ema, k, distilled, str(device))
+                 "interrupted": stop.requested, "guidance_interval": interval_json(interval),
+                 "student_channels": student_config["channels"]}
+    grid_png = _write_student(run, teacher, ema, student_config, k, distilled, str(device))
     result = {"out": str(run), "method": cfg.method, "steps": k, "stages": plan, "guidance_folded": guidance,
               "interrupted": stop.requested, "pair_seconds": pair_seconds, **total, "grid": str(grid_png),
               "config": to_dict(cfg)}
@@ -153,6 +148,54 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
     log(f"{'stopped early; ' if stop.requested else ''}student ({k} step{'s' if k > 1 else ''}) in {run}: "
         f"{total['images']:,} images in {total['seconds'] / 60:.1f} min; grid: {run / 'grid.png'}")
     return result
+
+
+def _checked_settings(gen: Generator, teacher: Path, cfg: DistillConfig) -> tuple[list[int], float, tuple]:
+    """(stage plan, guidance to fold in, its interval), or a clear error for a request that cannot work."""
+    if gen.method != "flow":
+        raise ImagegenError(f"distillation needs a flow-matching teacher (imagegen train --method flow); "
+                            f"{teacher} holds a {gen.method} model")
+    plan = stages(cfg)
+    _student(gen, teacher, cfg)  # refuses a bad student_channels
+    s = sampling(gen, guidance=cfg.guidance, guidance_interval=cfg.guidance_interval)
+    check_sampling(steps=s["steps"], sampler=s["sampler"], guidance_interval=s["guidance_interval"])
+    return plan, s["guidance"], check_interval(s["guidance_interval"])
+
+
+def _training_data(gen: Generator, teacher: Path, cfg: DistillConfig, guidance: float, interval, show_progress,
+                   log) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(uint8 images, labels, starting latents): reflow's teacher pairs with the latents they came from, or
+    progressive distillation's training images (no latents: the loss draws its own noise)."""
+    if cfg.method == "reflow":
+        images, labels = teacher_pairs(gen, teacher, cfg, guidance, interval, show_progress, log)
+        z_all = StackedRandom(cfg.seed, range(len(images)), torch.device("cpu")).randn(*latent_shape(gen))
+    else:
+        train = load_dataset(gen.meta["dataset"], "train", show_progress=show_progress)
+        images, labels, z_all = train.images, train.labels, None
+    return torch.from_numpy(images), torch.from_numpy(np.asarray(labels, np.int64)), z_all
+
+
+def _student(gen: Generator, teacher: Path, cfg: DistillConfig) -> tuple[torch.nn.Module, dict]:
+    """(the student in training mode, its UNet config): a copy of the teacher's network, or with
+    `student_channels` a fresh, cheaper UNet of the teacher's design (levels, blocks, attention) at those widths."""
+    config = dict(load_artifact(_artifact_json(teacher)).config)
+    if cfg.student_channels is None:
+        student = copy.deepcopy(gen.net)
+    else:
+        widths = [int(c) for c in cfg.student_channels]
+        if len(widths) != len(config["channels"]) or min(widths) < 1:
+            raise UsageError(f"student_channels needs {len(config['channels'])} positive widths, one per level of "
+                             f"the teacher's UNet {config['channels']}; got {widths}")
+        config["channels"] = widths
+        try:
+            student = build_model("unet", config).to(gen.device)
+        except ValueError as e:  # e.g. a width that GroupNorm's groups do not divide
+            raise UsageError(f"student_channels {widths}: {e}") from None
+    return student.train().requires_grad_(True).to(memory_format=torch.channels_last), config
+
+
+def _artifact_json(run: Path) -> Path:
+    return run / "model.json" if run.is_dir() else run
 
 
 def _loss(cfg: DistillConfig, student, teacher_v, data, idx, k: int, generator, device) -> torch.Tensor:
@@ -165,18 +208,17 @@ def _loss(cfg: DistillConfig, student, teacher_v, data, idx, k: int, generator, 
     return progressive_loss(student, teacher_v, x0, y, k, generator=generator).mean()
 
 
-def _write_student(run: Path, teacher: Path, ema, k: int, distilled: dict, device: str) -> Path:
-    """The student as a flow artifact (the teacher's network config; Euler, k steps, no guidance) and its grid."""
-    art = load_artifact(teacher / "model.json" if teacher.is_dir() else teacher)
+def _write_student(run: Path, teacher: Path, ema, config: dict, k: int, distilled: dict, device: str) -> Path:
+    """The student as a flow artifact (its UNet config; Euler, k steps, no guidance) and its grid."""
+    art = load_artifact(_artifact_json(teacher))
     meta = {**art.meta, "sample": {"sampler": "euler", "steps": k, "guidance": 1.0, "batch_size": 250},
             "distilled": distilled}
-    save_artifact(run / "model.json", art.kind, art.config, ema, meta)
+    save_artifact(run / "model.json", art.kind, config, ema, meta)
     student = load_generator(run, device)
     images = generate(student, np.repeat(np.arange(student.num_classes), 10), steps=k, sampler="euler")
     return save_png(grid(images, nrow=10, scale=2), run / "grid.png")
 
 
 def _log_line(run: Path, stage: int, k: int, state: dict, loss: float) -> None:
-    with open(run / "metrics.jsonl", "a") as f:
-        f.write(json.dumps({"stage": stage, "student_steps": k, "images": state["images"],
-                            "seconds": round(state["seconds"], 2), "loss": loss}) + "\n")
+    append_jsonl({"stage": stage, "student_steps": k, "images": state["images"],
+                  "seconds": round(state["seconds"], 2), "loss": loss}, run / "metrics.jsonl")

@@ -5,7 +5,6 @@ uninterrupted one."""
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import signal
@@ -18,9 +17,9 @@ import torch
 from ..artifacts import save_artifact
 from ..config import GenConfig, from_dict, to_dict
 from ..data import load_splits
-from ..errors import ImagegenError, UsageError
+from ..errors import ImagegenError
 from ..pixels import grid, save_png, to_float
-from ..utils import prepare_run_dir, progress, resolve_device, write_json
+from ..utils import append_jsonl, prepare_run_dir, progress, resolve_device, write_json
 from . import checkpoint, recipes
 from .ema import ema_beta, ema_update, make_ema
 
@@ -79,18 +78,7 @@ def train(cfg: GenConfig | None, out: str | Path, *, resume: bool = False, budge
     ({"minutes": ..., "images": ...}) replaces its training budget, e.g. to train it longer."""
     # -- set-up: run directory, config, data, networks, optimisers, EMA; the checkpoint when resuming
     run = Path(out)
-    doc = tensors = None
-    if resume:
-        doc, tensors = checkpoint.load_state(run)
-        cfg = _resumed_config(doc, budget)
-        _check_budget(cfg)
-    else:
-        _check_budget(cfg)  # before anything of an old run is removed
-        prepare_run_dir(run, overwrite)
-        for stale in RUN_FILES:  # --overwrite: nothing of the old run may be mistaken for the new one
-            (run / stale).unlink(missing_ok=True)
-        shutil.rmtree(run / "grids", ignore_errors=True)
-    write_json(to_dict(cfg), run / "config.json")
+    cfg, doc, tensors = _open_run(cfg, run, resume, budget, overwrite)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     train_ds, _ = load_splits(cfg.data, show_progress)
@@ -149,14 +137,8 @@ def train(cfg: GenConfig | None, out: str | Path, *, resume: bool = False, budge
             for opt in opts.values():
                 for group in opt.param_groups:
                     group["lr"] = lr
-            idx = torch.from_numpy(batch_indices(cfg.seed, len(train_ds), state["images"], cfg.train.batch_size))
-            x = to_float(images_u8[idx]).to(device)
-            if cfg.train.flip:
-                flip = torch.rand(len(x), generator=generator, device=device) < 0.5
-                x = torch.where(flip[:, None, None, None], x.flip(3), x)
-            if cfg.train.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            stats = recipes.train_step(cfg, nets, opts, x, labels_all[idx].to(device), generator, num_classes)
+            x, y = _batch(cfg, images_u8, labels_all, state["images"], generator, device)
+            stats = recipes.train_step(cfg, nets, opts, x, y, generator, num_classes)
             if stats is None:
                 state["bad_steps"] += 1
                 if state["bad_steps"] >= cfg.train.max_bad_steps:
@@ -178,8 +160,7 @@ def train(cfg: GenConfig | None, out: str | Path, *, resume: bool = False, budge
                                  state["seconds"] - last["log_seconds"])
                 last["log_seconds"] = state["seconds"]
                 bar.set_postfix(loss=f"{line['loss']:.4f}", img_s=f"{line['images_per_second']:.0f}")
-                with open(run / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(line) + "\n")
+                append_jsonl(line, run / "metrics.jsonl")
                 losses = []
             now = time.monotonic()
             if now - last["grid"] > 60 * cfg.train.grid_minutes:
@@ -212,6 +193,37 @@ def train(cfg: GenConfig | None, out: str | Path, *, resume: bool = False, budge
     return result
 
 
+def _open_run(cfg: GenConfig | None, run: Path, resume: bool, budget: dict | None, overwrite: bool):
+    """(config, saved state doc, saved tensors): the run's own when resuming, else `cfg` in a fresh directory.
+    The budget and sampling settings are checked before anything of an old run is removed."""
+    doc = tensors = None
+    if resume:
+        doc, tensors = checkpoint.load_state(run)
+        cfg = _resumed_config(doc, budget)
+        _check_budget(cfg)
+    else:
+        _check_budget(cfg)
+        prepare_run_dir(run, overwrite)
+        for stale in RUN_FILES:  # --overwrite: nothing of the old run may be mistaken for the new one
+            (run / stale).unlink(missing_ok=True)
+        shutil.rmtree(run / "grids", ignore_errors=True)
+    write_json(to_dict(cfg), run / "config.json")
+    return cfg, doc, tensors
+
+
+def _batch(cfg: GenConfig, images_u8: torch.Tensor, labels: torch.Tensor, start: int, generator, device):
+    """Training images start..start+batch_size-1 of the run's data order as floats in [-1, 1] (flipped at random
+    when `train.flip`, channels-last when `train.channels_last`), and their labels."""
+    idx = torch.from_numpy(batch_indices(cfg.seed, len(images_u8), start, cfg.train.batch_size))
+    x = to_float(images_u8[idx]).to(device)
+    if cfg.train.flip:
+        flip = torch.rand(len(x), generator=generator, device=device) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    if cfg.train.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, labels[idx].to(device)
+
+
 def write_grid(run: Path, gen, cfg: GenConfig, state: dict, evaluator) -> Path:
     """The fixed-seed grid (10 per class, one row per class) as grid.png and grids/IMAGES.png; with an evaluator,
     the grid's FID and class accuracy go to metrics.jsonl: at n=100 FID is biased upward, but the bias is the
@@ -230,8 +242,7 @@ def write_grid(run: Path, gen, cfg: GenConfig, state: dict, evaluator) -> Path:
         line = {"images": state["images"], "seconds": round(state["seconds"], 2),
                 "grid_fid": stats.fid_from_features(feats, evaluator.reference["test_features"]),
                 "grid_class_accuracy": stats.class_accuracy(probs, labels)}
-        with open(run / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(line) + "\n")
+        append_jsonl(line, run / "metrics.jsonl")
     return save_png(picture, run / "grid.png")
 
 
@@ -291,19 +302,12 @@ def _check_budget(cfg: GenConfig) -> None:
 
 def _check_sampling(cfg: GenConfig) -> None:
     """The sample section is used at the first grid, minutes into the run: refuse a bad one before training."""
-    from ..methods.guidance import check_interval
-    from ..methods.samplers import SAMPLERS
+    from ..generate import check_sampling
+    from ..methods.guidance import EVERYWHERE
 
     s = cfg.sample
-    if s.sampler not in SAMPLERS:
-        raise UsageError(f"unknown sample.sampler {s.sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if s.steps < 1 or s.batch_size < 1:
-        raise UsageError(f"sample.steps and sample.batch_size must be >= 1, got {s.steps} and {s.batch_size}")
-    if s.guidance_interval is not None:
-        try:
-            check_interval(s.guidance_interval)
-        except ValueError as e:
-            raise UsageError(f"sample.guidance_interval: {e}") from None
+    check_sampling(steps=s.steps, sampler=s.sampler, guidance_interval=s.guidance_interval or EVERYWHERE,
+                   batch_size=s.batch_size, prefix="sample.")
 
 
 def _budget(cfg: GenConfig) -> tuple[str, float]:

@@ -31,7 +31,8 @@ def network_configs(cfg: GenConfig, shape: tuple[int, int, int], num_classes: in
                                                   "z_dim": m.z_dim, "width": m.width}),
                 "discriminator": ("dcgan-discriminator", {"in_channels": c, "image_size": size,
                                                           "num_classes": num_classes, "width": m.width,
-                                                          "spectral_norm": m.spectral_norm})}
+                                                          "spectral_norm": m.spectral_norm,
+                                                          "minibatch_std": m.minibatch_std})}
     if cfg.method.name == "vae":
         return {"vae": ("vae", {"in_channels": c, "image_size": size, "num_classes": num_classes, "z_dim": m.z_dim,
                                 "width": m.width})}
