@@ -1,7 +1,7 @@
 """DCGAN (Radford et al. 2016): a generator of transposed convolutions with BatchNorm, ReLU and tanh, and a
 discriminator of strided convolutions with LeakyReLU, class-conditional through an embedding added to the
-latent (generator) and a projection (discriminator, Miyato & Koyama 2018). The discriminator sees the spread of
-its minibatch (Karras et al. 2018), so a generator that ignores its latent is easy to catch."""
+latent (generator) and a projection (discriminator, Miyato & Koyama 2018). Optionally the discriminator also
+sees the spread of its minibatch (Karras et al. 2018), which exposes a generator that ignores its latent."""
 
 from __future__ import annotations
 

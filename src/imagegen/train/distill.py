@@ -83,11 +83,11 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
     teacher = Path(teacher)
     gen = load_generator(teacher, cfg.device, backend="torch")  # the student may start as a copy of this module
     plan, guidance, interval = _checked_settings(gen, teacher, cfg)
+    torch.manual_seed(cfg.seed)
+    student, student_config = _student(gen, teacher, cfg)  # refuses a bad student_channels
     run = prepare_run_dir(out, overwrite)
     device, null = gen.device, gen.num_classes
-    torch.manual_seed(cfg.seed)
     generator = torch.Generator(device).manual_seed(cfg.seed)
-    student, student_config = _student(gen, teacher, cfg)
     ema = make_ema(student)
     t0 = time.perf_counter()
     images_t, labels_t, z_all = _training_data(gen, teacher, cfg, guidance, interval, show_progress, log)
@@ -156,7 +156,6 @@ def _checked_settings(gen: Generator, teacher: Path, cfg: DistillConfig) -> tupl
         raise ImagegenError(f"distillation needs a flow-matching teacher (imagegen train --method flow); "
                             f"{teacher} holds a {gen.method} model")
     plan = stages(cfg)
-    _student(gen, teacher, cfg)  # refuses a bad student_channels
     s = sampling(gen, guidance=cfg.guidance, guidance_interval=cfg.guidance_interval)
     check_sampling(steps=s["steps"], sampler=s["sampler"], guidance_interval=s["guidance_interval"])
     return plan, s["guidance"], check_interval(s["guidance_interval"])
@@ -187,10 +186,7 @@ def _student(gen: Generator, teacher: Path, cfg: DistillConfig) -> tuple[torch.n
             raise UsageError(f"student_channels needs {len(config['channels'])} positive widths, one per level of "
                              f"the teacher's UNet {config['channels']}; got {widths}")
         config["channels"] = widths
-        try:
-            student = build_model("unet", config).to(gen.device)
-        except ValueError as e:  # e.g. a width that GroupNorm's groups do not divide
-            raise UsageError(f"student_channels {widths}: {e}") from None
+        student = build_model("unet", config).to(gen.device)
     return student.train().requires_grad_(True).to(memory_format=torch.channels_last), config
 
 
