@@ -96,7 +96,9 @@ def minibatch_std(h: torch.Tensor, group: int) -> torch.Tensor:
     `group` images (image i is in group i % (B / group)); the whole batch is one group when B is not a multiple."""
     b, c, height, width = h.shape
     g = group if b % group == 0 else b
-    var = h.float().reshape(g, b // g, c, height, width).var(dim=0, unbiased=False)
+    grouped = h.float().reshape(g, b // g, c, height, width)
+    # the variance written out: torch's var() over this outer dimension took 10 ms on the CPU, 60% of the step
+    var = (grouped - grouped.mean(dim=0)).square().mean(dim=0)
     spread = (var + 1e-8).sqrt().mean(dim=(1, 2, 3)).to(h.dtype)  # + 1e-8: a finite gradient at zero spread
     return spread.repeat(g)[:, None, None, None].expand(b, 1, height, width)
 
