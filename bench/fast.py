@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import RESULTS, save, table  # noqa: E402
 from imagegen.cli import main as cli  # noqa: E402
 from imagegen.generate import generate, load_generator, sampling, sigmas_for  # noqa: E402
-from imagegen.methods.guidance import EVERYWHERE, interval_json  # noqa: E402
+from imagegen.methods.guidance import EVERYWHERE, check_interval, interval_json  # noqa: E402
 from imagegen.methods.samplers import network_calls  # noqa: E402
 from imagegen.metrics import evaluate, load_evaluator  # noqa: E402
 from imagegen.plots import plt  # noqa: E402
@@ -255,7 +255,7 @@ def main() -> None:
                          "floor = n real training images; NFE = network evaluations per image"}
     ev = load_evaluator(args.dataset, device="cpu")
     rows = []
-    interval = tuple(float(v) for v in args.teacher_interval.split(",")) if args.teacher_interval else None
+    interval = check_interval(args.teacher_interval.split(",")) if args.teacher_interval else None
     runs = [(Path(args.teacher), args.teacher_steps, args.teacher_guidance, interval)]
     runs += [(Path(s), None, None, None) for s in args.students] + ([(Path(args.gan), None, None, None)]
                                                                     if args.gan else [])

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import RESULTS, save, table  # noqa: E402
 from imagegen.config import GenConfig, load  # noqa: E402
 from imagegen.generate import generate, load_generator, sampling  # noqa: E402
-from imagegen.methods.guidance import band  # noqa: E402
+from imagegen.methods.guidance import band, check_interval  # noqa: E402
 from imagegen.metrics import evaluate, load_evaluator  # noqa: E402
 from imagegen.train.loop import train  # noqa: E402
 
@@ -96,7 +96,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     ev = load_evaluator(args.dataset, device="cpu")
-    interval = tuple(float(v) for v in args.guidance_interval.split(",")) if args.guidance_interval else None
+    interval = check_interval(args.guidance_interval.split(",")) if args.guidance_interval else None
     old = RESULTS / "generators.json"
     rows = json.loads(old.read_text())["rows"] if old.is_file() else []
     for method in args.methods:

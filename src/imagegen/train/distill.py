@@ -140,7 +140,7 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
     distilled = {"method": cfg.method, "teacher": str(teacher), "guidance_folded": guidance, "stages": plan,
                  "interrupted": stop.requested, "guidance_interval": interval_json(interval),
                  "student_channels": student_config["channels"]}
-    grid_png = _write_student(run, teacher, ema, student_config, k, distilled, str(device))
+    grid_png = _write_student(run, gen.meta, ema, student_config, k, distilled, str(device))
     result = {"out": str(run), "method": cfg.method, "steps": k, "stages": plan, "guidance_folded": guidance,
               "interrupted": stop.requested, "pair_seconds": pair_seconds, **total, "grid": str(grid_png),
               "config": to_dict(cfg)}
@@ -177,7 +177,7 @@ def _training_data(gen: Generator, teacher: Path, cfg: DistillConfig, guidance: 
 def _student(gen: Generator, teacher: Path, cfg: DistillConfig) -> tuple[torch.nn.Module, dict]:
     """(the student in training mode, its UNet config): a copy of the teacher's network, or with
     `student_channels` a fresh, cheaper UNet of the teacher's design (levels, blocks, attention) at those widths."""
-    config = dict(load_artifact(_artifact_json(teacher)).config)
+    config = dict(load_artifact(teacher / "model.json" if teacher.is_dir() else teacher).config)
     if cfg.student_channels is None:
         student = copy.deepcopy(gen.net)
     else:
@@ -190,10 +190,6 @@ def _student(gen: Generator, teacher: Path, cfg: DistillConfig) -> tuple[torch.n
     return student.train().requires_grad_(True).to(memory_format=torch.channels_last), config
 
 
-def _artifact_json(run: Path) -> Path:
-    return run / "model.json" if run.is_dir() else run
-
-
 def _loss(cfg: DistillConfig, student, teacher_v, data, idx, k: int, generator, device) -> torch.Tensor:
     """The batch `idx` of the training images (or teacher pairs) and the route's loss on it."""
     images_t, labels_t, z_all = data
@@ -204,12 +200,12 @@ def _loss(cfg: DistillConfig, student, teacher_v, data, idx, k: int, generator, 
     return progressive_loss(student, teacher_v, x0, y, k, generator=generator).mean()
 
 
-def _write_student(run: Path, teacher: Path, ema, config: dict, k: int, distilled: dict, device: str) -> Path:
-    """The student as a flow artifact (its UNet config; Euler, k steps, no guidance) and its grid."""
-    art = load_artifact(_artifact_json(teacher))
-    meta = {**art.meta, "sample": {"sampler": "euler", "steps": k, "guidance": 1.0, "batch_size": 250},
+def _write_student(run: Path, teacher_meta: dict, ema, config: dict, k: int, distilled: dict, device: str) -> Path:
+    """The student as a flow artifact (its UNet config, the teacher's meta; Euler, k steps, no guidance) and its
+    grid."""
+    meta = {**teacher_meta, "sample": {"sampler": "euler", "steps": k, "guidance": 1.0, "batch_size": 250},
             "distilled": distilled}
-    save_artifact(run / "model.json", art.kind, config, ema, meta)
+    save_artifact(run / "model.json", "unet", config, ema, meta)
     student = load_generator(run, device)
     images = generate(student, np.repeat(np.arange(student.num_classes), 10), steps=k, sampler="euler")
     return save_png(grid(images, nrow=10, scale=2), run / "grid.png")
