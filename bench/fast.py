@@ -47,6 +47,9 @@ def settings(run: Path, steps_list, guidance: float | None = None, interval=None
              else f"{gen.method} teacher" if gen.method in ("flow", "edm") else gen.method)
     if gen.meta.get("distilled", {}).get("student_channels"):
         label += f" ({','.join(map(str, gen.meta['distilled']['student_channels']))})"
+    solver = gen.meta.get("distilled", {}).get("teacher_solver")
+    if solver and solver != {"sampler": "euler", "substeps": 2}:  # students before this setting: Euler x 2
+        label += f", target {solver['sampler']} x {solver['substeps']}"
     if gen.method in ("gan", "vae"):
         return [{"label": label, "run": str(run), "steps": 1, "sampler": "-", "guidance": 1.0, "interval": None,
                  "nfe": 1}]
@@ -71,6 +74,9 @@ def _kw(row: dict) -> dict:
     interval = tuple(row["interval"]) if row.get("interval") else EVERYWHERE
     return {"steps": row["steps"], "sampler": "euler" if row["sampler"] == "-" else row["sampler"],
             "guidance": row["guidance"], "guidance_interval": interval}
+
+
+QUALITY = ("fid", "kid_mean", "precision", "recall", "class_accuracy", "n", "evaluator_accuracy")
 
 
 def quality(row: dict, n: int, ev) -> dict:
@@ -120,8 +126,11 @@ def paths(run: Path) -> list[dict]:
     """The same model through each inference-path option: images/s at batch 256 and ms/image at batch 1."""
     row = settings(run, [1])[0]
     out = []
-    for name in ("onnxruntime (default)", "eager", "channels-last", "bf16 autocast", "torch.compile"):
+    for name in ("onnxruntime (default)", "onnxruntime, one session", "eager", "channels-last", "bf16 autocast",
+                 "torch.compile"):
         gen = load_generator(run, "cpu", backend="onnx" if name.startswith("onnx") else "torch")
+        if name == "onnxruntime, one session":  # every batch in one multi-thread session, not split
+            gen.net.split = False
         compile_s = None
         if name != "channels-last" and not name.startswith("onnx"):  # load_generator picks channels-last
             gen.net = gen.net.to(memory_format=torch.contiguous_format)
@@ -241,7 +250,8 @@ def main() -> None:
     p.add_argument("--gan", default=None)
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--n", type=int, default=10_000)
-    p.add_argument("--reuse", action="store_true", help="keep quality numbers already in fast.json for a setting")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep quality numbers already in fast.json for a setting (speed is measured again)")
     p.add_argument("--paths", default=None, help="time the inference-path options on this run")
     p.add_argument("--profile", nargs="*", default=None, metavar="RUN",
                    help="onnxruntime's profile of these runs' networks: time per operator type")
@@ -262,13 +272,13 @@ def main() -> None:
     for run, steps_list, guidance, span in runs:
         for row in settings(run, steps_list, guidance, span):
             row["n"] = args.n
-            if args.reuse and key(row) in known:
-                row.update({k: v for k, v in known[key(row)].items() if k not in row})
+            if args.reuse and key(row) in known:  # quality only: speed depends on this host and this code
+                row.update({k: v for k, v in known[key(row)].items() if k in QUALITY or k.startswith("floor_")})
             else:
                 row.update(quality(row, args.n, ev))
-                row.update(speed(row))
-                if row["nfe"] <= 4:
-                    row["end_to_end_images_per_second"] = end_to_end(row)
+            row.update(speed(row))
+            if row["nfe"] <= 4:
+                row["end_to_end_images_per_second"] = end_to_end(row)
             row["fid_over_floor"] = row["fid"] / row["floor_fid"]
             print(json.dumps(row), flush=True)
             rows.append(row)

@@ -11,8 +11,15 @@ from imagegen.config import DistillConfig
 from imagegen.errors import UsageError
 from imagegen.generate import generate, load_generator
 from imagegen.methods.diffusion import FlowDenoiser
-from imagegen.methods.distill import T_MAX, guided_velocity, progressive_loss, reflow_loss, student_times
-from imagegen.methods.samplers import euler, flow_sigmas
+from imagegen.methods.distill import (
+    T_MAX,
+    guided_velocity,
+    progressive_loss,
+    reflow_loss,
+    student_times,
+    teacher_solve,
+)
+from imagegen.methods.samplers import SAMPLERS, euler, flow_sigmas
 from imagegen.train import loop
 from imagegen.train.distill import stages
 
@@ -59,6 +66,27 @@ def test_progressive_target_is_two_teacher_euler_steps():
     teacher_next = ve / (1 + sigmas[-1])
     assert torch.allclose(student_next, teacher_next, atol=1e-5)
     assert loss.item() == pytest.approx(((field(x_t, t.view(1), y) - (v1 + v2) / 2) ** 2).mean().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("sampler,substeps", [("euler", 3), ("dpmpp-2m", 2), ("dpmpp-2m", 4)])
+def test_teacher_solve_lands_where_the_sampler_lands_on_the_teachers_grid(sampler, substeps):
+    """Every step of a 3-step student grid at once (one example per step, so per-example times, and the last step
+    ends at sigma 0): `substeps` steps of the named sampler on the teacher's finer grid, in flow coordinates."""
+    field, k = Field(), 3
+    grid = student_times(k)
+    x = torch.randn(k, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([1, 4, 7])
+    got = teacher_solve(field, x, grid[:-1], grid[1:], y, substeps, sampler)
+    sigmas = flow_sigmas(substeps * k)
+    for j in range(k):
+        levels = sigmas[substeps * j : substeps * (j + 1) + 1]
+        ve = SAMPLERS[sampler](FlowDenoiser(field), x[j : j + 1] * (1 + levels[0]), levels, cond=y[j : j + 1])
+        assert torch.allclose(got[j : j + 1], ve / (1 + levels[-1]), atol=1e-5), j
+    # a second-order target differs from the first-order one on a curved field
+    assert not torch.allclose(teacher_solve(field, x, grid[:-1], grid[1:], y, 2, "euler"),
+                              teacher_solve(field, x, grid[:-1], grid[1:], y, 2, "dpmpp-2m"), atol=1e-3)
+    with pytest.raises(ValueError, match="unknown teacher sampler 'heun'"):
+        teacher_solve(field, x, grid[:-1], grid[1:], y, 2, "heun")
 
 
 def test_reflow_on_its_own_grid_at_one_step_is_noise_to_image():
@@ -126,6 +154,9 @@ def test_distill_cli_writes_a_student_that_sample_uses(teacher, tmp_path, method
     assert student.meta["distilled"]["guidance_folded"] == load_generator(teacher).meta["sample"]["guidance"]
     assert student.meta["distilled"]["guidance_interval"] == load_generator(teacher).meta["sample"][
         "guidance_interval"]
+    if method == "progressive":  # the teacher's own sampler gives the first stage's target, unless set
+        assert student.meta["distilled"]["teacher_solver"] == {
+            "sampler": load_generator(teacher).meta["sample"]["sampler"], "substeps": 4}
     a = generate(student, np.arange(5), seed=0, steps=1, sampler="euler")
     assert a.shape == (5, 1, 8, 8) and main(["sample", str(out), "--n", "5", "--out", str(tmp_path / "s.npz")]) == 0
     assert "folded in already" not in capsys.readouterr().err
@@ -138,12 +169,32 @@ def test_distill_cli_writes_a_student_that_sample_uses(teacher, tmp_path, method
     assert main(args) == 1 and "already exists" in capsys.readouterr().err  # never replaced silently
 
 
+def test_a_students_student_follows_its_teachers_own_grid(teacher, tmp_path, capsys):
+    """A trained teacher's sampler can step between the student's levels (4 substeps by default); a distilled
+    student is good only on its own grid, so distilling it further takes its two Euler steps per student step."""
+    common = ["--minutes", "0.02", "--set", "batch_size=16", "--set", "teacher_steps=2", "--steps", "1"]
+    assert main(["distill", str(teacher), "--out", str(tmp_path / "s1"), "--set", "teacher_sampler=euler",
+                 *common]) == 0
+    assert load_generator(tmp_path / "s1").meta["distilled"]["teacher_solver"] == {"sampler": "euler",
+                                                                                    "substeps": 4}
+    assert main(["distill", str(teacher), "--out", str(tmp_path / "s2"), *common[:-4], "--set", "teacher_steps=4",
+                 "--steps", "2"]) == 0
+    assert main(["distill", str(tmp_path / "s2"), "--out", str(tmp_path / "s3"), *common]) == 0
+    assert load_generator(tmp_path / "s3").meta["distilled"]["teacher_solver"] == {"sampler": "euler",
+                                                                                    "substeps": 2}
+    assert "first target: the teacher's euler, 2 steps per student step" in capsys.readouterr().out
+
+
 def test_a_bad_guidance_interval_is_refused_before_the_student_run_exists(teacher, tmp_path, capsys):
     out = tmp_path / "student"
     assert main(["distill", str(teacher), "--guidance-interval", "3,1", "--out", str(out)]) == 2
     assert "lo < hi" in capsys.readouterr().err and not out.exists()
     assert main(["distill", str(teacher), "--set", "guidance_interval=-1,1", "--out", str(out)]) == 2
     assert "guidance_interval" in capsys.readouterr().err and not out.exists()
+    assert main(["distill", str(teacher), "--set", "teacher_sampler=heun", "--out", str(out)]) == 2
+    assert "teacher_sampler must be one of euler, dpmpp-2m, got 'heun'" in capsys.readouterr().err
+    assert main(["distill", str(teacher), "--set", "teacher_substeps=0", "--out", str(out)]) == 2
+    assert "teacher_substeps must be >= 1" in capsys.readouterr().err and not out.exists()
 
 
 def test_distilling_a_gan_is_a_clear_error(tmp_path, capsys):

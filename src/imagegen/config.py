@@ -126,7 +126,12 @@ class DistillConfig:
     minutes: float = 10.0  # training time, split evenly over the stages (reflow: plus drawing the pairs)
     guidance: float | None = None  # the teacher's guidance scale folded into the student (None: the run's)
     guidance_interval: tuple[float, ...] | None = None  # ... applied at lo < sigma <= hi (None: the run's)
-    teacher_steps: int = 8  # progressive: the teacher's Euler steps; halved each stage down to `steps`
+    teacher_steps: int = 8  # progressive: the teacher's steps; halved each stage down to `steps`
+    teacher_sampler: str | None = None  # progressive, first stage: euler | dpmpp-2m (None: the teacher run's
+    # sampler if it is one of these, else euler; later stages: Euler, the students' own sampler)
+    teacher_substeps: int | None = None  # progressive, first stage: teacher steps per student step (None: 4 for
+    # a trained model, a closer target than the classic 2 for twice the teacher's calls; 2 for a distilled student,
+    # whose grid has no finer levels)
     student_channels: tuple[int, ...] | None = None  # the student's UNet widths per level (None: the teacher's
     # network, starting from its weights; other widths: a cheaper network, trained from scratch)
     pairs: int = 10_000  # reflow: (noise, image) pairs drawn by the teacher

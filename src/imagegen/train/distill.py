@@ -6,6 +6,7 @@ whose default sampling is Euler with k steps and no guidance (it is folded in)."
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ from ..generate import (
     sample_labels,
     sampling,
 )
-from ..methods.distill import guided_velocity, progressive_loss, reflow_loss
+from ..methods.distill import TEACHER_SAMPLERS, guided_velocity, progressive_loss, reflow_loss
 from ..methods.guidance import EVERYWHERE, band, check_interval, interval_json
 from ..models import build_model
 from ..pixels import grid, save_png, to_float
@@ -82,7 +83,8 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
     # -- set-up: teacher, settings checked before the run directory exists, student and its EMA, training data
     teacher = Path(teacher)
     gen = load_generator(teacher, cfg.device, backend="torch")  # the student may start as a copy of this module
-    plan, guidance, interval = _checked_settings(gen, teacher, cfg)
+    plan, guidance, interval, (solver, substeps) = _checked_settings(gen, teacher, cfg)
+    cfg = dataclasses.replace(cfg, teacher_sampler=solver, teacher_substeps=substeps)  # results.json records them
     torch.manual_seed(cfg.seed)
     student, student_config = _student(gen, teacher, cfg)  # refuses a bad student_channels
     run = prepare_run_dir(out, overwrite)
@@ -94,8 +96,10 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
     pair_seconds = time.perf_counter() - t0
     teacher_v = lambda x, t, y: guided_velocity(gen.net, x, t, y, guidance, null, interval)  # noqa: E731
     beta = ema_beta(cfg.batch_size, cfg.ema_half_life_images)
+    target = (f"; first target: the teacher's {solver}, {cfg.teacher_substeps} steps per student step"
+              if cfg.method == "progressive" else "")
     log(f"{cfg.method} distillation of {teacher} (guidance {guidance:g}{band(interval)} folded in): student steps "
-        f"{' -> '.join(map(str, plan))}, {cfg.minutes:g} min")
+        f"{' -> '.join(map(str, plan))}, {cfg.minutes:g} min{target}")
     seconds_per_stage = 60 * cfg.minutes / len(plan)
     total = {"images": 0, "seconds": 0.0}
     stop = stop or StopRequest()
@@ -114,7 +118,7 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
                     group["lr"] = lr_at(state["images"], state["seconds"] / seconds_per_stage, cfg)
                 idx = torch.from_numpy(batch_indices(cfg.seed + stage, len(images_t), state["images"],
                                                      cfg.batch_size))
-                loss = _loss(cfg, student, teacher_v, (images_t, labels_t, z_all), idx, k, generator, device)
+                loss = _loss(cfg, student, teacher_v, (images_t, labels_t, z_all), idx, k, generator, device, stage)
                 if _update(loss, opt, student, cfg.grad_clip):
                     ema_update(ema, student, beta if state["images"] >= cfg.warmup_images else 0.0)
                     losses.append(loss.item())
@@ -140,6 +144,8 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
     distilled = {"method": cfg.method, "teacher": str(teacher), "guidance_folded": guidance, "stages": plan,
                  "interrupted": stop.requested, "guidance_interval": interval_json(interval),
                  "student_channels": student_config["channels"]}
+    if cfg.method == "progressive":
+        distilled["teacher_solver"] = {"sampler": cfg.teacher_sampler, "substeps": cfg.teacher_substeps}
     grid_png = _write_student(run, gen.meta, ema, student_config, k, distilled, str(device))
     result = {"out": str(run), "method": cfg.method, "steps": k, "stages": plan, "guidance_folded": guidance,
               "interrupted": stop.requested, "pair_seconds": pair_seconds, **total, "grid": str(grid_png),
@@ -150,15 +156,23 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
     return result
 
 
-def _checked_settings(gen: Generator, teacher: Path, cfg: DistillConfig) -> tuple[list[int], float, tuple]:
-    """(stage plan, guidance to fold in, its interval), or a clear error for a request that cannot work."""
+def _checked_settings(gen: Generator, teacher: Path, cfg: DistillConfig) -> tuple[list[int], float, tuple,
+                                                                                  tuple[str, int]]:
+    """(stage plan, guidance to fold in, its interval, the teacher's sampler and its steps per student step in
+    progressive distillation's first stage), or a clear error for a request that cannot work."""
     if gen.method != "flow":
         raise ImagegenError(f"distillation needs a flow-matching teacher (imagegen train --method flow); "
                             f"{teacher} holds a {gen.method} model")
     plan = stages(cfg)
     s = sampling(gen, guidance=cfg.guidance, guidance_interval=cfg.guidance_interval)
     check_sampling(steps=s["steps"], sampler=s["sampler"], guidance_interval=s["guidance_interval"])
-    return plan, s["guidance"], check_interval(s["guidance_interval"])
+    solver = cfg.teacher_sampler or (s["sampler"] if s["sampler"] in TEACHER_SAMPLERS else "euler")
+    if solver not in TEACHER_SAMPLERS:
+        raise UsageError(f"teacher_sampler must be one of {', '.join(TEACHER_SAMPLERS)}, got {solver!r}")
+    substeps = cfg.teacher_substeps if cfg.teacher_substeps is not None else 2 if "distilled" in gen.meta else 4
+    if substeps < 1:
+        raise UsageError(f"teacher_substeps must be >= 1, got {substeps}")
+    return plan, s["guidance"], check_interval(s["guidance_interval"]), (solver, substeps)
 
 
 def _training_data(gen: Generator, teacher: Path, cfg: DistillConfig, guidance: float, interval, show_progress,
@@ -190,14 +204,18 @@ def _student(gen: Generator, teacher: Path, cfg: DistillConfig) -> tuple[torch.n
     return student.train().requires_grad_(True).to(memory_format=torch.channels_last), config
 
 
-def _loss(cfg: DistillConfig, student, teacher_v, data, idx, k: int, generator, device) -> torch.Tensor:
-    """The batch `idx` of the training images (or teacher pairs) and the route's loss on it."""
+def _loss(cfg: DistillConfig, student, teacher_v, data, idx, k: int, generator, device, stage: int) -> torch.Tensor:
+    """The batch `idx` of the training images (or teacher pairs) and the route's loss on it. Progressive: the
+    first stage's target is the teacher's `teacher_sampler` in `teacher_substeps` steps, later ones two Euler steps
+    of the previous student (an Euler sampler)."""
     images_t, labels_t, z_all = data
     x0 = to_float(images_t[idx]).to(device).contiguous(memory_format=torch.channels_last)
     y = labels_t[idx].to(device)
     if cfg.method == "reflow":
         return reflow_loss(student, z_all[idx].to(device), x0, y, k, generator=generator).mean()
-    return progressive_loss(student, teacher_v, x0, y, k, generator=generator).mean()
+    substeps, sampler = (cfg.teacher_substeps, cfg.teacher_sampler) if stage == 0 else (2, "euler")
+    return progressive_loss(student, teacher_v, x0, y, k, generator=generator, substeps=substeps,
+                            sampler=sampler).mean()
 
 
 def _write_student(run: Path, teacher_meta: dict, ema, config: dict, k: int, distilled: dict, device: str) -> Path:
