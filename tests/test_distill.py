@@ -68,7 +68,7 @@ def test_progressive_target_is_two_teacher_euler_steps():
     assert loss.item() == pytest.approx(((field(x_t, t.view(1), y) - (v1 + v2) / 2) ** 2).mean().item(), rel=1e-5)
 
 
-@pytest.mark.parametrize("sampler,substeps", [("euler", 3), ("dpmpp-2m", 2), ("dpmpp-2m", 4)])
+@pytest.mark.parametrize("sampler,substeps", [("euler", 3), ("dpmpp-2m", 2), ("dpmpp-2m", 4), ("heun", 2)])
 def test_teacher_solve_lands_where_the_sampler_lands_on_the_teachers_grid(sampler, substeps):
     """Every step of a 3-step student grid at once (one example per step, so per-example times, and the last step
     ends at sigma 0): `substeps` steps of the named sampler on the teacher's finer grid, in flow coordinates."""
@@ -81,12 +81,14 @@ def test_teacher_solve_lands_where_the_sampler_lands_on_the_teachers_grid(sample
     for j in range(k):
         levels = sigmas[substeps * j : substeps * (j + 1) + 1]
         ve = SAMPLERS[sampler](FlowDenoiser(field), x[j : j + 1] * (1 + levels[0]), levels, cond=y[j : j + 1])
-        assert torch.allclose(got[j : j + 1], ve / (1 + levels[-1]), atol=1e-5), j
+        # Heun's trapezoid over the first step (sigma 200 -> 2) multiplies float32 rounding by about 100
+        assert torch.allclose(got[j : j + 1], ve / (1 + levels[-1]), atol=1e-5, rtol=1e-4 if sampler == "heun"
+                              else 1e-5), j
     # a second-order target differs from the first-order one on a curved field
     assert not torch.allclose(teacher_solve(field, x, grid[:-1], grid[1:], y, 2, "euler"),
                               teacher_solve(field, x, grid[:-1], grid[1:], y, 2, "dpmpp-2m"), atol=1e-3)
-    with pytest.raises(ValueError, match="unknown teacher sampler 'heun'"):
-        teacher_solve(field, x, grid[:-1], grid[1:], y, 2, "heun")
+    with pytest.raises(ValueError, match="unknown teacher sampler 'rk4'"):
+        teacher_solve(field, x, grid[:-1], grid[1:], y, 2, "rk4")
 
 
 def test_reflow_on_its_own_grid_at_one_step_is_noise_to_image():
@@ -191,8 +193,8 @@ def test_a_bad_guidance_interval_is_refused_before_the_student_run_exists(teache
     assert "lo < hi" in capsys.readouterr().err and not out.exists()
     assert main(["distill", str(teacher), "--set", "guidance_interval=-1,1", "--out", str(out)]) == 2
     assert "guidance_interval" in capsys.readouterr().err and not out.exists()
-    assert main(["distill", str(teacher), "--set", "teacher_sampler=heun", "--out", str(out)]) == 2
-    assert "teacher_sampler must be one of euler, dpmpp-2m, got 'heun'" in capsys.readouterr().err
+    assert main(["distill", str(teacher), "--set", "teacher_sampler=rk4", "--out", str(out)]) == 2
+    assert "teacher_sampler must be one of euler, heun, dpmpp-2m, ddim, got 'rk4'" in capsys.readouterr().err
     assert main(["distill", str(teacher), "--set", "teacher_substeps=0", "--out", str(out)]) == 2
     assert "teacher_substeps must be >= 1" in capsys.readouterr().err and not out.exists()
 

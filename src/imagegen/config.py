@@ -127,8 +127,8 @@ class DistillConfig:
     guidance: float | None = None  # the teacher's guidance scale folded into the student (None: the run's)
     guidance_interval: tuple[float, ...] | None = None  # ... applied at lo < sigma <= hi (None: the run's)
     teacher_steps: int = 8  # progressive: the teacher's steps; halved each stage down to `steps`
-    teacher_sampler: str | None = None  # progressive, first stage: euler | dpmpp-2m (None: the teacher run's
-    # sampler if it is one of these, else euler; later stages: Euler, the students' own sampler)
+    teacher_sampler: str | None = None  # progressive, first stage: any sampler (None: the teacher run's own;
+    # later stages: Euler, the students' own sampler)
     teacher_substeps: int | None = None  # progressive, first stage: teacher steps per student step (None: 4 for
     # a trained model, a closer target than the classic 2 for twice the teacher's calls; 2 for a distilled student,
     # whose grid has no finer levels)

@@ -29,8 +29,9 @@ from ..generate import (
     sample_labels,
     sampling,
 )
-from ..methods.distill import TEACHER_SAMPLERS, guided_velocity, progressive_loss, reflow_loss
+from ..methods.distill import guided_velocity, progressive_loss, reflow_loss
 from ..methods.guidance import EVERYWHERE, band, check_interval, interval_json
+from ..methods.samplers import SAMPLERS
 from ..models import build_model
 from ..pixels import grid, save_png, to_float
 from ..utils import append_jsonl, prepare_run_dir, progress, write_json
@@ -166,9 +167,9 @@ def _checked_settings(gen: Generator, teacher: Path, cfg: DistillConfig) -> tupl
     plan = stages(cfg)
     s = sampling(gen, guidance=cfg.guidance, guidance_interval=cfg.guidance_interval)
     check_sampling(steps=s["steps"], sampler=s["sampler"], guidance_interval=s["guidance_interval"])
-    solver = cfg.teacher_sampler or (s["sampler"] if s["sampler"] in TEACHER_SAMPLERS else "euler")
-    if solver not in TEACHER_SAMPLERS:
-        raise UsageError(f"teacher_sampler must be one of {', '.join(TEACHER_SAMPLERS)}, got {solver!r}")
+    solver = cfg.teacher_sampler or s["sampler"]
+    if solver not in SAMPLERS:
+        raise UsageError(f"teacher_sampler must be one of {', '.join(SAMPLERS)}, got {solver!r}")
     substeps = cfg.teacher_substeps if cfg.teacher_substeps is not None else 2 if "distilled" in gen.meta else 4
     if substeps < 1:
         raise UsageError(f"teacher_substeps must be >= 1, got {substeps}")
