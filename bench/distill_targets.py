@@ -24,6 +24,7 @@ from common import save, table  # noqa: E402
 from imagegen.generate import StackedRandom, load_generator, sampling  # noqa: E402
 from imagegen.methods.distill import guided_velocity, student_times, teacher_solve  # noqa: E402
 from imagegen.methods.guidance import check_interval, interval_json  # noqa: E402
+from imagegen.methods.samplers import network_calls  # noqa: E402
 from imagegen.metrics import evaluate, load_evaluator  # noqa: E402
 from imagegen.pixels import to_uint8  # noqa: E402
 
@@ -73,7 +74,7 @@ def main() -> None:
             warnings.simplefilter("ignore")
             rep = evaluate(images, labels, ev, seed=0)
         rows.append({"run": args.run, "k": args.k, "sampler": sampler, "substeps": int(substeps),
-                     "teacher_calls_per_student_step": int(substeps), "guidance": guidance,
+                     "teacher_calls_per_student_step": network_calls(sampler, int(substeps)), "guidance": guidance,
                      "interval": interval_json(interval), "n": args.n, "seconds": seconds,
                      **{m: rep["samples"][m] for m in ("fid", "precision", "recall", "class_accuracy")},
                      "floor_fid": rep["floor"]["fid"]})

@@ -48,7 +48,7 @@ def settings(run: Path, steps_list, guidance: float | None = None, interval=None
     if gen.meta.get("distilled", {}).get("student_channels"):
         label += f" ({','.join(map(str, gen.meta['distilled']['student_channels']))})"
     solver = gen.meta.get("distilled", {}).get("teacher_solver")
-    if solver and solver != {"sampler": "euler", "substeps": 2}:  # students before this setting: Euler x 2
+    if solver and solver != {"sampler": "euler", "substeps": 2}:  # unlabelled: the classic target
         label += f", target {solver['sampler']} x {solver['substeps']}"
     if gen.method in ("gan", "vae"):
         return [{"label": label, "run": str(run), "steps": 1, "sampler": "-", "guidance": 1.0, "interval": None,

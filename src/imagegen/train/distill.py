@@ -96,6 +96,7 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
     images_t, labels_t, z_all = _training_data(gen, teacher, cfg, guidance, interval, show_progress, log)
     pair_seconds = time.perf_counter() - t0
     teacher_v = lambda x, t, y: guided_velocity(gen.net, x, t, y, guidance, null, interval)  # noqa: E731
+    teacher_steps = (solver, substeps)  # how progressive targets step the teacher: its sampler, steps per step
     beta = ema_beta(cfg.batch_size, cfg.ema_half_life_images)
     target = (f"; first target: the teacher's {solver}, {cfg.teacher_substeps} steps per student step"
               if cfg.method == "progressive" else "")
@@ -119,7 +120,8 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
                     group["lr"] = lr_at(state["images"], state["seconds"] / seconds_per_stage, cfg)
                 idx = torch.from_numpy(batch_indices(cfg.seed + stage, len(images_t), state["images"],
                                                      cfg.batch_size))
-                loss = _loss(cfg, student, teacher_v, (images_t, labels_t, z_all), idx, k, generator, device, stage)
+                loss = _loss(cfg, student, teacher_v, teacher_steps, (images_t, labels_t, z_all), idx, k, generator,
+                             device)
                 if _update(loss, opt, student, cfg.grad_clip):
                     ema_update(ema, student, beta if state["images"] >= cfg.warmup_images else 0.0)
                     losses.append(loss.item())
@@ -139,6 +141,7 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
             # the next stage's teacher: this stage's EMA student, guidance already folded in
             frozen = copy.deepcopy(ema).eval().requires_grad_(False)
             teacher_v = lambda x, t, y, net=frozen: net(x, t, y).float()  # noqa: E731
+            teacher_steps = ("euler", 2)  # a student is an Euler sampler, good only on its own grid
 
     # -- the end: the student as a flow artifact (Euler, k steps, no guidance), its grid, the summary
     k = plan[stage] if stop.requested else plan[-1]
@@ -205,16 +208,16 @@ def _student(gen: Generator, teacher: Path, cfg: DistillConfig) -> tuple[torch.n
     return student.train().requires_grad_(True).to(memory_format=torch.channels_last), config
 
 
-def _loss(cfg: DistillConfig, student, teacher_v, data, idx, k: int, generator, device, stage: int) -> torch.Tensor:
-    """The batch `idx` of the training images (or teacher pairs) and the route's loss on it. Progressive: the
-    first stage's target is the teacher's `teacher_sampler` in `teacher_substeps` steps, later ones two Euler steps
-    of the previous student (an Euler sampler)."""
+def _loss(cfg: DistillConfig, student, teacher_v, teacher_steps: tuple[str, int], data, idx, k: int, generator,
+          device) -> torch.Tensor:
+    """The batch `idx` of the training images (or teacher pairs) and the route's loss on it; progressive targets
+    take `teacher_steps` = (sampler, steps per student step) of the teacher."""
     images_t, labels_t, z_all = data
     x0 = to_float(images_t[idx]).to(device).contiguous(memory_format=torch.channels_last)
     y = labels_t[idx].to(device)
     if cfg.method == "reflow":
         return reflow_loss(student, z_all[idx].to(device), x0, y, k, generator=generator).mean()
-    substeps, sampler = (cfg.teacher_substeps, cfg.teacher_sampler) if stage == 0 else (2, "euler")
+    sampler, substeps = teacher_steps
     return progressive_loss(student, teacher_v, x0, y, k, generator=generator, substeps=substeps,
                             sampler=sampler).mean()
 
