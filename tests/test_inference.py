@@ -49,17 +49,22 @@ def test_backend_choices_are_checked(run, monkeypatch):
     assert not isinstance(load_generator(run, "cpu").net, inference.OnnxUNet)  # auto falls back to PyTorch
 
 
-def test_a_large_batch_is_split_over_single_thread_sessions_with_the_same_result(run):
+def test_a_large_batch_is_split_into_parts_over_threads_with_the_same_result(run):
     import torch
 
     gen = load_generator(run, "cpu", backend="onnx")
     net = gen.net
     net.threads = 2  # split in two, as on a 2-core machine, whatever this one has
-    b = 2 * inference.SPLIT_MIN + 5
+    b = 3 * inference.CHUNK + 5  # four parts, the last one short
     x = torch.randn(b, *gen.image_shape, generator=torch.Generator().manual_seed(0))
     t, y = torch.rand(b, generator=torch.Generator().manual_seed(1)), torch.arange(b) % gen.num_classes
+    calls = []
     whole = net(x, t, y)
-    assert net._parts is not None and len(net._parts[1]) == 2  # the split path ran
+    assert net._parts is not None  # the split path ran
+    session = net._parts[1]
+    run_part = session.run
+    session.run = lambda out, feed: calls.append(len(feed["x"])) or run_part(out, feed)
+    assert torch.equal(net(x, t, y), whole) and sorted(calls) == [5] + [inference.CHUNK] * 3
     pieces = torch.cat([net(x[i : i + 9], t[i : i + 9], y[i : i + 9]) for i in range(0, b, 9)])  # one session
     assert whole.shape == x.shape and torch.allclose(whole, pieces, atol=1e-5)
     net.split, net._parts = False, None

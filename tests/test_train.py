@@ -115,6 +115,17 @@ def test_every_method_trains_and_samples(tmp_path, method):
     assert images.shape == (3, 1, 8, 8) and images.dtype == np.uint8
 
 
+def test_the_gan_discriminator_trains_at_its_own_learning_rate(tmp_path):
+    cfg = tiny_config("gan", images=96, **{"method.d_lr_scale": 4, "train.warmup_images": 0})
+    loop.train(cfg, tmp_path / "gan", show_progress=False, log=lambda s: None)
+    groups = json.loads((tmp_path / "gan" / "state.json").read_text())["param_groups"]
+    lr_g, lr_d = groups["generator"][0]["lr"], groups["discriminator"][0]["lr"]
+    assert 0 < lr_g < cfg.train.lr and lr_d == pytest.approx(4 * lr_g)  # cosine decay, then the scale
+    with pytest.raises(ImagegenError, match="method.d_lr_scale must be > 0, got 0"):
+        loop.train(tiny_config("gan", **{"method.d_lr_scale": 0}), tmp_path / "bad", show_progress=False)
+    assert not (tmp_path / "bad").exists()
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "flow"

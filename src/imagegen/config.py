@@ -86,6 +86,8 @@ class MethodConfig:
     gan_loss: str = "non-saturating"  # gan: non-saturating | hinge
     r1_gamma: float = 0.0  # gan: weight of the R1 penalty on real images (0 = off)
     diffaugment: str = ""  # gan: comma-separated color,translation,cutout (small data)
+    d_lr_scale: float = 1.0  # gan: the discriminator's learning rate as a multiple of train.lr (two time-scale
+    # update rule, Heusel et al. 2017): a faster discriminator keeps up with the generator
     beta: float = 1.0  # vae: weight of the KL term
 
 

@@ -39,17 +39,19 @@ def onnxruntime_available() -> bool:
     return True
 
 
-SPLIT_MIN = 32  # images per part below which a batch is not split over single-thread sessions
+CHUNK = 32  # images per part when a batch is split over threads
 
 
 class OnnxUNet:
     """Calls like the UNet, `(x, noise_label, class_label) -> tensor like x`, computed by onnxruntime.
 
-    A batch of at least SPLIT_MIN images per thread is split into one part per thread, each run by its own
-    single-thread session at the same time (onnxruntime releases the GIL); smaller batches run in one session
-    using every thread. Measured on the 2-core CPU (4-step student, batch 256): 907-945 images/s split, against
-    796-809 in one 2-thread session, because the many small element-wise and normalisation kernels of this
-    network parallelise poorly inside one operator."""
+    A batch of at least two CHUNKs is cut into parts of at most CHUNK images that the threads take in turn, each
+    part run by a single-thread session (onnxruntime releases the GIL, and a session may run on several threads
+    at once); smaller batches run in one session using every thread. Measured on the 2-core CPU (1-step student,
+    batch 256, `bench/fast.py --paths`): one 2-thread session 686-839 images/s; the batch split in two halves,
+    one per thread, 958-1031; parts of 32 images 1116-1143, as a part's activations stay in the core's cache.
+    The many small element-wise and normalisation kernels of this network parallelise poorly inside one operator,
+    which is why splitting the batch beats onnxruntime's own threads."""
 
     def __init__(self, net: nn.Module, weights_file: str | os.PathLike, image_shape, num_classes: int,
                  threads: int | None = None, split: bool = True):
@@ -57,7 +59,7 @@ class OnnxUNet:
         self.path = _exported(net, Path(weights_file), self.image_shape, num_classes)  # the cached graph
         self.threads, self.split = threads or torch.get_num_threads(), split
         self.session = self._session(self.threads)
-        self._parts = None  # (thread pool, single-thread sessions), made for the first batch worth splitting
+        self._parts = None  # (thread pool, a single-thread session), made for the first batch worth splitting
 
     def _session(self, threads: int):
         import onnxruntime as ort
@@ -71,15 +73,15 @@ class OnnxUNet:
         t = noise_label.float().reshape(-1).expand(b) if noise_label.numel() == 1 else noise_label.float()
         y = class_label if class_label is not None else torch.full((b,), self.num_classes, dtype=torch.long)
         feed = {"x": _np(x.float()), "t": _np(t), "y": _np(y.long())}
-        if not self.split or self.threads < 2 or b < SPLIT_MIN * self.threads:
+        if not self.split or self.threads < 2 or b < 2 * CHUNK:
             return torch.from_numpy(self.session.run(None, feed)[0])
         if self._parts is None:
-            self._parts = ThreadPoolExecutor(self.threads), [self._session(1) for _ in range(self.threads)]
-        pool, sessions = self._parts
-        bounds = np.linspace(0, b, self.threads + 1).round().astype(int)
-        futures = [pool.submit(s.run, None, {k: v[lo:hi] for k, v in feed.items()})
-                   for s, lo, hi in zip(sessions, bounds[:-1], bounds[1:], strict=True)]
-        return torch.from_numpy(np.concatenate([f.result()[0] for f in futures]))
+            self._parts = ThreadPoolExecutor(self.threads), self._session(1)
+        pool, session = self._parts
+        size = min(CHUNK, -(-b // self.threads))  # every thread gets a part on a machine with many cores
+        parts = pool.map(lambda lo: session.run(None, {k: v[lo : lo + size] for k, v in feed.items()})[0],
+                         range(0, b, size))
+        return torch.from_numpy(np.concatenate(list(parts)))
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

