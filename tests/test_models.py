@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from imagegen.models import EvaluatorNet, SeedClassifier, build_model
-from imagegen.models.gan import minibatch_std
+from imagegen.models.gan import ClassBatchNorm, minibatch_std
 from imagegen.models.layers import Conv2d
 
 
@@ -98,11 +98,43 @@ def test_minibatch_std_lets_the_discriminator_see_a_collapsed_batch():
 
 
 def test_gan_generator_class_matters_as_much_as_the_latent_at_init():
-    g = build_model("dcgan-generator", {"out_channels": 1, "image_size": 28, "num_classes": 10, "width": 8}).eval()
+    g = build_model("dcgan-generator", {"out_channels": 1, "image_size": 28, "num_classes": 10, "width": 8,
+                                        "conditioning": "add"}).eval()
     z, zeros, ones = torch.randn(64, g.z_dim), torch.zeros(64, dtype=torch.long), torch.ones(64, dtype=torch.long)
     by_class = (g(z, zeros) - g(z, ones)).abs().mean()
     by_latent = (g(z, zeros) - g(z.roll(1, 0), zeros)).abs().mean()
     assert by_class > 0.3 * by_latent
+
+
+def test_class_batchnorm_applies_the_scale_and_shift_of_each_image_class():
+    cbn = ClassBatchNorm(3, 2, dims=2)
+    with torch.no_grad():
+        cbn.scale.weight.copy_(torch.tensor([[1.0, 1.0, 1.0], [2.0, 3.0, 4.0]]))
+        cbn.shift.weight.copy_(torch.tensor([[0.0, 0.0, 0.0], [1.0, -1.0, 0.5]]))
+    h = torch.randn(4, 3, 5, 5)
+    normed = F.batch_norm(h, None, None, training=True)
+    out = cbn(h, torch.tensor([0, 1, 0, 1]))
+    torch.testing.assert_close(out[[0, 2]], normed[[0, 2]])
+    torch.testing.assert_close(out[[1, 3]], normed[[1, 3]] * torch.tensor([2.0, 3.0, 4.0])[:, None, None]
+                               + torch.tensor([1.0, -1.0, 0.5])[:, None, None])
+    unlabelled = normed * torch.tensor([1.5, 2.0, 2.5])[:, None, None] + torch.tensor([0.5, -0.5, 0.25])[:, None, None]
+    torch.testing.assert_close(cbn(h, None), unlabelled)  # no labels: the classes' mean scale and shift
+
+
+def test_gan_generator_conditioned_by_norm_leaves_the_latent_to_itself():
+    kw = {"out_channels": 1, "image_size": 28, "num_classes": 10, "width": 8}
+    g = build_model("dcgan-generator", {**kw, "conditioning": "norm"})
+    norms = [m for m in g.modules() if isinstance(m, ClassBatchNorm)]
+    assert g.class_emb is None and len(norms) == 2  # after the projection and the one hidden layer at 14x14
+    assert not any(isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d) and m.affine for m in g.modules())
+    with torch.no_grad():
+        norms[1].shift.weight[3] += 5.0  # class 3 only
+    z = torch.randn(8, g.z_dim)
+    y = torch.tensor([0, 3] * 4)
+    moved = (g.eval()(z, y) - g(z, torch.zeros(8, dtype=torch.long))).abs().flatten(1).amax(1)
+    assert (moved[1::2] > 0.1).all() and (moved[0::2] == 0).all()
+    with pytest.raises(ValueError, match="unknown GAN conditioning 'concat'; choose one of norm, add"):
+        build_model("dcgan-generator", {**kw, "conditioning": "concat"})
 
 
 def test_unet_takes_widths_whose_skip_concatenations_eight_groups_do_not_divide():

@@ -123,6 +123,8 @@ def test_the_gan_discriminator_trains_at_its_own_learning_rate(tmp_path):
     assert 0 < lr_g < cfg.train.lr and lr_d == pytest.approx(4 * lr_g)  # cosine decay, then the scale
     with pytest.raises(ImagegenError, match="method.d_lr_scale must be > 0, got 0"):
         loop.train(tiny_config("gan", **{"method.d_lr_scale": 0}), tmp_path / "bad", show_progress=False)
+    with pytest.raises(ImagegenError, match="unknown model.gan_conditioning 'concat'; choose one of norm, add"):
+        loop.train(tiny_config("gan", **{"model.gan_conditioning": "concat"}), tmp_path / "bad", show_progress=False)
     assert not (tmp_path / "bad").exists()
 
 

@@ -73,6 +73,8 @@ class GenModelConfig:
     width: int = 64  # GAN and VAE: channels of the highest-resolution layer
     spectral_norm: bool = False  # GAN: spectral normalisation of the discriminator's weights
     minibatch_std: int = 0  # GAN: the discriminator sees the feature spread over groups of this many (0 = off)
+    gan_conditioning: str = "norm"  # GAN: the class sets the generator's BatchNorm scale and shift ("norm"), or
+    # an embedding of it is added to the latent ("add", the design before 2026-11-26, which collapsed within a class)
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """DCGAN (Radford et al. 2016): a generator of transposed convolutions with BatchNorm, ReLU and tanh, and a
-discriminator of strided convolutions with LeakyReLU, class-conditional through an embedding added to the
-latent (generator) and a projection (discriminator, Miyato & Koyama 2018). Optionally the discriminator also
-sees the spread of its minibatch (Karras et al. 2018), which exposes a generator that ignores its latent."""
+discriminator of strided convolutions with LeakyReLU. Class-conditional: the generator through a per-class scale
+and shift after each BatchNorm (conditional batch normalisation, de Vries et al. 2017, as in Miyato & Koyama's
+projection cGAN) or an embedding added to the latent, the discriminator through a projection (Miyato & Koyama
+2018). Optionally the discriminator also sees the spread of its minibatch (Karras et al. 2018)."""
 
 from __future__ import annotations
 
@@ -19,24 +20,41 @@ def upsampling_levels(size: int) -> int:
     return levels
 
 
+CONDITIONING = ("norm", "add")
+
+
 class Generator(nn.Module):
-    """z (B, z_dim) and class labels (B,) -> images (B, C, H, W) in [-1, 1]."""
+    """z (B, z_dim) and class labels (B,) -> images (B, C, H, W) in [-1, 1].
+
+    `conditioning` "norm": the class sets the scale and shift after every BatchNorm and the latent is left to the
+    variety within a class; "add": a class embedding is added to the latent. Measured on Fashion-MNIST (standalone
+    loop, 3,600 steps of 64): "add" made near copies within a class (recall 0.00, FID 32 after 5 minutes through
+    the trainer), because the latent and the class share one input and the generator learns to ignore the latent;
+    "norm" drew varied items (recall 0.18, FID 21)."""
 
     def __init__(self, out_channels: int = 1, image_size: int = 28, num_classes: int = 10, z_dim: int = 64,
-                 width: int = 64):
+                 width: int = 64, conditioning: str = "add"):
         super().__init__()
+        if conditioning not in CONDITIONING:
+            raise ValueError(f"unknown GAN conditioning {conditioning!r}; choose one of {', '.join(CONDITIONING)}")
         self.z_dim, self.num_classes = z_dim, num_classes
         levels = upsampling_levels(image_size)
         self.base, c = image_size // 2**levels, width * 2 ** (levels - 1)
-        self.class_emb = nn.Embedding(num_classes, z_dim) if num_classes else None
-        self.project = nn.Sequential(nn.Linear(z_dim, c * self.base**2, bias=False), nn.BatchNorm1d(c * self.base**2),
+        by_norm = conditioning == "norm" and num_classes > 0
+
+        def norm(features: int, dims: int) -> nn.Module:
+            return ClassBatchNorm(features, num_classes, dims) if by_norm else \
+                (nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d)(features)
+
+        self.class_emb = nn.Embedding(num_classes, z_dim) if num_classes and not by_norm else None
+        self.project = nn.Sequential(nn.Linear(z_dim, c * self.base**2, bias=False), norm(c * self.base**2, 1),
                                      nn.ReLU())
         layers: list[nn.Module] = []
         for level in range(levels):
             last = level == levels - 1
             cout = out_channels if last else c // 2
             layers.append(nn.ConvTranspose2d(c, cout, 4, stride=2, padding=1, bias=last))
-            layers += [nn.Tanh()] if last else [nn.BatchNorm2d(cout), nn.ReLU()]
+            layers += [nn.Tanh()] if last else [norm(cout, 2), nn.ReLU()]
             c = cout
         self.body = nn.Sequential(*layers)
         self.width0 = width * 2 ** (levels - 1)
@@ -49,8 +67,32 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, class_label: torch.Tensor | None = None) -> torch.Tensor:
         if self.class_emb is not None and class_label is not None:
             z = z + self.class_emb(class_label)
-        h = self.project(z).view(len(z), self.width0, self.base, self.base)
-        return self.body(h)
+        h = _run(self.project, z, class_label).view(len(z), self.width0, self.base, self.base)
+        return _run(self.body, h, class_label)
+
+
+def _run(layers: nn.Sequential, h: torch.Tensor, class_label: torch.Tensor | None) -> torch.Tensor:
+    for layer in layers:
+        h = layer(h, class_label) if isinstance(layer, ClassBatchNorm) else layer(h)
+    return h
+
+
+class ClassBatchNorm(nn.Module):
+    """BatchNorm without its own scale and shift, then the scale and shift of the image's class: (B, F) with
+    `dims` 1, (B, F, H, W) with `dims` 2. Without labels, the mean over classes of each."""
+
+    def __init__(self, features: int, num_classes: int, dims: int):
+        super().__init__()
+        self.norm = (nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d)(features, affine=False)
+        self.scale, self.shift = nn.Embedding(num_classes, features), nn.Embedding(num_classes, features)
+
+    def forward(self, h: torch.Tensor, class_label: torch.Tensor | None) -> torch.Tensor:
+        if class_label is None:
+            scale, shift = self.scale.weight.mean(0, keepdim=True), self.shift.weight.mean(0, keepdim=True)
+        else:
+            scale, shift = self.scale(class_label), self.shift(class_label)
+        shape = (len(scale), -1) + (1,) * (h.dim() - 2)
+        return self.norm(h) * scale.view(shape) + shift.view(shape)
 
 
 class Discriminator(nn.Module):
@@ -110,8 +152,13 @@ def _dcgan_init(module: nn.Module) -> None:
             nn.init.normal_(m.weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
+        elif isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d) and m.affine:
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, 0.0, 0.02)
+    for m in module.modules():  # after its tables, which are embeddings: like BatchNorm's scale and shift
+        if isinstance(m, ClassBatchNorm):
+            nn.init.normal_(m.scale.weight, 1.0, 0.02)
+            nn.init.zeros_(m.shift.weight)
+

@@ -18,6 +18,7 @@ from ..artifacts import save_artifact
 from ..config import GenConfig, from_dict, to_dict
 from ..data import load_splits
 from ..errors import ImagegenError
+from ..models.gan import CONDITIONING
 from ..pixels import grid, save_png, to_float
 from ..utils import append_jsonl, prepare_run_dir, progress, resolve_device, write_json
 from . import checkpoint, recipes
@@ -299,6 +300,9 @@ def _check_budget(cfg: GenConfig) -> None:
         raise ImagegenError("train.batch_size must be >= 1 and train.lr > 0")
     if cfg.method.d_lr_scale <= 0:
         raise ImagegenError(f"method.d_lr_scale must be > 0, got {cfg.method.d_lr_scale}")
+    if cfg.model.gan_conditioning not in CONDITIONING:
+        raise ImagegenError(f"unknown model.gan_conditioning {cfg.model.gan_conditioning!r}; "
+                            f"choose one of {', '.join(CONDITIONING)}")
     _check_sampling(cfg)
 
 

@@ -28,7 +28,8 @@ def network_configs(cfg: GenConfig, shape: tuple[int, int, int], num_classes: in
                                  "noise_scale": m.noise_scale})}
     if cfg.method.name == "gan":
         return {"generator": ("dcgan-generator", {"out_channels": c, "image_size": size, "num_classes": num_classes,
-                                                  "z_dim": m.z_dim, "width": m.width}),
+                                                  "z_dim": m.z_dim, "width": m.width,
+                                                  "conditioning": m.gan_conditioning}),
                 "discriminator": ("dcgan-discriminator", {"in_channels": c, "image_size": size,
                                                           "num_classes": num_classes, "width": m.width,
                                                           "spectral_norm": m.spectral_norm,
