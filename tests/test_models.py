@@ -144,3 +144,21 @@ def test_unet_takes_widths_whose_skip_concatenations_eight_groups_do_not_divide(
     assert norms[36] == 6 and norms[24] == 6 and norms[12] == 3
     x = torch.randn(2, 1, 12, 12)
     assert net(x, torch.rand(2), torch.tensor([0, 2])).shape == x.shape
+
+
+@pytest.mark.parametrize("size", [1, 7, 14])
+def test_unet_upsampling_as_one_transposed_convolution_is_nearest_upsampling_then_the_convolution(size):
+    from imagegen.models.unet import _Upsample
+
+    torch.manual_seed(0)
+    up = _Upsample(5)
+    nn.init.normal_(up.conv.bias)
+    x = torch.randn(3, 5, size, size, requires_grad=True)
+    plain = up.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+    out = up(x, None)
+    assert out.shape == (3, 5, 2 * size, 2 * size)
+    torch.testing.assert_close(out, plain, atol=1e-5, rtol=1e-5)
+    # the conv's own weights are what trains: the gradients through both forms agree
+    g_fold = torch.autograd.grad(out.square().sum(), up.conv.weight)[0]
+    g_plain = torch.autograd.grad(plain.square().sum(), up.conv.weight)[0]
+    torch.testing.assert_close(g_fold, g_plain, atol=1e-4, rtol=1e-4)

@@ -248,3 +248,24 @@ def test_bf16_autocast_trains_with_finite_losses(tmp_path):
                         log=lambda s: None)
     lines = [json.loads(x) for x in (tmp_path / "bf16" / "metrics.jsonl").read_text().splitlines()]
     assert result["bad_steps"] == 0 and lines and all(np.isfinite(x["loss"]) for x in lines)
+
+
+def test_bf16_auto_follows_the_machine_once_and_a_resumed_run_keeps_the_choice(tmp_path, monkeypatch):
+    from imagegen import utils
+
+    for has_units in (True, False):
+        monkeypatch.setattr(loop, "has_bf16_units", lambda device, v=has_units: v)
+        run = tmp_path / f"units-{has_units}"
+        loop.train(tiny_config(images=32), run, show_progress=False, log=lambda s: None)
+        assert json.loads((run / "config.json").read_text())["train"]["bf16"] is has_units
+        monkeypatch.setattr(loop, "has_bf16_units", lambda device, v=has_units: not v)  # another machine resumes
+        loop.train(None, run, resume=True, budget={"images": 64}, show_progress=False, log=lambda s: None)
+        assert json.loads((run / "config.json").read_text())["train"]["bf16"] is has_units
+    with pytest.raises(ImagegenError, match="train.bf16 must be true, false or \"auto\", got 'sometimes'"):
+        loop.train(tiny_config(**{"train.bf16": "sometimes"}), tmp_path / "bad", show_progress=False)
+    assert not (tmp_path / "bad").exists()
+    # the probe: a CPU has bf16 units when torch reports AVX-512 BF16 or AMX
+    for avx, amx in ((True, False), (False, True), (False, False)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert utils.has_bf16_units(torch.device("cpu")) is (avx or amx)

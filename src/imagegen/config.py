@@ -103,7 +103,10 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine | constant
     grad_clip: float = 1.0  # clip the gradient norm (0 = off)
     ema_half_life_images: int = 5_000  # EMA of weights: half-life in images (0 = no EMA)
-    bf16: bool = False  # autocast the forward pass to bfloat16 (fast only where the CPU or GPU has bf16 units)
+    # autocast the forward pass to bfloat16; "auto": where the device has bf16 units (utils.has_bf16_units), resolved
+    # when the run starts. Measured on a 2-core CPU with AVX-512 BF16: a training step of the default recipe 1.37x
+    # faster than float32
+    bf16: bool | str = "auto"
     channels_last: bool = True  # NHWC layout: faster convolutions on the CPU
     flip: bool = False  # augment with horizontal flips
     checkpoint_minutes: float = 5.0  # write a resumable checkpoint this often (and at the end)
@@ -118,7 +121,9 @@ class TrainConfig:
 class SampleConfig:
     sampler: str = "dpmpp-2m"  # euler | heun | dpmpp-2m | ddim (flow/edm only)
     steps: int = 8  # sampler steps
-    guidance: float = 2.0  # classifier-free guidance scale (1 = conditional, no guidance)
+    # classifier-free guidance scale (1 = conditional, no guidance). 1.4 in the band below: measured on the 15-minute
+    # default recipe, its samples are classified about as often as real test images (0.940 vs 0.935; 2.0: 0.96)
+    guidance: float = 1.4
     guidance_interval: tuple[float, ...] | None = (0.3, 3.0)  # guide only at lo < sigma <= hi (None: every level)
     batch_size: int = 250
 

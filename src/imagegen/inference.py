@@ -27,7 +27,7 @@ from .errors import ImagegenError
 from .utils import cache_dir
 
 BACKENDS = ("auto", "torch", "onnx")
-EXPORT_VERSION = 1  # bump when the export settings change, so cached graphs are rebuilt
+EXPORT_VERSION = 2  # bump when the export settings change, so cached graphs are rebuilt
 
 
 def onnxruntime_available() -> bool:
@@ -58,7 +58,7 @@ class OnnxUNet:
         self.num_classes, self.image_shape = num_classes, tuple(image_shape)
         self.path = _exported(net, Path(weights_file), self.image_shape, num_classes)  # the cached graph
         self.threads, self.split = threads or torch.get_num_threads(), split
-        self.session = self._session(self.threads)
+        self._whole = None  # a session on every thread, made for the first batch too small to split
         self._parts = None  # (thread pool, a single-thread session), made for the first batch worth splitting
 
     def _session(self, threads: int):
@@ -74,7 +74,9 @@ class OnnxUNet:
         y = class_label if class_label is not None else torch.full((b,), self.num_classes, dtype=torch.long)
         feed = {"x": _np(x.float()), "t": _np(t), "y": _np(y.long())}
         if not self.split or self.threads < 2 or b < 2 * CHUNK:
-            return torch.from_numpy(self.session.run(None, feed)[0])
+            if self._whole is None:
+                self._whole = self._session(self.threads)
+            return torch.from_numpy(self._whole.run(None, feed)[0])
         if self._parts is None:
             self._parts = ThreadPoolExecutor(self.threads), self._session(1)
         pool, session = self._parts

@@ -21,7 +21,19 @@ def _norm(channels: int) -> nn.GroupNorm:
     groups = max(1, min(8, channels // 4))
     while channels % groups:
         groups -= 1
-    return nn.GroupNorm(groups, channels)
+    return GroupNorm32(groups, channels)
+
+
+class GroupNorm32(nn.GroupNorm):
+    """GroupNorm computed in float32 and returned in the input's dtype (as in guided-diffusion). Under bf16 autocast
+    on the CPU, PyTorch's GroupNorm in bf16 ran 2.3x slower than in float32, a third of a training step; computed
+    in float32, the default recipe trained 1.2-1.3x faster in bf16 than in float32 (2-core CPU with AVX-512 BF16)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:
+            return super().forward(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps).to(x.dtype)
 
 
 class FourierEmbedding(nn.Module):
@@ -69,7 +81,11 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).transpose(-1, -2).unbind(1)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, C/heads)
+        if x.device.type == "cpu":  # in bf16 autocast PyTorch's CPU attention took 27% of a training step (fp32: 3%)
+            with torch.autocast("cpu", enabled=False):
+                out = F.scaled_dot_product_attention(q.float(), k.float(), v.float())  # (B, heads, HW, C/heads)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
         return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
 
 
@@ -159,10 +175,23 @@ class _Downsample(nn.Module):
         return self.conv(x)
 
 
+# Nearest 2x upsampling then a 3x3 convolution equals one transposed convolution (kernel 4, stride 2, padding 1)
+# on the small input: along each axis an even output pixel sees input pixels (m-1, m) with weights (w0, w1 + w2),
+# an odd one (m, m+1) with (w0 + w1, w2). _FOLD maps the 3 taps of the convolution to the 4 of the transposed one.
+_FOLD = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+
+
 class _Upsample(nn.Module):
+    """Nearest 2x upsampling and a 3x3 convolution, computed as one transposed convolution: the same function and
+    the same parameters (a Conv2d, so artifacts keep their layout), at 4/9 of the multiply-adds. Measured on the
+    2-core CPU: the 14->28 layer alone 2.3x faster forward in PyTorch (NCHW); the whole network a few per cent
+    faster in onnxruntime and in a channels-last training step."""
+
     def __init__(self, c: int):
         super().__init__()
         self.conv = nn.Conv2d(c, c, 3, padding=1)
 
     def forward(self, x, emb):
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        fold = _FOLD.to(self.conv.weight)
+        w = torch.einsum("ta,ub,oiab->iotu", fold, fold, self.conv.weight)  # (in, out, 4, 4)
+        return F.conv_transpose2d(x, w, self.conv.bias, stride=2, padding=1)

@@ -20,7 +20,7 @@ from ..data import load_splits
 from ..errors import ImagegenError
 from ..models.gan import CONDITIONING
 from ..pixels import grid, save_png, to_float
-from ..utils import append_jsonl, prepare_run_dir, progress, resolve_device, write_json
+from ..utils import append_jsonl, has_bf16_units, prepare_run_dir, progress, resolve_device, write_json
 from . import checkpoint, recipes
 from .ema import ema_beta, ema_update, make_ema
 
@@ -105,7 +105,8 @@ def train(cfg: GenConfig | None, out: str | Path, *, resume: bool = False, budge
             "sample": to_dict(cfg.sample)}
     n_params = sum(p.numel() for p in nets[infer_name].parameters())
     log(f"{cfg.method.name} on {cfg.data.dataset}: {len(train_ds):,} images {train_ds.shape}, "
-        f"{n_params / 1e6:.2f}M parameters, batch {cfg.train.batch_size}, device {device}")
+        f"{n_params / 1e6:.2f}M parameters, batch {cfg.train.batch_size}, device {device}"
+        f"{', bf16 autocast' if cfg.train.bf16 is True else ''}")
 
     def save_checkpoint():
         checkpoint.save_state(run, nets=nets, ema=ema, optimizers=opts, generator=generator, progress=state,
@@ -208,6 +209,8 @@ def _open_run(cfg: GenConfig | None, run: Path, resume: bool, budget: dict | Non
         for stale in RUN_FILES:  # --overwrite: nothing of the old run may be mistaken for the new one
             (run / stale).unlink(missing_ok=True)
         shutil.rmtree(run / "grids", ignore_errors=True)
+        if cfg.train.bf16 == "auto":  # resolved once and saved, so a resumed run computes as it began
+            cfg.train.bf16 = has_bf16_units(resolve_device(cfg.device))
     write_json(to_dict(cfg), run / "config.json")
     return cfg, doc, tensors
 
@@ -298,6 +301,8 @@ def _check_budget(cfg: GenConfig) -> None:
         raise ImagegenError("the training budget must be positive (--images >= 1 or --minutes > 0)")
     if cfg.train.batch_size < 1 or cfg.train.lr <= 0:
         raise ImagegenError("train.batch_size must be >= 1 and train.lr > 0")
+    if cfg.train.bf16 not in (True, False, "auto"):
+        raise ImagegenError(f"train.bf16 must be true, false or \"auto\", got {cfg.train.bf16!r}")
     if cfg.method.d_lr_scale <= 0:
         raise ImagegenError(f"method.d_lr_scale must be > 0, got {cfg.method.d_lr_scale}")
     if cfg.model.gan_conditioning not in CONDITIONING:

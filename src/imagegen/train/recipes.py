@@ -58,7 +58,8 @@ def train_step(cfg: GenConfig, nets: dict, opts: dict, x: torch.Tensor, y: torch
                generator: torch.Generator, num_classes: int) -> dict[str, float] | None:
     """One optimisation step of the configured method; None when a non-finite loss or gradient skipped it."""
     m, clip = cfg.method, cfg.train.grad_clip
-    autocast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.train.bf16)
+    # train.bf16 "auto" is resolved when the run starts (loop._open_run); unresolved it means off
+    autocast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.train.bf16 is True)
     if m.name in ("flow", "edm"):
         y = diffusion.drop_labels(y, m.label_dropout, num_classes, generator)
         kwargs = ({"sigma_data": m.sigma_data, "p_mean": m.p_mean, "p_std": m.p_std} if m.name == "edm"
