@@ -9,6 +9,8 @@ Per row: FID, precision, recall and class accuracy of n samples (evaluator featu
 real-data floor beside them); network evaluations per image (a guided step costs two); ms/image at batch 1;
 images/s at batch 256 (model loaded, after a warm-up batch); and for the few-step generators `imagegen sample
 --n 10000` end to end (process start excluded, model load and writing the .npz included).
+--compiled RUN ... adds rows for these runs on the compiled backend (AOTInductor, bf16 where the CPU has bf16
+units), quality measured again (bf16 changes the outputs) and the compile time of a cold cache.
 --paths RUN times the inference-path options (onnxruntime, channels-last, torch.compile, bf16 autocast) on one
 model, and the network alone in PyTorch eager against onnxruntime. --profile RUN ... shows where the network's
 time goes: onnxruntime's kernel time per operator type.
@@ -79,8 +81,12 @@ def _kw(row: dict) -> dict:
 QUALITY = ("fid", "kid_mean", "precision", "recall", "class_accuracy", "n", "evaluator_accuracy")
 
 
+def _load(row: dict):
+    return load_generator(row["run"], "cpu", backend=row.get("backend", "auto"))
+
+
 def quality(row: dict, n: int, ev) -> dict:
-    gen = load_generator(row["run"], "cpu")
+    gen = _load(row)
     labels = np.arange(n) % gen.num_classes
     images = generate(gen, labels, seed=0, batch_size=256, **_kw(row))  # a GAN ignores the sampler
     with warnings.catch_warnings():
@@ -94,7 +100,7 @@ def quality(row: dict, n: int, ev) -> dict:
 @torch.inference_mode()
 def speed(row: dict, gen=None) -> dict:
     """ms/image at batch 1 (mean of 20 images) and images/s at batch 256 (two batches), after a warm-up."""
-    gen = gen or load_generator(row["run"], "cpu")
+    gen = gen or _load(row)
     kw = _kw(row)
     labels = np.arange(512) % gen.num_classes
     generate(gen, labels[:256], batch_size=256, **kw)
@@ -117,7 +123,7 @@ def end_to_end(row: dict, n: int = 10_000) -> float:
                                                     "--guidance", str(row["guidance"]),
                                                     "--guidance-interval", f"{lo:g},{hi:g}"]
         assert cli(["sample", row["run"], "--n", str(n), "--batch-size", "256", "--out", f"{tmp}/s.npz",
-                    "--no-progress", "--device", "cpu", *setting]) == 0
+                    "--no-progress", "--device", "cpu", "--backend", row.get("backend", "auto"), *setting]) == 0
         return n / (time.perf_counter() - t0)
 
 
@@ -214,6 +220,19 @@ def op_profile(runs: list[Path], batches: int = 6) -> list[dict]:
     return out
 
 
+def compile_seconds(run: Path) -> float:
+    """Seconds to compile a run's network into a cold cache (the cached package is what later loads take)."""
+    old = os.environ.get("IMAGEGEN_CACHE")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["IMAGEGEN_CACHE"] = tmp
+        try:
+            t0 = time.perf_counter()
+            load_generator(run, "cpu", backend="compiled")
+            return time.perf_counter() - t0
+        finally:
+            os.environ.pop("IMAGEGEN_CACHE") if old is None else os.environ.update(IMAGEGEN_CACHE=old)
+
+
 def _inputs(gen, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     return (torch.randn(b, *gen.image_shape, generator=g), torch.rand(b, generator=g),
@@ -248,6 +267,8 @@ def main() -> None:
     p.add_argument("--teacher-interval", default=None, metavar="LO,HI", help="default: the teacher run's")
     p.add_argument("--students", nargs="*", default=[])
     p.add_argument("--gan", default=None)
+    p.add_argument("--compiled", nargs="*", default=[], metavar="RUN",
+                   help="also these runs on the compiled backend (quality measured again, compile time reported)")
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--n", type=int, default=10_000)
     p.add_argument("--reuse", action="store_true",
@@ -258,7 +279,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     old = json.loads((RESULTS / "fast.json").read_text()) if (RESULTS / "fast.json").is_file() else {}
-    key = lambda r: (r["run"], r["steps"], r["sampler"], r["guidance"], str(r.get("interval")), r["n"])  # noqa: E731
+    key = lambda r: (r["run"], r["steps"], r["sampler"], r["guidance"], str(r.get("interval")), r["n"],  # noqa: E731
+                     r.get("backend", "auto"))
     known = {key(r): r for r in old.get("rows", [])}
     extra = {"paths": old.get("paths", []), "onnx": old.get("onnx", []), "profile": old.get("profile", []),
              "settings": "CPU, torch threads = cores; quality vs the test split with the imagegen evaluator, "
@@ -266,12 +288,15 @@ def main() -> None:
     ev = load_evaluator(args.dataset, device="cpu")
     rows = []
     interval = check_interval(args.teacher_interval.split(",")) if args.teacher_interval else None
-    runs = [(Path(args.teacher), args.teacher_steps, args.teacher_guidance, interval)]
-    runs += [(Path(s), None, None, None) for s in args.students] + ([(Path(args.gan), None, None, None)]
-                                                                    if args.gan else [])
-    for run, steps_list, guidance, span in runs:
+    runs = [(Path(args.teacher), args.teacher_steps, args.teacher_guidance, interval, "auto")]
+    runs += [(Path(s), None, None, None, "auto") for s in args.students] + ([(Path(args.gan), None, None, None, "auto")]
+                                                                            if args.gan else [])
+    runs += [(Path(s), None, None, None, "compiled") for s in args.compiled]
+    for run, steps_list, guidance, span, backend in runs:
         for row in settings(run, steps_list, guidance, span):
             row["n"] = args.n
+            if backend != "auto":
+                row.update(backend=backend, label=f"{row['label']}, compiled", compile_seconds=compile_seconds(run))
             if args.reuse and key(row) in known:  # quality only: speed depends on this host and this code
                 row.update({k: v for k, v in known[key(row)].items() if k in QUALITY or k.startswith("floor_")})
             else:
@@ -293,7 +318,7 @@ def main() -> None:
     frontier(rows, RESULTS / "fast_frontier.png")
     print(table(rows, ["label", "steps", "sampler", "guidance", "interval", "nfe", "fid", "floor_fid", "fid_over_floor",
                        "precision", "recall", "class_accuracy", "ms_per_image_batch1", "images_per_second_batch256",
-                       "end_to_end_images_per_second"]))
+                       "end_to_end_images_per_second", "compile_seconds"]))
     if path_rows:
         print("\ninference paths:")
         print(table(path_rows, ["path", "ms_per_image_batch1", "images_per_second_batch256", "compile_seconds"]))

@@ -1,7 +1,9 @@
-"""The lean inference path: onnxruntime behind the same call as the UNet, cached exports, clear choices."""
+"""The lean inference path: onnxruntime or a compiled package behind the same call as the UNet, cached exports,
+clear choices."""
 
 import numpy as np
 import pytest
+import torch
 
 from imagegen import inference
 from imagegen.errors import ImagegenError, UsageError
@@ -41,7 +43,7 @@ def test_the_export_is_cached_once_per_model(run):
 
 
 def test_backend_choices_are_checked(run, monkeypatch):
-    with pytest.raises(UsageError, match="unknown backend 'tensorrt'; choose auto, torch, onnx"):
+    with pytest.raises(UsageError, match="unknown backend 'tensorrt'; choose auto, torch, onnx, compiled"):
         load_generator(run, "cpu", backend="tensorrt")
     monkeypatch.setattr(inference, "onnxruntime_available", lambda: False)
     with pytest.raises(ImagegenError, match=r"pip install 'imagegen\[fast\]'"):
@@ -50,8 +52,6 @@ def test_backend_choices_are_checked(run, monkeypatch):
 
 
 def test_a_large_batch_is_split_into_parts_over_threads_with_the_same_result(run):
-    import torch
-
     gen = load_generator(run, "cpu", backend="onnx")
     net = gen.net
     net.threads = 2  # split in two, as on a 2-core machine, whatever this one has
@@ -69,3 +69,55 @@ def test_a_large_batch_is_split_into_parts_over_threads_with_the_same_result(run
     assert whole.shape == x.shape and torch.allclose(whole, pieces, atol=1e-5)
     net.split, net._parts = False, None
     assert torch.allclose(net(x, t, y), whole, atol=1e-5) and net._parts is None  # split=False: one session
+
+
+needs_compiler = pytest.mark.skipif(not inference.compiler_available(), reason="no C++ compiler for AOTInductor")
+
+
+@pytest.fixture(scope="module")
+def compiled_cache(tmp_path_factory):
+    """One cache for the compiled-backend tests, so the tiny model is compiled once (about 20 s)."""
+    return tmp_path_factory.mktemp("compiled-cache")
+
+
+@needs_compiler
+def test_the_compiled_backend_computes_what_torch_computes_in_any_batch(run, compiled_cache, monkeypatch):
+    monkeypatch.setenv("IMAGEGEN_CACHE", str(compiled_cache))
+    fast, eager = load_generator(run, "cpu", backend="compiled"), load_generator(run, "cpu", backend="torch")
+    net = fast.net
+    assert isinstance(net, inference.CompiledUNet) and net.path.is_file()
+    b = 2 * inference.PART + 3  # three parts, the last one short
+    g = torch.Generator().manual_seed(0)
+    x, t, y = torch.randn(b, *fast.image_shape, generator=g), torch.rand(b, generator=g), torch.arange(b) % 10
+    with torch.no_grad():
+        want, got = eager.net(x, t, y), net(x, t, y)
+    err = (got - want).abs().max() / want.abs().max()
+    assert got.shape == want.shape and err <= (0.05 if net.bf16 else 1e-4), err  # bf16 keeps ~3 digits
+    pieces = torch.cat([net(x[i : i + 9], t[i : i + 9], y[i : i + 9]) for i in range(0, b, 9)])
+    assert torch.allclose(pieces, got, atol=1e-6)  # an image's output does not depend on its batch
+    null = torch.full((5,), fast.num_classes)
+    assert torch.equal(net(x[:5], t[0], None), net(x[:5], t[0].expand(5), null))  # scalar noise label, null class
+    labels = np.arange(20) % 10
+    a = generate(fast, labels, seed=1, steps=3, guidance=2.0, batch_size=7)
+    assert np.array_equal(a, generate(fast, labels, seed=1, steps=3, guidance=2.0, batch_size=20))
+
+
+@needs_compiler
+def test_a_compiled_package_is_made_once_per_model(run, compiled_cache, monkeypatch):
+    from torch import _inductor
+
+    monkeypatch.setenv("IMAGEGEN_CACHE", str(compiled_cache))
+    load_generator(run, "cpu", backend="compiled")  # compiled by the test above, or now
+    packages = {p: p.stat().st_mtime_ns for p in cache_dir("compiled").glob("*.pt2")}
+    monkeypatch.setattr(_inductor, "aoti_compile_and_package", lambda *a, **k: pytest.fail("compiled again"))
+    monkeypatch.setattr(inference, "compiler_available", lambda: False)  # a cached package needs no compiler
+    gen = load_generator(run, "cpu", backend="compiled")
+    assert len(packages) == 1 and gen.net.path in packages and not list(run.glob("*.pt2"))
+    assert {p: p.stat().st_mtime_ns for p in cache_dir("compiled").glob("*.pt2")} == packages
+
+
+def test_the_compiled_backend_says_what_it_needs(run, monkeypatch):
+    monkeypatch.setattr(inference, "compiler_available", lambda: False)  # and the test's cache is empty
+    with pytest.raises(ImagegenError, match=r"needs a C\+\+ compiler \(g\+\+ or clang\+\+"):
+        load_generator(run, "cpu", backend="compiled")
+    assert not list(cache_dir("compiled").glob("*"))  # nothing half-written
