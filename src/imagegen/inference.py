@@ -108,22 +108,41 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def _exported(net: nn.Module, weights_file: Path, image_shape, num_classes: int) -> Path:
-    """The ONNX graph of `net`, from the cache or exported now (atomically: temporary file, then rename)."""
-    digest = hashlib.sha256(weights_file.read_bytes()).hexdigest()[:24]
-    path = cache_dir("onnx") / f"unet-{digest}-v{EXPORT_VERSION}.onnx"
+    """The ONNX graph of `net`, from the cache or exported now. An exporter failure must not stop sampling: it
+    raises an ImagegenError that says why, and the caller falls back to PyTorch."""
+
+    def export(tmp: Path):  # warnings silenced: the tracer notes that padding is decided once, for this image size
+        torch.onnx.export(net.eval(), _example_args(image_shape), str(tmp), input_names=["x", "t", "y"],
+                          output_names=["v"], dynamic_axes={k: {0: "batch"} for k in ("x", "t", "y", "v")},
+                          dynamo=False)
+
+    return _cached("onnx", weights_file, "", f"-v{EXPORT_VERSION}.onnx", export, "ONNX export of the UNet")
+
+
+def _example_args(image_shape) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch of two for tracing: the batch size stays free in both exported graphs."""
+    return torch.zeros(2, *image_shape), torch.full((2,), 0.5), torch.zeros(2, dtype=torch.long)
+
+
+def _cached(folder: str, weights_file: Path, settings: str, suffix: str, build, what: str) -> Path:
+    """A file made from a model's weights for this machine: from the cache, named by the SHA-256 of the weights
+    and of the `settings` it depends on, or made now by `build(tmp)` and renamed into place (atomically, so a
+    failed or concurrent build never leaves a half-written file under the final name)."""
+    digest = hashlib.sha256(weights_file.read_bytes() + settings.encode()).hexdigest()[:24]
+    path = cache_dir(folder) / f"unet-{digest}{suffix}"
     if path.is_file():
         return path
-    x = torch.zeros(2, *image_shape)
-    args = (x, torch.full((2,), 0.5), torch.zeros(2, dtype=torch.long))
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-    with warnings.catch_warnings():  # the tracer notes that padding is decided once, for this image size
-        warnings.simplefilter("ignore")
-        try:
-            torch.onnx.export(net.eval(), args, str(tmp), input_names=["x", "t", "y"], output_names=["v"],
-                              dynamic_axes={k: {0: "batch"} for k in ("x", "t", "y", "v")}, dynamo=False)
-        except Exception as e:  # an exporter failure must not stop sampling: say why, the caller falls back
-            tmp.unlink(missing_ok=True)
-            raise ImagegenError(f"ONNX export of the UNet failed ({type(e).__name__}: {e})") from None
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            build(tmp)
+    except ImagegenError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except Exception as e:
+        tmp.unlink(missing_ok=True)
+        raise ImagegenError(f"{what} failed ({type(e).__name__}: {e})") from None
     os.replace(tmp, path)
     return path
 
@@ -186,34 +205,26 @@ class _Autocast(nn.Module):
 
 
 def _compiled(net: nn.Module, weights_file: Path, image_shape, bf16: bool) -> Path:
-    """The AOTInductor package of `net`, from the cache or compiled now (atomically). Its name holds everything
-    the machine code depends on: the weights, the precision, torch's version, the CPU's vector instructions and
-    the number of threads."""
+    """The AOTInductor package of `net`, from the cache or compiled now. Its name holds everything the machine
+    code depends on: the weights, the precision, torch's version, the CPU's vector instructions and the number of
+    threads."""
     settings = (f"{'bf16' if bf16 else 'fp32'}-{torch.__version__}-{torch.backends.cpu.get_cpu_capability()}"
                 f"-{torch.get_num_threads()}")  # inductor writes the thread count into its parallel loops
-    digest = hashlib.sha256(weights_file.read_bytes() + settings.encode()).hexdigest()[:24]
-    path = cache_dir("compiled") / f"unet-{digest}-v{COMPILE_VERSION}.pt2"
-    if path.is_file():
-        return path
-    if not compiler_available():
-        raise ImagegenError("the compiled backend needs a C++ compiler (g++ or clang++, e.g. apt-get install g++); "
-                            "--backend onnx or torch run without one")
-    from torch import _inductor
 
-    print(f"compiling the network for this CPU ({'bf16' if bf16 else 'float32'}); once per model, 30-40 s on 2 cores",
-          file=sys.stderr)  # a wait that long deserves a word; the ONNX export (a second) goes unannounced
-    b = torch.export.Dim("batch", min=1, max=PART)
-    args = (torch.zeros(2, *image_shape), torch.full((2,), 0.5), torch.zeros(2, dtype=torch.long))
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.pt2")
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+    def compile_(tmp: Path):
+        if not compiler_available():
+            raise ImagegenError("the compiled backend needs a C++ compiler (g++ or clang++, e.g. apt-get install "
+                                "g++); --backend onnx or torch run without one")
+        from torch import _inductor
+
+        print(f"compiling the network for this CPU ({'bf16' if bf16 else 'float32'}); once per model, 30-40 s on "
+              "2 cores", file=sys.stderr)  # a wait that long deserves a word; the ONNX export (a second) does not
+        b = torch.export.Dim("batch", min=1, max=PART)
+        with torch.no_grad():
             # channels-last weights: the package ran 1.3-1.7x faster than one compiled from NCHW weights
-            program = torch.export.export(_Autocast(net.eval().to(memory_format=torch.channels_last), bf16), args,
+            program = torch.export.export(_Autocast(net.eval().to(memory_format=torch.channels_last), bf16),
+                                          _example_args(image_shape),
                                           dynamic_shapes={"x": {0: b}, "t": {0: b}, "y": {0: b}})
             _inductor.aoti_compile_and_package(program, package_path=str(tmp))
-    except Exception as e:
-        tmp.unlink(missing_ok=True)
-        raise ImagegenError(f"compiling the UNet failed ({type(e).__name__}: {e})") from None
-    os.replace(tmp, path)
-    return path
+
+    return _cached("compiled", weights_file, settings, f"-v{COMPILE_VERSION}.pt2", compile_, "compiling the UNet")
