@@ -23,6 +23,9 @@ def machine() -> dict:
 
 
 def commit() -> str:
+    """The checkout's commit (-dirty with uncommitted changes); $IMAGEGEN_COMMIT where the copy has no .git."""
+    if os.environ.get("IMAGEGEN_COMMIT"):
+        return os.environ["IMAGEGEN_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,

@@ -162,3 +162,12 @@ def test_unet_upsampling_as_one_transposed_convolution_is_nearest_upsampling_the
     g_fold = torch.autograd.grad(out.square().sum(), up.conv.weight)[0]
     g_plain = torch.autograd.grad(plain.square().sum(), up.conv.weight)[0]
     torch.testing.assert_close(g_fold, g_plain, atol=1e-4, rtol=1e-4)
+
+
+def test_unet_upsampling_constant_moves_with_the_module_and_stays_out_of_artifacts():
+    from imagegen.models.unet import _Upsample
+
+    up = _Upsample(4).to(torch.float64)  # a move (dtype here; device on a GPU) reaches the constant too
+    assert up.fold.dtype == torch.float64 and "fold" not in up.state_dict()  # artifacts keep their layout
+    x = torch.randn(1, 4, 3, 3, dtype=torch.float64)
+    torch.testing.assert_close(up(x, None), up.conv(F.interpolate(x, scale_factor=2.0, mode="nearest")))

@@ -42,10 +42,10 @@ def register(sub, common, data, fmt) -> None:
     s.add_argument("--guidance-interval", default=None, metavar="LO,HI",
                    help="guide only at noise levels LO < sigma <= HI (default: the run's; 0,inf = every level)")
     s.add_argument("--batch-size", type=int, default=250)
-    s.add_argument("--backend", choices=("auto", "torch", "onnx", "compiled"), default="auto",
-                   help="auto: onnxruntime for UNets on the CPU when installed (faster), else PyTorch; compiled: "
-                        "the UNet compiled for this CPU, in bf16 where it has bf16 units (fastest; the first "
-                        "time per model takes 30-40 s on 2 cores, needs a C++ compiler)")
+    s.add_argument("--backend", choices=("auto", "torch", "onnx", "compiled", "cuda-graphs"), default="auto",
+                   help="auto: onnxruntime for UNets on the CPU when installed (faster), CUDA graphs on a GPU, "
+                        "else PyTorch; compiled: the UNet compiled for this CPU, in bf16 where it has bf16 units "
+                        "(fastest; the first time per model takes 30-40 s on 2 cores, needs a C++ compiler)")
     s.add_argument("--out", default=None, help="a folder for PNGs, or FILE.npz (default: MODEL_DIR/samples)")
     s.add_argument("--overwrite", action="store_true", help="replace existing output")
     s.set_defaults(func=run_sample)

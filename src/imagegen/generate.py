@@ -30,7 +30,7 @@ GENERATOR_KINDS = ("unet", "dcgan-generator", "vae")
 
 @dataclass
 class Generator:
-    net: nn.Module  # or an inference.OnnxUNet, which calls alike (sampling only)
+    net: nn.Module  # or an inference.OnnxUNet, CompiledUNet or GraphedUNet, which call alike (sampling only)
     method: str  # flow | edm | gan | vae
     classes: tuple[str, ...]
     image_shape: tuple[int, int, int]
@@ -46,7 +46,8 @@ def load_generator(path: str | Path, device: str = "auto", backend: str = "auto"
     """A run directory (its `model` artifact) or an artifact written by `imagegen train`.
 
     `backend` "auto" runs a UNet on the CPU with onnxruntime when it is installed (see `imagegen.inference`),
-    anything else with PyTorch (channels-last); "torch" always gives the nn.Module (to train or inspect it);
+    on CUDA as CUDA graphs in float16 ("cuda-graphs", `inference.GraphedUNet`), anything else with PyTorch
+    (channels-last); "torch" always gives the nn.Module (to train or inspect it);
     "compiled" runs a UNet on the CPU compiled by AOTInductor (in bf16 where the CPU has bf16 units; compiled
     once per model, 30-40 s on 2 cores, then cached)."""
     path = Path(path)
@@ -65,6 +66,11 @@ def load_generator(path: str | Path, device: str = "auto", backend: str = "auto"
                     art.meta, dev)
     if backend in ("onnx", "compiled") and not (art.kind == "unet" and dev.type == "cpu"):
         raise UsageError(f"the {backend} backend runs UNets (flow, edm) on the CPU only")
+    if backend == "cuda-graphs" and not (art.kind == "unet" and dev.type == "cuda"):
+        raise UsageError("the cuda-graphs backend runs UNets (flow, edm) on a CUDA GPU only")
+    if art.kind == "unet" and dev.type == "cuda" and backend in ("auto", "cuda-graphs"):
+        gen.net = inference.GraphedUNet(net.to(memory_format=torch.channels_last), gen.num_classes)
+        return gen
     if backend == "compiled":
         gen.net = inference.CompiledUNet(net, _paths(path, create=False)[0], gen.image_shape, gen.num_classes)
         return gen

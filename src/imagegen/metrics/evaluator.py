@@ -46,11 +46,17 @@ class Evaluator:
         self.check(images)
         self.model.eval().to(self.device)
         feats, probs = [], []
-        for i in progress(range(0, len(images), batch_size), desc="features", enabled=show_progress):
-            x = to_float(images[i : i + batch_size]).to(self.device)
-            f = self.model.features(x)
-            feats.append(f.float().cpu())
-            probs.append(self.model.head(f).float().softmax(1).cpu())
+        # full float32 on a GPU too (cuDNN's TF32 convolutions are on by default): scores must not depend on the device
+        cudnn, tf32 = torch.backends.cudnn, torch.backends.cudnn.allow_tf32
+        cudnn.allow_tf32 = False
+        try:
+            for i in progress(range(0, len(images), batch_size), desc="features", enabled=show_progress):
+                x = to_float(images[i : i + batch_size]).to(self.device)
+                f = self.model.features(x)
+                feats.append(f.float().cpu())
+                probs.append(self.model.head(f).float().softmax(1).cpu())
+        finally:
+            cudnn.allow_tf32 = tf32
         return torch.cat(feats).numpy(), torch.cat(probs).numpy()
 
     def check(self, images: np.ndarray) -> None:

@@ -190,8 +190,10 @@ class _Upsample(nn.Module):
     def __init__(self, c: int):
         super().__init__()
         self.conv = nn.Conv2d(c, c, 3, padding=1)
+        # a buffer, so it moves with the module: a copy from the CPU in every call cannot be recorded in a CUDA graph
+        self.register_buffer("fold", _FOLD.clone(), persistent=False)
 
     def forward(self, x, emb):
-        fold = _FOLD.to(self.conv.weight)
+        fold = self.fold.to(self.conv.weight.dtype)
         w = torch.einsum("ta,ub,oiab->iotu", fold, fold, self.conv.weight)  # (in, out, 4, 4)
         return F.conv_transpose2d(x, w, self.conv.bias, stride=2, padding=1)
