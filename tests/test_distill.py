@@ -22,6 +22,7 @@ from imagegen.methods.distill import (
 from imagegen.methods.samplers import SAMPLERS, euler, flow_sigmas
 from imagegen.train import loop
 from imagegen.train.distill import stages
+from imagegen.utils import has_bf16_units
 
 from .test_train import tiny_config
 
@@ -151,6 +152,7 @@ def test_distill_cli_writes_a_student_that_sample_uses(teacher, tmp_path, method
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["steps"] == 1 and result["images"] > 0 and (out / "grid.png").is_file()
+    assert result["config"]["bf16"] is has_bf16_units(load_generator(teacher).device)  # "auto", resolved, recorded
     student = load_generator(out)
     assert student.meta["sample"] == {"sampler": "euler", "steps": 1, "guidance": 1.0, "batch_size": 250}
     assert student.meta["distilled"]["guidance_folded"] == load_generator(teacher).meta["sample"]["guidance"]
@@ -197,6 +199,8 @@ def test_a_bad_guidance_interval_is_refused_before_the_student_run_exists(teache
     assert "teacher_sampler must be one of euler, heun, dpmpp-2m, ddim, got 'rk4'" in capsys.readouterr().err
     assert main(["distill", str(teacher), "--set", "teacher_substeps=0", "--out", str(out)]) == 2
     assert "teacher_substeps must be >= 1" in capsys.readouterr().err and not out.exists()
+    assert main(["distill", str(teacher), "--set", "bf16=sometimes", "--out", str(out)]) == 2
+    assert 'bf16 must be true, false or "auto", got \'sometimes\'' in capsys.readouterr().err and not out.exists()
 
 
 def test_distilling_a_gan_is_a_clear_error(tmp_path, capsys):

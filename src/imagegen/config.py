@@ -151,6 +151,9 @@ class DistillConfig:
     schedule: str = "cosine"
     grad_clip: float = 1.0
     ema_half_life_images: int = 2_000
+    # bf16 autocast for the teacher's and the student's forward passes (the samplers' and the loss's arithmetic
+    # stay float32); "auto": where the device has bf16 units, resolved when the run starts, as for training
+    bf16: bool | str = "auto"
     seed: int = 0
     device: str = "auto"
 

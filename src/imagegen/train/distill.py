@@ -34,7 +34,7 @@ from ..methods.guidance import EVERYWHERE, band, check_interval, interval_json
 from ..methods.samplers import SAMPLERS
 from ..models import build_model
 from ..pixels import grid, save_png, to_float
-from ..utils import append_jsonl, prepare_run_dir, progress, write_json
+from ..utils import append_jsonl, has_bf16_units, prepare_run_dir, progress, write_json
 from .ema import ema_beta, ema_update, make_ema
 from .loop import StopRequest, batch_indices, lr_at
 from .recipes import _update
@@ -85,7 +85,8 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
     teacher = Path(teacher)
     gen = load_generator(teacher, cfg.device, backend="torch")  # the student may start as a copy of this module
     plan, guidance, interval, (solver, substeps) = _checked_settings(gen, teacher, cfg)
-    cfg = dataclasses.replace(cfg, teacher_sampler=solver, teacher_substeps=substeps)  # results.json records them
+    bf16 = has_bf16_units(gen.device) if cfg.bf16 == "auto" else cfg.bf16
+    cfg = dataclasses.replace(cfg, teacher_sampler=solver, teacher_substeps=substeps, bf16=bf16)  # results.json
     torch.manual_seed(cfg.seed)
     student, student_config = _student(gen, teacher, cfg)  # refuses a bad student_channels
     run = prepare_run_dir(out, overwrite)
@@ -101,7 +102,7 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
     target = (f"; first target: the teacher's {solver}, {cfg.teacher_substeps} steps per student step"
               if cfg.method == "progressive" else "")
     log(f"{cfg.method} distillation of {teacher} (guidance {guidance:g}{band(interval)} folded in): student steps "
-        f"{' -> '.join(map(str, plan))}, {cfg.minutes:g} min{target}")
+        f"{' -> '.join(map(str, plan))}, {cfg.minutes:g} min{target}{', bf16 autocast' if bf16 else ''}")
     seconds_per_stage = 60 * cfg.minutes / len(plan)
     total = {"images": 0, "seconds": 0.0}
     stop = stop or StopRequest()
@@ -120,8 +121,9 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
                     group["lr"] = lr_at(state["images"], state["seconds"] / seconds_per_stage, cfg)
                 idx = torch.from_numpy(batch_indices(cfg.seed + stage, len(images_t), state["images"],
                                                      cfg.batch_size))
-                loss = _loss(cfg, student, teacher_v, teacher_steps, (images_t, labels_t, z_all), idx, k, generator,
-                             device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    loss = _loss(cfg, student, teacher_v, teacher_steps, (images_t, labels_t, z_all), idx, k,
+                                 generator, device)
                 if _update(loss, opt, student, cfg.grad_clip):
                     ema_update(ema, student, beta if state["images"] >= cfg.warmup_images else 0.0)
                     losses.append(loss.item())
@@ -176,6 +178,8 @@ def _checked_settings(gen: Generator, teacher: Path, cfg: DistillConfig) -> tupl
     substeps = cfg.teacher_substeps if cfg.teacher_substeps is not None else 2 if "distilled" in gen.meta else 4
     if substeps < 1:
         raise UsageError(f"teacher_substeps must be >= 1, got {substeps}")
+    if cfg.bf16 not in (True, False, "auto"):
+        raise UsageError(f"bf16 must be true, false or \"auto\", got {cfg.bf16!r}")
     return plan, s["guidance"], check_interval(s["guidance_interval"]), (solver, substeps)
 
 
