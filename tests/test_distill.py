@@ -225,3 +225,26 @@ def test_a_cheaper_student_has_its_own_widths_and_starts_from_scratch(teacher, t
         bad = tmp_path / f"bad-{widths}"
         assert main(args[:4] + ["--out", str(bad), "--student-channels", widths]) == 2
         assert why in capsys.readouterr().err and not bad.exists()
+
+
+def test_a_student_can_start_from_another_flow_run_of_a_cheaper_design(teacher, tmp_path, capsys):
+    init = tmp_path / "patched"  # the same data, half the resolution inside: patch 2
+    loop.train(tiny_config(images=32, **{"model.patch": 2, "model.channels": "4,8"}), init, show_progress=False,
+               log=lambda s: None)
+    out = tmp_path / "student"
+    args = ["distill", str(teacher), "--steps", "1", "--minutes", "0.02", "--out", str(out), "--student-init",
+            str(init), "--set", "teacher_steps=2", "--set", "batch_size=16"]
+    assert main(args + ["--set", "lr=1e-12"]) == 0  # a learning rate of ~0: the student is still init's network
+    student, start = load_generator(out, backend="torch"), load_generator(init, backend="torch")
+    assert student.meta["distilled"]["student_init"] == str(init) and student.net.patch == 2
+    assert student.meta["distilled"]["student_channels"] == [4, 8]
+    weights = dict(start.net.named_parameters())
+    assert all(torch.allclose(p, weights[k], atol=1e-6) for k, p in student.net.named_parameters())
+    assert generate(student, np.arange(3), steps=1, sampler="euler").shape == (3, 1, 8, 8)
+    gan = tmp_path / "gan"
+    loop.train(tiny_config("gan", images=32), gan, show_progress=False, log=lambda s: None)
+    for extra, why in [(["--student-init", str(gan)], "must be a flow model of the teacher's images"),
+                       (["--student-channels", "4,8"], "student_channels and student_init both choose")]:
+        bad = tmp_path / "bad"
+        assert main(args[:4] + ["--out", str(bad), "--student-init", str(init)] + extra) == 2
+        assert why in capsys.readouterr().err and not bad.exists()

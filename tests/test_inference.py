@@ -34,6 +34,18 @@ def test_onnx_backend_draws_what_torch_draws(run):
     assert np.array_equal(a, generate(fast, labels, seed=1, steps=3, guidance=2.0, batch_size=20))
 
 
+def test_a_patched_unet_exports_as_it_computes(tmp_path):
+    run = tmp_path / "patched"
+    loop.train(tiny_config(images=64, **{"model.patch": 2}), run, show_progress=False, log=lambda s: None)
+    fast, eager = load_generator(run, "cpu"), load_generator(run, "cpu", backend="torch")
+    assert isinstance(fast.net, inference.OnnxUNet) and eager.net.patch == 2
+    g = torch.Generator().manual_seed(0)
+    x, t, y = torch.randn(6, *fast.image_shape, generator=g), torch.rand(6, generator=g), torch.arange(6)
+    with torch.no_grad():
+        want = eager.net(x, t, y)
+    assert want.abs().max() > 0 and torch.allclose(fast.net(x, t, y), want, atol=1e-5)
+
+
 def test_the_export_is_cached_once_per_model(run):
     load_generator(run, "cpu")
     before = {p: p.stat().st_mtime_ns for p in cache_dir("onnx").glob("*.onnx")}

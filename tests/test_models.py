@@ -146,6 +146,23 @@ def test_unet_takes_widths_whose_skip_concatenations_eight_groups_do_not_divide(
     assert net(x, torch.rand(2), torch.tensor([0, 2])).shape == x.shape
 
 
+@pytest.mark.parametrize(("c", "size"), [(1, 28), (3, 30)])
+def test_unet_patch_runs_its_levels_at_a_fraction_of_the_resolution(c, size):
+    net = build_model("unet", {"in_channels": c, "image_size": size, "num_classes": 3, "channels": [8, 16],
+                               "attention": [False, True], "patch": 2})
+    seen = []
+    net.stem.register_forward_hook(lambda _m, inputs, _out: seen.append(tuple(inputs[0].shape)))
+    net.out[-1].register_forward_hook(lambda _m, _inputs, out: seen.append(tuple(out.shape)))
+    nn.init.normal_(net.out[-1].weight)  # zero at init: give every output pixel something to say
+    x = torch.randn(2, c, size, size)
+    out = net(x, torch.rand(2), torch.tensor([0, 2]))
+    side = -(-size // 4) * 4 // 2  # padded to patch x 2 ** (levels - 1), then folded
+    assert seen == [(2, 4 * c, side, side), (2, 4 * c, side, side)]  # in and out of the levels: folded
+    assert out.shape == x.shape and out.abs().min() > 0  # unfolded and cropped back: every pixel computed
+    with pytest.raises(ValueError, match="patch must be a whole number >= 1, got 0"):
+        build_model("unet", {"patch": 0})
+
+
 @pytest.mark.parametrize("size", [1, 7, 14])
 def test_unet_upsampling_as_one_transposed_convolution_is_nearest_upsampling_then_the_convolution(size):
     from imagegen.models.unet import _Upsample

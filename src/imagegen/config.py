@@ -69,6 +69,7 @@ class GenModelConfig:
     attention: tuple[bool, ...] = (False, False, True)  # UNet: self-attention at each level
     dropout: float = 0.0  # UNet: dropout inside residual blocks
     noise_scale: float = 1000.0  # UNet: noise label x this before its sinusoidal embedding (EDM's nets use 1)
+    patch: int = 1  # UNet: fold patch x patch pixels into channels first, so the levels run at 1/patch resolution
     z_dim: int = 64  # GAN and VAE: latent size
     width: int = 64  # GAN and VAE: channels of the highest-resolution layer
     spectral_norm: bool = False  # GAN: spectral normalisation of the discriminator's weights
@@ -143,6 +144,8 @@ class DistillConfig:
     # whose grid has no finer levels)
     student_channels: tuple[int, ...] | None = None  # the student's UNet widths per level (None: the teacher's
     # network, starting from its weights; other widths: a cheaper network, trained from scratch)
+    student_init: str | None = None  # a flow run (or model.json) on the same data whose network, of any UNet design
+    # (e.g. a cheaper one), starts the student with its weights; None: as student_channels says
     pairs: int = 10_000  # reflow: (noise, image) pairs drawn by the teacher
     pair_steps: int | None = None  # reflow: teacher steps per pair (None: the run's sampler and steps)
     batch_size: int = 128

@@ -67,6 +67,9 @@ def register_distill(sub, common, fmt) -> None:
     p.add_argument("--student-channels", metavar="C1,C2,...",
                    help="a cheaper student: its UNet widths per level, trained from scratch (default: a copy of "
                         "the teacher)")
+    p.add_argument("--student-init", metavar="RUN",
+                   help="start the student from this flow run's network, of any UNet design, trained on the same "
+                        "data (e.g. a cheaper one; default: a copy of the teacher)")
     p.add_argument("--out", default=None, help="run directory (default: TEACHER-METHOD-STEPS)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -79,7 +82,8 @@ def run_distill(args):
 
     flags = {"method": args.method, "steps": args.steps, "minutes": args.minutes, "guidance": args.guidance,
              "guidance_interval": _interval(args.guidance_interval), "pairs": args.pairs, "seed": args.seed,
-             "device": args.device, "student_channels": _widths(args.student_channels)}
+             "device": args.device, "student_channels": _widths(args.student_channels),
+             "student_init": args.student_init}
     cfg = load(DistillConfig, None, args.set, flags)
     model = Path(args.model)
     teacher = model.parent if model.suffix == ".json" else model

@@ -92,24 +92,30 @@ class Attention(nn.Module):
 class UNet(nn.Module):
     """Widths per resolution level, `blocks` residual blocks per level, attention at levels flagged in `attention`.
 
-    Sizes that do not divide by 2**(levels-1) (28 with three levels does) are padded and cropped back.
+    Sizes that do not divide by patch * 2**(levels-1) (28 with three levels does) are padded and cropped back.
+    `patch` > 1 folds each patch x patch block of pixels into channels before the first layer and unfolds the output
+    (pixel unshuffle / shuffle, as "simple diffusion" patches its input, Hoogeboom et al. 2023): the network runs at
+    1/patch the resolution, where most of a small UNet's time goes (2-core CPU, bf16: the 28x28 level took 44%).
     `noise_scale` multiplies the noise label before its sinusoidal embedding: 1000 suits a label in [0, 1] (flow's
     t, like DDPM's step index); 1 suits EDM's ln(sigma) / 4, as in EDM's own networks."""
 
     def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10,
                  channels: tuple[int, ...] = (32, 64, 128), blocks: int = 1,
                  attention: tuple[bool, ...] = (False, False, True), dropout: float = 0.0,
-                 noise_scale: float = 1000.0):
+                 noise_scale: float = 1000.0, patch: int = 1):
         super().__init__()
         channels, attention = tuple(channels), tuple(attention)
         if len(attention) != len(channels):
             raise ValueError(f"attention needs one flag per level: {len(channels)} levels, got {len(attention)}")
-        self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
+        if not isinstance(patch, int) or patch < 1:
+            raise ValueError(f"patch must be a whole number >= 1, got {patch!r}")
+        self.in_channels, self.image_size, self.num_classes, self.patch = in_channels, image_size, num_classes, patch
+        folded = in_channels * patch * patch
         emb_dim = 4 * channels[0]
         self.noise_emb = nn.Sequential(FourierEmbedding(channels[0], scale=noise_scale),
                                        nn.Linear(channels[0], emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.class_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None  # last row: null class
-        self.stem = nn.Conv2d(in_channels, channels[0], 3, padding=1)
+        self.stem = nn.Conv2d(folded, channels[0], 3, padding=1)
         self.down, self.up = nn.ModuleList(), nn.ModuleList()
         skips, c = [channels[0]], channels[0]
         for level, (width, attn) in enumerate(zip(channels, attention, strict=True)):
@@ -128,16 +134,18 @@ class UNet(nn.Module):
                 c = width
             if level > 0:
                 self.up.append(_Upsample(c))
-        self.out = nn.Sequential(_norm(c), nn.SiLU(), nn.Conv2d(c, in_channels, 3, padding=1))
+        self.out = nn.Sequential(_norm(c), nn.SiLU(), nn.Conv2d(c, folded, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
-        self.multiple = 2 ** (len(channels) - 1)
+        self.multiple = patch * 2 ** (len(channels) - 1)
 
     def forward(self, x: torch.Tensor, noise_label: torch.Tensor, class_label: torch.Tensor | None = None):
         h0, w0 = x.shape[-2:]
         pad_h, pad_w = -h0 % self.multiple, -w0 % self.multiple
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
+        if self.patch > 1:
+            x = F.pixel_unshuffle(x, self.patch)
         emb = self.noise_emb(noise_label.expand(x.shape[0]))
         if self.class_emb is not None:
             if class_label is None:
@@ -152,7 +160,10 @@ class UNet(nn.Module):
         h = self.mid[2](self.mid[1](self.mid[0](h, emb)), emb)
         for layer in self.up:
             h = layer(h, emb) if isinstance(layer, _Upsample) else layer(torch.cat([h, hs.pop()], 1), emb)
-        return self.out(h)[..., :h0, :w0]
+        h = self.out(h)
+        if self.patch > 1:
+            h = F.pixel_shuffle(h, self.patch)
+        return h[..., :h0, :w0]
 
 
 class _Level(nn.Module):

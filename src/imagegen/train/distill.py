@@ -88,7 +88,7 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
     bf16 = has_bf16_units(gen.device) if cfg.bf16 == "auto" else cfg.bf16
     cfg = dataclasses.replace(cfg, teacher_sampler=solver, teacher_substeps=substeps, bf16=bf16)  # results.json
     torch.manual_seed(cfg.seed)
-    student, student_config = _student(gen, teacher, cfg)  # refuses a bad student_channels
+    student, student_config = _student(gen, teacher, cfg)  # refuses a bad student_channels or student_init
     run = prepare_run_dir(out, overwrite)
     device, null = gen.device, gen.num_classes
     generator = torch.Generator(device).manual_seed(cfg.seed)
@@ -149,7 +149,7 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
     k = plan[stage] if stop.requested else plan[-1]
     distilled = {"method": cfg.method, "teacher": str(teacher), "guidance_folded": guidance, "stages": plan,
                  "interrupted": stop.requested, "guidance_interval": interval_json(interval),
-                 "student_channels": student_config["channels"]}
+                 "student_channels": student_config["channels"], "student_init": cfg.student_init}
     if cfg.method == "progressive":
         distilled["teacher_solver"] = {"sampler": cfg.teacher_sampler, "substeps": cfg.teacher_substeps}
     grid_png = _write_student(run, gen.meta, ema, student_config, k, distilled, str(device))
@@ -197,10 +197,22 @@ def _training_data(gen: Generator, teacher: Path, cfg: DistillConfig, guidance: 
 
 
 def _student(gen: Generator, teacher: Path, cfg: DistillConfig) -> tuple[torch.nn.Module, dict]:
-    """(the student in training mode, its UNet config): a copy of the teacher's network, or with
-    `student_channels` a fresh, cheaper UNet of the teacher's design (levels, blocks, attention) at those widths."""
-    config = dict(load_artifact(teacher / "model.json" if teacher.is_dir() else teacher).config)
-    if cfg.student_channels is None:
+    """(the student in training mode, its UNet config): a copy of the teacher's network; with `student_init` a copy
+    of that run's network; with `student_channels` a fresh, cheaper UNet of the teacher's design (levels, blocks,
+    attention) at those widths."""
+    config = dict(load_artifact(teacher).config)  # a run directory or its model.json
+    if cfg.student_init is not None:
+        if cfg.student_channels is not None:
+            raise UsageError("student_channels and student_init both choose the student's network: give one")
+        init_path = Path(cfg.student_init)
+        init = load_generator(init_path, str(gen.device), backend="torch")
+        if init.method != "flow" or (init.image_shape, init.classes) != (gen.image_shape, gen.classes):
+            raise UsageError(f"student_init {init_path} must be a flow model of the teacher's images "
+                             f"{tuple(gen.image_shape)} and classes; it holds a {init.method} model of "
+                             f"{tuple(init.image_shape)} images and {len(init.classes)} classes")
+        config = dict(load_artifact(init_path).config)
+        student = copy.deepcopy(init.net)
+    elif cfg.student_channels is None:
         student = copy.deepcopy(gen.net)
     else:
         widths = [int(c) for c in cfg.student_channels]

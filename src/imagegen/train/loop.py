@@ -305,6 +305,16 @@ def _check_budget(cfg: GenConfig) -> None:
         raise ImagegenError(f"train.bf16 must be true, false or \"auto\", got {cfg.train.bf16!r}")
     if cfg.method.d_lr_scale <= 0:
         raise ImagegenError(f"method.d_lr_scale must be > 0, got {cfg.method.d_lr_scale}")
+    m = cfg.model
+    wrong = [why for bad, why in (
+        (min(m.channels) < 1, f"model.channels must be positive, got {list(m.channels)}"),
+        (len(m.attention) != len(m.channels),
+         f"model.attention needs one flag per level ({len(m.channels)}), got {len(m.attention)}"),
+        (m.blocks < 1, f"model.blocks must be >= 1, got {m.blocks}"),
+        (m.patch < 1, f"model.patch must be >= 1, got {m.patch}"),
+    ) if bad]
+    if cfg.method.name in ("flow", "edm") and wrong:  # the UNet's settings
+        raise ImagegenError("; ".join(wrong))
     if cfg.model.gan_conditioning not in CONDITIONING:
         raise ImagegenError(f"unknown model.gan_conditioning {cfg.model.gan_conditioning!r}; "
                             f"choose one of {', '.join(CONDITIONING)}")
