@@ -32,6 +32,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import RESULTS, save, table  # noqa: E402
+from imagegen.artifacts import load_artifact  # noqa: E402
 from imagegen.cli import main as cli  # noqa: E402
 from imagegen.generate import generate, load_generator, sampling, sigmas_for  # noqa: E402
 from imagegen.methods.guidance import EVERYWHERE, check_interval, interval_json  # noqa: E402
@@ -45,13 +46,7 @@ def settings(run: Path, steps_list, guidance: float | None = None, interval=None
     interval, unless given here); a student or GAN at its own setting."""
     gen = load_generator(run, "cpu")
     s = sampling(gen, guidance=guidance, guidance_interval=interval)
-    label = (f"{gen.meta['distilled']['method']} student" if "distilled" in gen.meta
-             else f"{gen.method} teacher" if gen.method in ("flow", "edm") else gen.method)
-    if gen.meta.get("distilled", {}).get("student_channels"):
-        label += f" ({','.join(map(str, gen.meta['distilled']['student_channels']))})"
-    solver = gen.meta.get("distilled", {}).get("teacher_solver")
-    if solver and solver != {"sampler": "euler", "substeps": 2}:  # unlabelled: the classic target
-        label += f", target {solver['sampler']} x {solver['substeps']}"
+    label = _label(run, gen)
     if gen.method in ("gan", "vae"):
         return [{"label": label, "run": str(run), "steps": 1, "sampler": "-", "guidance": 1.0, "interval": None,
                  "nfe": 1}]
@@ -60,6 +55,24 @@ def settings(run: Path, steps_list, guidance: float | None = None, interval=None
     return [{"label": label, "run": str(run), "steps": k, "sampler": s["sampler"], "guidance": g,
              "interval": None if g == 1.0 else interval_json(interval),
              "nfe": nfe(gen, s["sampler"], k, g, interval)} for k in steps_list]
+
+
+def _label(run: Path, gen) -> str:
+    """What a row's generator is: a teacher by its run, a student by its teacher, network and first target."""
+    if gen.method not in ("flow", "edm"):
+        return f"{gen.method} ({Path(run).name})"
+    d = gen.meta.get("distilled", {})
+    label = f"{d['method']} student of {Path(d['teacher']).name}" if d else f"{gen.method} teacher {Path(run).name}"
+    patch = load_artifact(Path(run)).config.get("patch", 1)
+    label += f", patch {patch}" if patch > 1 else ""
+    label += f", started from {Path(d['student_init']).name}" if d.get("student_init") else ""
+    solver = d.get("teacher_solver")
+    if solver and solver != {"sampler": "euler", "substeps": 2}:  # unlabelled: the classic target
+        label += f", target {solver['sampler']} x {solver['substeps']}"
+    if d.get("student_channels") and d.get("student_channels") != load_artifact(
+            Path(d["teacher"])).config["channels"] and not d.get("student_init"):
+        label += f", widths {','.join(map(str, d['student_channels']))}"
+    return label
 
 
 def nfe(gen, sampler: str, steps: int, guidance: float, interval) -> int:
@@ -244,10 +257,13 @@ def _inputs(gen, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def frontier(rows: list[dict], path: Path) -> Path:
     """FID against ms/image at batch 256, one curve per method (log-log)."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for label in dict.fromkeys(r["label"] for r in rows):
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    fig, ax = plt.subplots(figsize=(7.5, 4.5 + 0.2 * len(labels)))
+    colours = plt.get_cmap("tab20").colors
+    for i, label in enumerate(labels):
         pts = sorted((r["ms_per_image_batch256"], r["fid"], r["nfe"]) for r in rows if r["label"] == label)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "os^Dv<>"[i % 7] + "-", color=colours[i % 20],
+                label=label)
         for ms, fid, nfe in pts:
             ax.annotate(f"{nfe} NFE", (ms, fid), fontsize=7, xytext=(3, 3), textcoords="offset points")
     floor = rows[0]["floor_fid"]
@@ -255,7 +271,7 @@ def frontier(rows: list[dict], path: Path) -> Path:
     ax.set(xscale="log", yscale="log", xlabel="ms per image (batch 256, this CPU)",
            ylabel=f"FID ({rows[0]['n']:,} samples)", title="quality / speed frontier, Fashion-MNIST")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1)  # below: the points stay visible
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -292,8 +308,9 @@ def main() -> None:
     rows = []
     interval = check_interval(args.teacher_interval.split(",")) if args.teacher_interval else None
     runs = [(Path(args.teacher), args.teacher_steps, args.teacher_guidance, interval, "auto")]
-    runs += [(Path(s), None, None, None, "auto") for s in args.students] + ([(Path(args.gan), None, None, None, "auto")]
-                                                                            if args.gan else [])
+    # a trained (undistilled) run among the students is sampled at the teacher's step counts, with its own guidance
+    runs += [(Path(s), args.teacher_steps, None, None, "auto") for s in args.students]
+    runs += [(Path(args.gan), None, None, None, "auto")] if args.gan else []
     runs += [(Path(s), None, None, None, "compiled") for s in args.compiled]
     for run, steps_list, guidance, span, backend in runs:
         for row in settings(run, steps_list, guidance, span):
