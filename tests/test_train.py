@@ -125,11 +125,6 @@ def test_the_gan_discriminator_trains_at_its_own_learning_rate(tmp_path):
         loop.train(tiny_config("gan", **{"method.d_lr_scale": 0}), tmp_path / "bad", show_progress=False)
     with pytest.raises(ImagegenError, match="unknown model.gan_conditioning 'concat'; choose one of norm, add"):
         loop.train(tiny_config("gan", **{"model.gan_conditioning": "concat"}), tmp_path / "bad", show_progress=False)
-    for key, value, says in (("model.patch", 0, "model.patch must be >= 1, got 0"),
-                             ("model.attention", "true", r"model.attention needs one flag per level \(2\), got 1")):
-        with pytest.raises(ImagegenError, match=says):  # before the run directory exists, not as a traceback later
-            loop.train(tiny_config(**{key: value}), tmp_path / "bad-unet", show_progress=False)
-        assert not (tmp_path / "bad-unet").exists()
     assert not (tmp_path / "bad").exists()
 
 
@@ -223,6 +218,14 @@ def test_train_cli_runs_and_resume_extends_the_budget(tmp_path, capsys):
     assert main(base + sets) == 1 and "--overwrite" in capsys.readouterr().err
     assert main(["train", "--resume", str(run), "--images", "128", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 128
+
+
+def test_bad_unet_settings_are_refused_before_the_run_directory_exists(tmp_path):
+    for key, value, says in (("model.patch", 0, "model.patch must be >= 1, got 0"),
+                             ("model.attention", "true", r"model.attention needs one flag per level \(2\), got 1")):
+        with pytest.raises(ImagegenError, match=says):  # a clear error now, not a traceback after the data loaded
+            loop.train(tiny_config(**{key: value}), tmp_path / "bad-unet", show_progress=False)
+        assert not (tmp_path / "bad-unet").exists()
 
 
 def test_bad_settings_are_refused_before_an_old_run_is_touched(tmp_path):
