@@ -69,9 +69,9 @@ def _label(run: Path, gen) -> str:
     solver = d.get("teacher_solver")
     if solver and solver != {"sampler": "euler", "substeps": 2}:  # unlabelled: the classic target
         label += f", target {solver['sampler']} x {solver['substeps']}"
-    if d.get("student_channels") and d.get("student_channels") != load_artifact(
-            Path(d["teacher"])).config["channels"] and not d.get("student_init"):
-        label += f", widths {','.join(map(str, d['student_channels']))}"
+    widths = d.get("student_channels")  # named only where they differ from the teacher's (--student-channels)
+    if widths and not d.get("student_init") and widths != load_artifact(Path(d["teacher"])).config["channels"]:
+        label += f", widths {','.join(map(str, widths))}"
     return label
 
 
