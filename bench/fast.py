@@ -1,6 +1,6 @@
 """Fast generation: quality and speed of every generator at few network evaluations, the teacher beside its
 distilled students and the DCGAN. Prints tables, writes bench/results/fast.json and the quality/speed frontier
-bench/results/fast_frontier.png.
+bench/results/fast_frontier.png (`--name NAME`: NAME.json and NAME_frontier.png).
 
     python bench/fast.py --teacher runs/bench/flow-15 --students runs/bench/flow-15-progressive-4 ... \
         [--gan runs/bench/gan-5] [--n 10000] [--reuse] [--paths RUN]
@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import RESULTS, save, table  # noqa: E402
-from imagegen.artifacts import load_artifact  # noqa: E402
+from imagegen.artifacts import _paths  # noqa: E402
 from imagegen.cli import main as cli  # noqa: E402
 from imagegen.generate import generate, load_generator, sampling, sigmas_for  # noqa: E402
 from imagegen.methods.guidance import EVERYWHERE, check_interval, interval_json  # noqa: E402
@@ -63,16 +63,22 @@ def _label(run: Path, gen) -> str:
         return f"{gen.method} ({Path(run).name})"
     d = gen.meta.get("distilled", {})
     label = f"{d['method']} student of {Path(d['teacher']).name}" if d else f"{gen.method} teacher {Path(run).name}"
-    patch = load_artifact(Path(run)).config.get("patch", 1)
+    patch = _header(run)["config"].get("patch", 1)
     label += f", patch {patch}" if patch > 1 else ""
     label += f", started from {Path(d['student_init']).name}" if d.get("student_init") else ""
     solver = d.get("teacher_solver")
     if solver and solver != {"sampler": "euler", "substeps": 2}:  # unlabelled: the classic target
         label += f", target {solver['sampler']} x {solver['substeps']}"
     widths = d.get("student_channels")  # named only where they differ from the teacher's (--student-channels)
-    if widths and not d.get("student_init") and widths != load_artifact(Path(d["teacher"])).config["channels"]:
+    if widths and not d.get("student_init") and widths != _header(d["teacher"])["config"]["channels"]:
         label += f", widths {','.join(map(str, widths))}"
+    label += f", guidance {d['guidance_folded']:g}" if d.get("guidance_folded", 1.0) != 1.0 else ""
     return label
+
+
+def _header(run) -> dict:
+    """An artifact's JSON header (config and meta), without its weights."""
+    return json.loads(_paths(Path(run), create=False)[1].read_text())
 
 
 def nfe(gen, sampler: str, steps: int, guidance: float, interval) -> int:
@@ -282,7 +288,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--teacher", default="runs/bench/flow-15")
     p.add_argument("--teacher-steps", type=int, nargs="+", default=[1, 2, 4, 8])
-    p.add_argument("--teacher-guidance", type=float, default=None, help="default: the teacher run's")
+    p.add_argument("--teacher-guidance", type=float, nargs="+", default=[None],
+                   help="one or more guidance scales, each at every --teacher-steps (default: the teacher run's)")
     p.add_argument("--teacher-interval", default=None, metavar="LO,HI", help="default: the teacher run's")
     p.add_argument("--students", nargs="*", default=[])
     p.add_argument("--gan", default=None)
@@ -291,30 +298,37 @@ def main() -> None:
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--n", type=int, default=10_000)
     p.add_argument("--reuse", action="store_true",
-                   help="keep quality numbers already in fast.json for a setting (speed is measured again)")
+                   help="keep quality numbers already in fast.json or NAME.json for a setting (speed is measured "
+                        "again)")
     p.add_argument("--paths", default=None, help="time the inference-path options on this run")
     p.add_argument("--profile", nargs="*", default=None, metavar="RUN",
                    help="onnxruntime's profile of these runs' networks: time per operator type")
+    p.add_argument("--name", default="fast", help="write bench/results/NAME.json and NAME_frontier.png (a few rows "
+                   "measured apart keep the full table in fast.json; --reuse reads both)")
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    old = json.loads((RESULTS / "fast.json").read_text()) if (RESULTS / "fast.json").is_file() else {}
+    docs = {f: json.loads((RESULTS / f"{f}.json").read_text()) for f in dict.fromkeys(["fast", args.name])
+            if (RESULTS / f"{f}.json").is_file()}
+    old = docs.get(args.name, {})
     key = lambda r: (r["run"], r["steps"], r["sampler"], r["guidance"], str(r.get("interval")), r["n"],  # noqa: E731
                      r.get("backend", "auto"))
-    known = {key(r): r for r in old.get("rows", [])}
+    known = {key(r): r for doc in docs.values() for r in doc.get("rows", [])}
     extra = {"paths": old.get("paths", []), "onnx": old.get("onnx", []), "profile": old.get("profile", []),
              "settings": "CPU, torch threads = cores; quality vs the test split with the imagegen evaluator, "
                          "floor = n real training images; NFE = network evaluations per image"}
     ev = load_evaluator(args.dataset, device="cpu")
     rows = []
     interval = check_interval(args.teacher_interval.split(",")) if args.teacher_interval else None
-    runs = [(Path(args.teacher), args.teacher_steps, args.teacher_guidance, interval, "auto")]
+    runs = [(Path(args.teacher), args.teacher_steps, g, interval, "auto") for g in args.teacher_guidance]
     # a trained (undistilled) run among the students is sampled at the teacher's step counts, with its own guidance
     runs += [(Path(s), args.teacher_steps, None, None, "auto") for s in args.students]
     runs += [(Path(args.gan), None, None, None, "auto")] if args.gan else []
     runs += [(Path(s), None, None, None, "compiled") for s in args.compiled]
-    for run, steps_list, guidance, span, backend in runs:
+    for i, (run, steps_list, guidance, span, backend) in enumerate(runs):
         for row in settings(run, steps_list, guidance, span):
             row["n"] = args.n
+            if len(args.teacher_guidance) > 1 and i < len(args.teacher_guidance):  # a curve per teacher guidance
+                row["label"] += f", guidance {row['guidance']:g}"
             if backend != "auto":
                 row.update(backend=backend, label=f"{row['label']}, compiled", compile_seconds=compile_seconds(run))
             if args.reuse and key(row) in known:  # quality only: speed depends on this host and this code
@@ -327,15 +341,15 @@ def main() -> None:
             row["fid_over_floor"] = row["fid"] / row["floor_fid"]
             print(json.dumps(row), flush=True)
             rows.append(row)
-            save("fast", rows, **extra)  # after every row: a long run that stops keeps what it measured
+            save(args.name, rows, **extra)  # after every row: a long run that stops keeps what it measured
     if args.paths:
         extra.update(paths=paths(Path(args.paths)), onnx=onnx_vs_eager(Path(args.paths)))
-        save("fast", rows, **extra)
+        save(args.name, rows, **extra)
     if args.profile:
         extra.update(profile=op_profile([Path(r) for r in args.profile]))
-        save("fast", rows, **extra)
+        save(args.name, rows, **extra)
     path_rows, onnx_rows = extra["paths"], extra["onnx"]
-    frontier(rows, RESULTS / "fast_frontier.png")
+    frontier(rows, RESULTS / f"{args.name}_frontier.png")
     print(table(rows, ["label", "steps", "sampler", "guidance", "interval", "nfe", "fid", "floor_fid", "fid_over_floor",
                        "precision", "recall", "class_accuracy", "ms_per_image_batch1", "images_per_second_batch256",
                        "end_to_end_images_per_second", "compile_seconds"]))

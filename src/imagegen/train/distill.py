@@ -51,7 +51,8 @@ def stages(cfg: DistillConfig) -> list[int]:
     ratio = cfg.teacher_steps / cfg.steps
     if cfg.teacher_steps <= cfg.steps or ratio != 2 ** round(math.log2(ratio)):
         raise UsageError(f"progressive distillation halves the teacher's {cfg.teacher_steps} steps each stage: "
-                         f"--steps must be {cfg.teacher_steps}/2, /4, ... (got {cfg.steps})")
+                         f"--steps must be {cfg.teacher_steps}/2, /4, ... (got {cfg.steps}); for {cfg.steps} "
+                         f"steps in one stage, --set teacher_steps={2 * cfg.steps}")
     return [cfg.teacher_steps >> i for i in range(1, round(math.log2(ratio)) + 1)]
 
 
