@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import RESULTS, save, table  # noqa: E402
-from imagegen.artifacts import _paths  # noqa: E402
+from imagegen.artifacts import read_header  # noqa: E402
 from imagegen.cli import main as cli  # noqa: E402
 from imagegen.generate import generate, load_generator, sampling, sigmas_for  # noqa: E402
 from imagegen.methods.guidance import EVERYWHERE, check_interval, interval_json  # noqa: E402
@@ -63,22 +63,17 @@ def _label(run: Path, gen) -> str:
         return f"{gen.method} ({Path(run).name})"
     d = gen.meta.get("distilled", {})
     label = f"{d['method']} student of {Path(d['teacher']).name}" if d else f"{gen.method} teacher {Path(run).name}"
-    patch = _header(run)["config"].get("patch", 1)
+    patch = read_header(run)["config"].get("patch", 1)
     label += f", patch {patch}" if patch > 1 else ""
     label += f", started from {Path(d['student_init']).name}" if d.get("student_init") else ""
     solver = d.get("teacher_solver")
     if solver and solver != {"sampler": "euler", "substeps": 2}:  # unlabelled: the classic target
         label += f", target {solver['sampler']} x {solver['substeps']}"
     widths = d.get("student_channels")  # named only where they differ from the teacher's (--student-channels)
-    if widths and not d.get("student_init") and widths != _header(d["teacher"])["config"]["channels"]:
+    if widths and not d.get("student_init") and widths != read_header(d["teacher"])["config"]["channels"]:
         label += f", widths {','.join(map(str, widths))}"
     label += f", guidance {d['guidance_folded']:g}" if d.get("guidance_folded", 1.0) != 1.0 else ""
     return label
-
-
-def _header(run) -> dict:
-    """An artifact's JSON header (config and meta), without its weights."""
-    return json.loads(_paths(Path(run), create=False)[1].read_text())
 
 
 def nfe(gen, sampler: str, steps: int, guidance: float, interval) -> int:
@@ -319,16 +314,16 @@ def main() -> None:
     ev = load_evaluator(args.dataset, device="cpu")
     rows = []
     interval = check_interval(args.teacher_interval.split(",")) if args.teacher_interval else None
-    runs = [(Path(args.teacher), args.teacher_steps, g, interval, "auto") for g in args.teacher_guidance]
+    several = len(args.teacher_guidance) > 1  # then each guidance scale of the teacher is a curve of its own
+    runs = [(Path(args.teacher), args.teacher_steps, g, interval, "auto", f", guidance {g:g}" if several else "")
+            for g in args.teacher_guidance]
     # a trained (undistilled) run among the students is sampled at the teacher's step counts, with its own guidance
-    runs += [(Path(s), args.teacher_steps, None, None, "auto") for s in args.students]
-    runs += [(Path(args.gan), None, None, None, "auto")] if args.gan else []
-    runs += [(Path(s), None, None, None, "compiled") for s in args.compiled]
-    for i, (run, steps_list, guidance, span, backend) in enumerate(runs):
+    runs += [(Path(s), args.teacher_steps, None, None, "auto", "") for s in args.students]
+    runs += [(Path(args.gan), None, None, None, "auto", "")] if args.gan else []
+    runs += [(Path(s), None, None, None, "compiled", "") for s in args.compiled]
+    for run, steps_list, guidance, span, backend, suffix in runs:
         for row in settings(run, steps_list, guidance, span):
-            row["n"] = args.n
-            if len(args.teacher_guidance) > 1 and i < len(args.teacher_guidance):  # a curve per teacher guidance
-                row["label"] += f", guidance {row['guidance']:g}"
+            row.update(n=args.n, label=row["label"] + suffix)
             if backend != "auto":
                 row.update(backend=backend, label=f"{row['label']}, compiled", compile_seconds=compile_seconds(run))
             if args.reuse and key(row) in known:  # quality only: speed depends on this host and this code

@@ -3,8 +3,10 @@ import json
 import pytest
 import torch
 
-from imagegen.artifacts import load_artifact, save_artifact
+from imagegen import artifacts
+from imagegen.artifacts import load_artifact, read_header, save_artifact
 from imagegen.errors import ImagegenError
+from imagegen.explain.report import build_report
 from imagegen.models import SeedClassifier, build_model
 
 
@@ -43,3 +45,17 @@ def test_foreign_json_and_wrong_kind(tmp_path):
         load_artifact(tmp_path)
     with pytest.raises(ImagegenError, match="does not exist"):
         load_artifact(tmp_path / "missing")
+
+
+def test_header_is_read_without_the_weights_and_refused_like_the_artifact(tmp_path, monkeypatch):
+    save_artifact(tmp_path / "run", "evaluator", {"width": 2}, torch.nn.Linear(2, 2), {"classes": "ab"})
+    monkeypatch.setattr(artifacts, "load_file", lambda *a, **k: pytest.fail("the weights were read"))
+    doc = read_header(tmp_path / "run", "evaluator")
+    assert (doc["kind"], doc["config"], doc["meta"]) == ("evaluator", {"width": 2}, {"classes": "ab"})
+    with pytest.raises(ImagegenError, match="'evaluator' model, but a 'unet'"):
+        read_header(tmp_path / "run", "unet")
+    (tmp_path / "run" / "model.json").write_text("garbage{")
+    with pytest.raises(ImagegenError, match="not JSON"):
+        read_header(tmp_path / "run")
+    with pytest.raises(ImagegenError, match="not JSON"):  # the report of a run refuses it the same way
+        build_report(tmp_path / "run")

@@ -46,6 +46,18 @@ def save_artifact(path: str | os.PathLike, kind: str, config: dict, model: torch
 
 def load_artifact(path: str | os.PathLike, kind: str | None = None) -> Artifact:
     """Read an artifact; a file that is not one of ours (a pickle, say) is refused, never unpickled."""
+    doc = read_header(path, kind)
+    weights, _ = _paths(Path(path), create=False)
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ImagegenError(f"{weights} is not a safetensors file ({e})") from None
+    return Artifact(doc["kind"], doc.get("config", {}), state, doc.get("meta", {}))
+
+
+def read_header(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
+    """An artifact's JSON header ("kind", "config", "meta") without reading its weights, refused as `load_artifact`
+    refuses it: missing files, a header that is not ours, or a model of another kind than `kind`."""
     path = Path(path)
     if not path.exists() and not path.with_suffix(".json").exists():
         raise ImagegenError(f"checkpoint {path} does not exist")
@@ -63,11 +75,7 @@ def load_artifact(path: str | os.PathLike, kind: str | None = None) -> Artifact:
         raise ImagegenError(f"{header} is not an imagegen checkpoint header (no 'format': '{FORMAT}')")
     if kind is not None and doc.get("kind") != kind:
         raise ImagegenError(f"{header} holds a {doc.get('kind')!r} model, but a {kind!r} model is needed here")
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ImagegenError(f"{weights} is not a safetensors file ({e})") from None
-    return Artifact(doc["kind"], doc.get("config", {}), state, doc.get("meta", {}))
+    return doc
 
 
 def _paths(path: Path, create: bool) -> tuple[Path, Path]:

@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+from ..artifacts import read_header
 from ..errors import ImagegenError
 from ..plots import plt
 
@@ -28,7 +29,7 @@ def build_report(run: str | os.PathLike, out: str | os.PathLike | None = None, *
     if not header.is_file():
         raise ImagegenError(f"{run} is not a run directory: it has no model.json (train one with imagegen train "
                             "or imagegen classify train --out DIR)")
-    kind = json.loads(header.read_text()).get("kind")
+    kind = read_header(header).get("kind")
     if kind == "seed-classifier":
         body = _classifier_sections(run, explain, log)
     else:
