@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
-from ..artifacts import load_artifact, save_artifact
+from ..artifacts import read_header, save_artifact
 from ..config import DistillConfig, to_dict
 from ..data import load_dataset
 from ..errors import ImagegenError, UsageError
@@ -201,7 +201,7 @@ def _student(gen: Generator, teacher: Path, cfg: DistillConfig) -> tuple[torch.n
     """(the student in training mode, its UNet config): a copy of the teacher's network; with `student_init` a copy
     of that run's network; with `student_channels` a fresh, cheaper UNet of the teacher's design (levels, blocks,
     attention) at those widths."""
-    config = dict(load_artifact(teacher).config)  # a run directory or its model.json
+    config = dict(read_header(teacher)["config"])  # a run directory or its model.json; its weights are in gen
     if cfg.student_init is not None:
         if cfg.student_channels is not None:
             raise UsageError("student_channels and student_init both choose the student's network: give one")
@@ -211,7 +211,7 @@ def _student(gen: Generator, teacher: Path, cfg: DistillConfig) -> tuple[torch.n
             raise UsageError(f"student_init {init_path} must be a flow model of the teacher's images "
                              f"{tuple(gen.image_shape)} and classes; it holds a {init.method} model of "
                              f"{tuple(init.image_shape)} images and {len(init.classes)} classes")
-        config = dict(load_artifact(init_path).config)
+        config = dict(read_header(init_path)["config"])
         student = copy.deepcopy(init.net)
     elif cfg.student_channels is None:
         student = copy.deepcopy(gen.net)
