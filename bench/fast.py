@@ -293,17 +293,17 @@ def main() -> None:
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--n", type=int, default=10_000)
     p.add_argument("--reuse", action="store_true",
-                   help="keep quality numbers already in fast.json or NAME.json for a setting (speed is measured "
+                   help="keep quality numbers already in bench/results/fast*.json for a setting (speed is measured "
                         "again)")
     p.add_argument("--paths", default=None, help="time the inference-path options on this run")
     p.add_argument("--profile", nargs="*", default=None, metavar="RUN",
                    help="onnxruntime's profile of these runs' networks: time per operator type")
     p.add_argument("--name", default="fast", help="write bench/results/NAME.json and NAME_frontier.png (a few rows "
-                   "measured apart keep the full table in fast.json; --reuse reads both)")
+                   "measured apart keep the full table in fast.json; --reuse reads every fast*.json)")
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    docs = {f: json.loads((RESULTS / f"{f}.json").read_text()) for f in dict.fromkeys(["fast", args.name])
-            if (RESULTS / f"{f}.json").is_file()}
+    # every earlier table of this bench (fast.json and each NAME.json): --reuse takes quality from any of them
+    docs = {f.stem: json.loads(f.read_text()) for f in sorted(RESULTS.glob("fast*.json"))}
     old = docs.get(args.name, {})
     key = lambda r: (r["run"], r["steps"], r["sampler"], r["guidance"], str(r.get("interval")), r["n"],  # noqa: E731
                      r.get("backend", "auto"))

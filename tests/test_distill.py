@@ -187,7 +187,12 @@ def test_a_students_student_follows_its_teachers_own_grid(teacher, tmp_path, cap
     assert main(["distill", str(tmp_path / "s2"), "--out", str(tmp_path / "s3"), *common]) == 0
     assert load_generator(tmp_path / "s3").meta["distilled"]["teacher_solver"] == {"sampler": "euler",
                                                                                     "substeps": 2}
-    assert "first target: the teacher's euler, 2 steps per student step" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "first target: the teacher's euler, 2 steps per student step" in out
+    # the student's student holds the guidance its teacher folded in, not the 1 it was distilled with
+    first, second = (load_generator(tmp_path / r).meta["distilled"] for r in ("s2", "s3"))
+    assert second["guidance_folded"] == first["guidance_folded"] == load_generator(teacher).meta["sample"]["guidance"]
+    assert second["guidance_interval"] == first["guidance_interval"] and "folded in by its teacher, none added" in out
 
 
 def test_a_bad_guidance_interval_is_refused_before_the_student_run_exists(teacher, tmp_path, capsys):

@@ -102,7 +102,8 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
     beta = ema_beta(cfg.batch_size, cfg.ema_half_life_images)
     target = (f"; first target: the teacher's {solver}, {cfg.teacher_substeps} steps per student step"
               if cfg.method == "progressive" else "")
-    log(f"{cfg.method} distillation of {teacher} (guidance {guidance:g}{band(interval)} folded in): student steps "
+    folded = _folded(gen, guidance, interval)
+    log(f"{cfg.method} distillation of {teacher} ({folded['text']}): student steps "
         f"{' -> '.join(map(str, plan))}, {cfg.minutes:g} min{target}{', bf16 autocast' if bf16 else ''}")
     seconds_per_stage = 60 * cfg.minutes / len(plan)
     total = {"images": 0, "seconds": 0.0}
@@ -148,13 +149,13 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
 
     # -- the end: the student as a flow artifact (Euler, k steps, no guidance), its grid, the summary
     k = plan[stage] if stop.requested else plan[-1]
-    distilled = {"method": cfg.method, "teacher": str(teacher), "guidance_folded": guidance, "stages": plan,
-                 "interrupted": stop.requested, "guidance_interval": interval_json(interval),
+    distilled = {"method": cfg.method, "teacher": str(teacher), "guidance_folded": folded["guidance"],
+                 "stages": plan, "interrupted": stop.requested, "guidance_interval": folded["interval"],
                  "student_channels": student_config["channels"], "student_init": cfg.student_init}
     if cfg.method == "progressive":
         distilled["teacher_solver"] = {"sampler": cfg.teacher_sampler, "substeps": cfg.teacher_substeps}
     grid_png = _write_student(run, gen.meta, ema, student_config, k, distilled, str(device))
-    result = {"out": str(run), "method": cfg.method, "steps": k, "stages": plan, "guidance_folded": guidance,
+    result = {"out": str(run), "method": cfg.method, "steps": k, "stages": plan, "guidance_folded": folded["guidance"],
               "interrupted": stop.requested, "pair_seconds": pair_seconds, **total, "grid": str(grid_png),
               "config": to_dict(cfg)}
     write_json(result, run / "results.json")
@@ -182,6 +183,19 @@ def _checked_settings(gen: Generator, teacher: Path, cfg: DistillConfig) -> tupl
     if cfg.bf16 not in (True, False, "auto"):
         raise UsageError(f"bf16 must be true, false or \"auto\", got {cfg.bf16!r}")
     return plan, s["guidance"], check_interval(s["guidance_interval"]), (solver, substeps)
+
+
+def _folded(gen: Generator, guidance: float, interval) -> dict:
+    """The guidance the student will hold: what this distillation folds in, or, when the teacher is itself a
+    student sampled without more guidance, what its own teacher folded in (the student's meta replaces the
+    teacher's record, so it is carried over here)."""
+    earlier = gen.meta.get("distilled")
+    if earlier is not None and guidance == 1.0:
+        g, span = earlier["guidance_folded"], earlier.get("guidance_interval")
+        return {"guidance": g, "interval": span,
+                "text": f"guidance {g:g}{band(span)} folded in by its teacher, none added"}
+    return {"guidance": guidance, "interval": interval_json(interval),
+            "text": f"guidance {guidance:g}{band(interval)} folded in"}
 
 
 def _training_data(gen: Generator, teacher: Path, cfg: DistillConfig, guidance: float, interval, show_progress,
