@@ -63,8 +63,9 @@ def _label(run: Path, gen) -> str:
         return f"{gen.method} ({Path(run).name})"
     d = gen.meta.get("distilled", {})
     label = f"{d['method']} student of {Path(d['teacher']).name}" if d else f"{gen.method} teacher {Path(run).name}"
-    patch = read_header(run)["config"].get("patch", 1)
-    label += f", patch {patch}" if patch > 1 else ""
+    config = read_header(run)["config"]
+    label += f", patch {config['patch']}" if config.get("patch", 1) > 1 else ""
+    label += ", no attention" if not config.get("mid_attention", True) and not any(config["attention"]) else ""
     label += f", started from {Path(d['student_init']).name}" if d.get("student_init") else ""
     solver = d.get("teacher_solver")
     if solver and solver != {"sampler": "euler", "substeps": 2}:  # unlabelled: the classic target

@@ -254,3 +254,19 @@ def test_a_student_can_start_from_another_flow_run_of_a_cheaper_design(teacher, 
         bad = tmp_path / "bad"
         assert main(args[:4] + ["--out", str(bad), "--student-init", str(init)] + extra) == 2
         assert why in capsys.readouterr().err and not bad.exists()
+
+
+def test_a_student_can_drop_the_attention_of_the_network_it_starts_from(teacher, tmp_path):
+    out = tmp_path / "lean"
+    assert main(["distill", str(teacher), "--steps", "1", "--minutes", "0.02", "--out", str(out), "--set",
+                 "teacher_steps=2", "--set", "batch_size=16", "--set", "student_attention=false", "--set",
+                 "lr=1e-12"]) == 0  # a learning rate of ~0: the student is the teacher's network less attention
+    student, start = load_generator(out, backend="torch"), load_generator(teacher, backend="torch")
+    assert any(type(m).__name__ == "Attention" for m in start.net.modules())
+    assert not any(type(m).__name__ == "Attention" for m in student.net.modules())
+    assert json.loads((out / "model.json").read_text())["config"]["mid_attention"] is False
+    weights = dict(student.net.named_parameters())
+    kept = {k: p for k, p in start.net.named_parameters() if ".attn." not in k and not k.startswith("mid.1.")}
+    assert kept.keys() == weights.keys()
+    assert all(torch.allclose(p, weights[k], atol=1e-6) for k, p in kept.items())
+    assert generate(student, np.arange(3), steps=1, sampler="euler").shape == (3, 1, 8, 8)

@@ -188,3 +188,22 @@ def test_unet_upsampling_constant_moves_with_the_module_and_stays_out_of_artifac
     assert up.fold.dtype == torch.float64 and "fold" not in up.state_dict()  # artifacts keep their layout
     x = torch.randn(1, 4, 3, 3, dtype=torch.float64)
     torch.testing.assert_close(up(x, None), up.conv(F.interpolate(x, scale_factor=2.0, mode="nearest")))
+
+
+def test_a_unet_without_attention_is_the_same_network_less_the_attention_term():
+    kw = {"in_channels": 1, "image_size": 8, "num_classes": 3, "channels": [8, 16], "attention": [False, True]}
+    full = build_model("unet", kw)
+    for m in full.modules():  # every output layer is zero at init: give each a say, the attention's too
+        if isinstance(m, nn.Conv2d) and not m.weight.any():
+            nn.init.normal_(m.weight, std=0.3)
+    lean = build_model("unet", {**kw, "attention": [False, False], "mid_attention": False})
+    assert not any(type(m).__name__ == "Attention" for m in lean.modules())
+    missing, unexpected = lean.load_state_dict(full.state_dict(), strict=False)
+    assert not missing and unexpected and all(".attn." in k or k.startswith("mid.1.") for k in unexpected)
+    x, t, y = torch.randn(2, 1, 8, 8), torch.rand(2), torch.tensor([0, 2])
+    assert not torch.allclose(lean(x, t, y), full(x, t, y), atol=1e-3)  # the attention did add something
+    for m in full.modules():  # silence every attention layer: what remains is the lean network
+        if type(m).__name__ == "Attention":
+            nn.init.zeros_(m.proj.weight)
+            nn.init.zeros_(m.proj.bias)
+    torch.testing.assert_close(lean(x, t, y), full(x, t, y))

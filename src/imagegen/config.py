@@ -67,6 +67,7 @@ class GenModelConfig:
     channels: tuple[int, ...] = (16, 32, 64)  # UNet: widths per resolution level (28 -> 14 -> 7)
     blocks: int = 1  # UNet: residual blocks per level on the way down (one more on the way up)
     attention: tuple[bool, ...] = (False, False, True)  # UNet: self-attention at each level
+    mid_attention: bool = True  # UNet: self-attention between the two blocks at the bottom
     dropout: float = 0.0  # UNet: dropout inside residual blocks
     noise_scale: float = 1000.0  # UNet: noise label x this before its sinusoidal embedding (EDM's nets use 1)
     patch: int = 1  # UNet: fold patch x patch pixels into channels first, so the levels run at 1/patch resolution
@@ -146,6 +147,8 @@ class DistillConfig:
     # network, starting from its weights; other widths: a cheaper network, trained from scratch)
     student_init: str | None = None  # a flow run (or model.json) on the same data whose network, of any UNet design
     # (e.g. a cheaper one), starts the student with its weights; None: as student_channels says
+    student_attention: bool = True  # False: the student drops every self-attention layer of the network it starts
+    # from (the other weights kept), a cheaper network that the distillation teaches to do without
     pairs: int = 10_000  # reflow: (noise, image) pairs drawn by the teacher
     pair_steps: int | None = None  # reflow: teacher steps per pair (None: the run's sampler and steps)
     batch_size: int = 128

@@ -214,7 +214,7 @@ def _training_data(gen: Generator, teacher: Path, cfg: DistillConfig, guidance: 
 def _student(gen: Generator, teacher: Path, cfg: DistillConfig) -> tuple[torch.nn.Module, dict]:
     """(the student in training mode, its UNet config): a copy of the teacher's network; with `student_init` a copy
     of that run's network; with `student_channels` a fresh, cheaper UNet of the teacher's design (levels, blocks,
-    attention) at those widths."""
+    attention) at those widths; without `student_attention`, that network less its self-attention layers."""
     config = dict(read_header(teacher)["config"])  # a run directory or its model.json; its weights are in gen
     if cfg.student_init is not None:
         if cfg.student_channels is not None:
@@ -236,7 +236,22 @@ def _student(gen: Generator, teacher: Path, cfg: DistillConfig) -> tuple[torch.n
                              f"the teacher's UNet {config['channels']}; got {widths}")
         config["channels"] = widths
         student = build_model("unet", config).to(gen.device)
+    if not cfg.student_attention:
+        student, config = _without_attention(student, config)
     return student.train().requires_grad_(True).to(memory_format=torch.channels_last), config
+
+
+def _without_attention(net: torch.nn.Module, config: dict) -> tuple[torch.nn.Module, dict]:
+    """(`net` less its self-attention layers, its config): the UNet of `config` without attention, holding every
+    other weight of `net`. Each attention layer adds its output to its input, so the rest of the network still
+    computes what it did, only without that term; on the 2-core CPU the default UNet ran 1.14x faster without
+    its two attention layers (compiled, bf16, batch 64)."""
+    config = {**config, "attention": [False] * len(config["attention"]), "mid_attention": False}
+    lean = build_model("unet", config).to(next(net.parameters()).device)
+    missing, unexpected = lean.load_state_dict(net.state_dict(), strict=False)
+    if missing or any(".attn." not in k and not k.startswith("mid.1.") for k in unexpected):
+        raise ImagegenError(f"cannot drop attention from this network: weights {missing or unexpected} do not match")
+    return lean, config
 
 
 def _loss(cfg: DistillConfig, student, teacher_v, teacher_steps: tuple[str, int], data, idx, k: int, generator,

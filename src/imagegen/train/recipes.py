@@ -25,7 +25,8 @@ def network_configs(cfg: GenConfig, shape: tuple[int, int, int], num_classes: in
         return {"net": ("unet", {"in_channels": c, "image_size": size, "num_classes": num_classes,
                                  "channels": list(m.channels), "blocks": m.blocks,
                                  "attention": list(m.attention), "dropout": m.dropout,
-                                 "noise_scale": m.noise_scale, "patch": m.patch})}
+                                 "noise_scale": m.noise_scale, "patch": m.patch,
+                                 "mid_attention": m.mid_attention})}
     if cfg.method.name == "gan":
         return {"generator": ("dcgan-generator", {"out_channels": c, "image_size": size, "num_classes": num_classes,
                                                   "z_dim": m.z_dim, "width": m.width,
