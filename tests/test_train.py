@@ -228,6 +228,17 @@ def test_bad_unet_settings_are_refused_before_the_run_directory_exists(tmp_path)
         assert not (tmp_path / "bad-unet").exists()
 
 
+def test_a_unet_without_any_attention_trains_and_says_so_in_its_artifact(tmp_path):
+    run = tmp_path / "lean"
+    loop.train(tiny_config(images=32, **{"model.attention": "false,false", "model.mid_attention": "false"}), run,
+               show_progress=False, log=lambda s: None)
+    config = json.loads((run / "model.json").read_text())["config"]
+    assert config["attention"] == [False, False] and config["mid_attention"] is False
+    gen = load_generator(run, backend="torch")
+    assert not any(type(m).__name__ == "Attention" for m in gen.net.modules())
+    assert generate(gen, np.arange(2), steps=1, sampler="euler").shape == (2, 1, 8, 8)
+
+
 def test_bad_settings_are_refused_before_an_old_run_is_touched(tmp_path):
     run = tmp_path / "old"
     run.mkdir()
