@@ -89,6 +89,11 @@ class Attention(nn.Module):
         return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
 
 
+def attention_keys(net: nn.Module) -> set[str]:
+    """The state-dict keys of `net`'s self-attention layers: what a network without them does not hold."""
+    return {f"{name}.{key}" for name, m in net.named_modules() if isinstance(m, Attention) for key in m.state_dict()}
+
+
 class UNet(nn.Module):
     """Widths per resolution level, `blocks` residual blocks per level, attention at levels flagged in `attention`.
 

@@ -33,6 +33,7 @@ from ..methods.distill import guided_velocity, progressive_loss, reflow_loss
 from ..methods.guidance import EVERYWHERE, band, check_interval, interval_json
 from ..methods.samplers import SAMPLERS
 from ..models import build_model
+from ..models.unet import attention_keys
 from ..pixels import grid, save_png, to_float
 from ..utils import append_jsonl, has_bf16_units, prepare_run_dir, progress, write_json
 from .ema import ema_beta, ema_update, make_ema
@@ -249,7 +250,7 @@ def _without_attention(net: torch.nn.Module, config: dict) -> tuple[torch.nn.Mod
     config = {**config, "attention": [False] * len(config["attention"]), "mid_attention": False}
     lean = build_model("unet", config).to(next(net.parameters()).device)
     missing, unexpected = lean.load_state_dict(net.state_dict(), strict=False)
-    if missing or any(".attn." not in k and not k.startswith("mid.1.") for k in unexpected):
+    if missing or set(unexpected) != attention_keys(net):
         raise ImagegenError(f"cannot drop attention from this network: weights {missing or unexpected} do not match")
     return lean, config
 
