@@ -21,12 +21,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import save, table  # noqa: E402
-from imagegen.generate import StackedRandom, load_generator, sampling  # noqa: E402
 from imagegen.methods.distill import guided_velocity, student_times, teacher_solve  # noqa: E402
 from imagegen.methods.guidance import check_interval, interval_json  # noqa: E402
 from imagegen.methods.samplers import network_calls  # noqa: E402
 from imagegen.metrics import evaluate, load_evaluator  # noqa: E402
 from imagegen.pixels import to_uint8  # noqa: E402
+from imagegen.sampling import StackedRandom, load_generator, run_settings  # noqa: E402
 
 TARGETS = ["euler:2", "euler:4", "dpmpp-2m:2", "dpmpp-2m:4"]
 
@@ -60,7 +60,7 @@ def main() -> None:
     args = p.parse_args()
     gen = load_generator(args.run, "cpu")
     interval = check_interval(args.guidance_interval.split(",")) if args.guidance_interval else None
-    s = sampling(gen, guidance=args.guidance, guidance_interval=interval)
+    s = run_settings(gen, guidance=args.guidance, guidance_interval=interval)
     guidance, interval = s["guidance"], check_interval(s["guidance_interval"])
     ev = load_evaluator(args.dataset, device="cpu")
     labels = np.arange(args.n) % gen.num_classes

@@ -34,18 +34,18 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import RESULTS, save, table  # noqa: E402
 from imagegen.artifacts import read_header  # noqa: E402
 from imagegen.cli import main as cli  # noqa: E402
-from imagegen.generate import generate, load_generator, sampling, sigmas_for  # noqa: E402
 from imagegen.methods.guidance import EVERYWHERE, check_interval, interval_json  # noqa: E402
 from imagegen.methods.samplers import network_calls  # noqa: E402
 from imagegen.metrics import evaluate, load_evaluator  # noqa: E402
-from imagegen.plots import plt  # noqa: E402
+from imagegen.report.plots import plt  # noqa: E402
+from imagegen.sampling import generate, load_generator, run_settings, sigmas_for  # noqa: E402
 
 
 def settings(run: Path, steps_list, guidance: float | None = None, interval=None) -> list[dict]:
     """The rows a run contributes: a teacher at each step count with its own sampler and guidance (and guidance
     interval, unless given here); a student or GAN at its own setting."""
     gen = load_generator(run, "cpu")
-    s = sampling(gen, guidance=guidance, guidance_interval=interval)
+    s = run_settings(gen, guidance=guidance, guidance_interval=interval)
     label = _label(run, gen)
     if gen.method in ("gan", "vae"):
         return [{"label": label, "run": str(run), "steps": 1, "sampler": "-", "guidance": 1.0, "interval": None,

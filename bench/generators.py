@@ -25,9 +25,9 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from common import RESULTS, save, table  # noqa: E402
 from imagegen.config import GenConfig, load  # noqa: E402
-from imagegen.generate import generate, load_generator, sampling  # noqa: E402
 from imagegen.methods.guidance import band, check_interval  # noqa: E402
 from imagegen.metrics import evaluate, load_evaluator  # noqa: E402
+from imagegen.sampling import generate, load_generator, run_settings  # noqa: E402
 from imagegen.train.loop import train  # noqa: E402
 
 SPEED_STEPS = (1, 2, 4, 8, 16, 32)
@@ -47,7 +47,7 @@ def train_run(method: str, minutes: float, dataset: str, out: Path, reuse: bool,
 def quality(run: Path, n: int, ev, steps: int | None, sampler: str | None, guidance: float | None,
             interval=None) -> dict:
     gen = load_generator(run, "cpu")
-    s = sampling(gen, steps=steps, sampler=sampler, guidance=guidance, guidance_interval=interval)
+    s = run_settings(gen, steps=steps, sampler=sampler, guidance=guidance, guidance_interval=interval)
     steps, sampler, guidance, interval = s["steps"], s["sampler"], s["guidance"], s["guidance_interval"]
     labels = np.arange(n) % gen.num_classes
     t0 = time.perf_counter()
@@ -68,7 +68,7 @@ def quality(run: Path, n: int, ev, steps: int | None, sampler: str | None, guida
 def speed(run: Path, n: int = 128, interval=None) -> dict[str, float]:
     """Images per second at each step count, one batch of n, the run's sampler and guidance; model loaded."""
     gen = load_generator(run, "cpu")
-    s = sampling(gen, guidance_interval=interval)
+    s = run_settings(gen, guidance_interval=interval)
     kw = {k: s[k] for k in ("sampler", "guidance", "guidance_interval")}
     labels = np.arange(n) % gen.num_classes
     out = {}

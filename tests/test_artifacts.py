@@ -6,8 +6,8 @@ import torch
 from imagegen import artifacts
 from imagegen.artifacts import load_artifact, read_header, save_artifact
 from imagegen.errors import ImagegenError
-from imagegen.explain.report import build_report
 from imagegen.models import SeedClassifier, build_model
+from imagegen.report import build_report
 
 
 def test_round_trip(tmp_path):

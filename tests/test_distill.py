@@ -9,7 +9,6 @@ import torch
 from imagegen.cli import main
 from imagegen.config import DistillConfig
 from imagegen.errors import UsageError
-from imagegen.generate import generate, load_generator
 from imagegen.methods.diffusion import FlowDenoiser
 from imagegen.methods.distill import (
     T_MAX,
@@ -21,6 +20,7 @@ from imagegen.methods.distill import (
 )
 from imagegen.methods.samplers import SAMPLERS, euler, flow_sigmas
 from imagegen.models.unet import attention_keys
+from imagegen.sampling import generate, load_generator
 from imagegen.train import loop
 from imagegen.train.distill import stages
 from imagegen.utils import has_bf16_units

@@ -4,7 +4,8 @@ import pytest
 from imagegen.config import EVALUATOR_FIT, DataConfig
 from imagegen.data import load_dataset
 from imagegen.errors import ImagegenError
-from imagegen.metrics import evaluate, format_report, load_evaluator, load_samples, save_samples, train_evaluator
+from imagegen.metrics import evaluate, format_report, load_evaluator, load_samples, save_samples
+from imagegen.train.evaluator import train_evaluator
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,8 @@ from imagegen.explain import (
     slerp,
     trajectory,
 )
-from imagegen.generate import Generator, generate
 from imagegen.models import SeedClassifier, UNet
+from imagegen.sampling import Generator, generate
 from imagegen.train import loop
 
 from .test_train import tiny_config
@@ -186,7 +186,7 @@ def test_explain_classifier_pictures_default_into_the_run(classifier_run):
 
 
 def test_training_logs_the_grid_fid_and_report_gathers_a_run(tmp_path):
-    from imagegen.metrics import train_evaluator
+    from imagegen.train.evaluator import train_evaluator
 
     fit = dataclasses.replace(EVALUATOR_FIT, epochs=1, batch_size=64)
     train_evaluator(DataConfig(dataset="digits"), fit, width=8, show_progress=False, log=lambda s: None)

@@ -5,15 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from imagegen import inference
 from imagegen.errors import ImagegenError, UsageError
-from imagegen.generate import generate, load_generator
+from imagegen.sampling import backends, generate, load_generator
 from imagegen.train import loop
 from imagegen.utils import cache_dir
 
 from .test_train import tiny_config
 
-pytestmark = pytest.mark.skipif(not inference.onnxruntime_available(), reason="the fast extra is not installed")
+pytestmark = pytest.mark.skipif(not backends.onnxruntime_available(), reason="the fast extra is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +24,7 @@ def run(tmp_path_factory):
 
 def test_onnx_backend_draws_what_torch_draws(run):
     fast, eager = load_generator(run, "cpu"), load_generator(run, "cpu", backend="torch")
-    assert isinstance(fast.net, inference.OnnxUNet) and not isinstance(eager.net, inference.OnnxUNet)
+    assert isinstance(fast.net, backends.OnnxUNet) and not isinstance(eager.net, backends.OnnxUNet)
     labels = np.arange(20) % 10
     a = generate(fast, labels, seed=1, steps=3, guidance=2.0, batch_size=7)
     b = generate(eager, labels, seed=1, steps=3, guidance=2.0)
@@ -38,7 +37,7 @@ def test_a_patched_unet_exports_as_it_computes(tmp_path):
     run = tmp_path / "patched"
     loop.train(tiny_config(images=64, **{"model.patch": 2}), run, show_progress=False, log=lambda s: None)
     fast, eager = load_generator(run, "cpu"), load_generator(run, "cpu", backend="torch")
-    assert isinstance(fast.net, inference.OnnxUNet) and eager.net.patch == 2
+    assert isinstance(fast.net, backends.OnnxUNet) and eager.net.patch == 2
     g = torch.Generator().manual_seed(0)
     x, t, y = torch.randn(6, *fast.image_shape, generator=g), torch.rand(6, generator=g), torch.arange(6)
     with torch.no_grad():
@@ -59,17 +58,17 @@ def test_backend_choices_are_checked(run, monkeypatch):
         load_generator(run, "cpu", backend="tensorrt")
     with pytest.raises(UsageError, match="cuda-graphs backend runs UNets .* on a CUDA GPU only"):
         load_generator(run, "cpu", backend="cuda-graphs")
-    monkeypatch.setattr(inference, "onnxruntime_available", lambda: False)
+    monkeypatch.setattr(backends, "onnxruntime_available", lambda: False)
     with pytest.raises(ImagegenError, match=r"pip install 'imagegen\[fast\]'"):
         load_generator(run, "cpu", backend="onnx")
-    assert not isinstance(load_generator(run, "cpu").net, inference.OnnxUNet)  # auto falls back to PyTorch
+    assert not isinstance(load_generator(run, "cpu").net, backends.OnnxUNet)  # auto falls back to PyTorch
 
 
 def test_a_large_batch_is_split_into_parts_over_threads_with_the_same_result(run):
     gen = load_generator(run, "cpu", backend="onnx")
     net = gen.net
     net.threads = 2  # split in two, as on a 2-core machine, whatever this one has
-    b = 3 * inference.CHUNK + 5  # four parts, the last one short
+    b = 3 * backends.CHUNK + 5  # four parts, the last one short
     x = torch.randn(b, *gen.image_shape, generator=torch.Generator().manual_seed(0))
     t, y = torch.rand(b, generator=torch.Generator().manual_seed(1)), torch.arange(b) % gen.num_classes
     calls = []
@@ -78,14 +77,14 @@ def test_a_large_batch_is_split_into_parts_over_threads_with_the_same_result(run
     session = net._parts[1]
     run_part = session.run
     session.run = lambda out, feed: calls.append(len(feed["x"])) or run_part(out, feed)
-    assert torch.equal(net(x, t, y), whole) and sorted(calls) == [5] + [inference.CHUNK] * 3
+    assert torch.equal(net(x, t, y), whole) and sorted(calls) == [5] + [backends.CHUNK] * 3
     pieces = torch.cat([net(x[i : i + 9], t[i : i + 9], y[i : i + 9]) for i in range(0, b, 9)])  # one session
     assert whole.shape == x.shape and torch.allclose(whole, pieces, atol=1e-5)
     net.split, net._parts = False, None
     assert torch.allclose(net(x, t, y), whole, atol=1e-5) and net._parts is None  # split=False: one session
 
 
-needs_compiler = pytest.mark.skipif(not inference.compiler_available(), reason="no C++ compiler for AOTInductor")
+needs_compiler = pytest.mark.skipif(not backends.compiler_available(), reason="no C++ compiler for AOTInductor")
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +98,8 @@ def test_the_compiled_backend_computes_what_torch_computes_in_any_batch(run, com
     monkeypatch.setenv("IMAGEGEN_CACHE", str(compiled_cache))
     fast, eager = load_generator(run, "cpu", backend="compiled"), load_generator(run, "cpu", backend="torch")
     net = fast.net
-    assert isinstance(net, inference.CompiledUNet) and net.path.is_file()
-    b = 2 * inference.PART + 3  # three parts, the last one short
+    assert isinstance(net, backends.CompiledUNet) and net.path.is_file()
+    b = 2 * backends.PART + 3  # three parts, the last one short
     g = torch.Generator().manual_seed(0)
     x, t, y = torch.randn(b, *fast.image_shape, generator=g), torch.rand(b, generator=g), torch.arange(b) % 10
     with torch.no_grad():
@@ -124,14 +123,14 @@ def test_a_compiled_package_is_made_once_per_model(run, compiled_cache, monkeypa
     load_generator(run, "cpu", backend="compiled")  # compiled by the test above, or now
     packages = {p: p.stat().st_mtime_ns for p in cache_dir("compiled").glob("*.pt2")}
     monkeypatch.setattr(_inductor, "aoti_compile_and_package", lambda *a, **k: pytest.fail("compiled again"))
-    monkeypatch.setattr(inference, "compiler_available", lambda: False)  # a cached package needs no compiler
+    monkeypatch.setattr(backends, "compiler_available", lambda: False)  # a cached package needs no compiler
     gen = load_generator(run, "cpu", backend="compiled")
     assert len(packages) == 1 and gen.net.path in packages and not list(run.glob("*.pt2"))
     assert {p: p.stat().st_mtime_ns for p in cache_dir("compiled").glob("*.pt2")} == packages
 
 
 def test_the_compiled_backend_says_what_it_needs(run, monkeypatch):
-    monkeypatch.setattr(inference, "compiler_available", lambda: False)  # and the test's cache is empty
+    monkeypatch.setattr(backends, "compiler_available", lambda: False)  # and the test's cache is empty
     with pytest.raises(ImagegenError, match=r"needs a C\+\+ compiler \(g\+\+ or clang\+\+"):
         load_generator(run, "cpu", backend="compiled")
     assert not list(cache_dir("compiled").glob("*"))  # nothing half-written
@@ -140,7 +139,7 @@ def test_the_compiled_backend_says_what_it_needs(run, monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
 def test_cuda_graphs_draw_what_eager_float16_draws_in_any_batch(run):
     graphed, eager = load_generator(run, "cuda"), load_generator(run, "cuda", backend="torch")
-    assert isinstance(graphed.net, inference.GraphedUNet)
+    assert isinstance(graphed.net, backends.GraphedUNet)
     labels = np.arange(23) % graphed.num_classes
     # guided at sigma 1.97 and 0.50 but not at 200: each batch calls the network plain and doubled
     kw = {"steps": 3, "guidance": 2.0, "guidance_interval": (0.3, 3.0), "seed": 5}

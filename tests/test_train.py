@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from imagegen.cli import main
 from imagegen.config import GenConfig, load
 from imagegen.errors import ImagegenError, UsageError
-from imagegen.generate import generate, load_generator, sampling
+from imagegen.sampling import generate, load_generator, run_settings
 from imagegen.train import loop
 
 TINY = ["model.channels=8,16", "model.attention=false,true", "model.width=8", "model.z_dim=8",
@@ -89,7 +89,7 @@ def test_nan_loss_skips_the_step_and_leaves_weights_finite(tmp_path):
     before = nets["net"].weight.clone()
     opts = {"net": torch.optim.SGD(nets["net"].parameters(), 0.1)}
     loss = nets["net"](torch.tensor([[float("nan"), 1.0]])).sum()
-    assert not loop.recipes._update(loss, opts["net"], nets["net"], cfg.train.grad_clip)
+    assert not loop.recipes.update(loss, opts["net"], nets["net"], cfg.train.grad_clip)
     assert torch.equal(nets["net"].weight, before)
 
 
@@ -166,12 +166,12 @@ def test_guidance_interval_setting_is_read_from_config_and_run(trained, tmp_path
     with pytest.raises(UsageError, match="guidance_interval"):
         load(GenConfig, overrides=["sample.guidance_interval=a,b"])
     gen = load_generator(trained)
-    assert sampling(gen)["guidance_interval"] == GenConfig().sample.guidance_interval  # the run's own setting
+    assert run_settings(gen)["guidance_interval"] == GenConfig().sample.guidance_interval  # the run's own setting
     gen.meta["sample"]["guidance_interval"] = None  # runs from before the setting existed: guidance everywhere
-    assert sampling(gen)["guidance_interval"] == (0.0, float("inf"))
+    assert run_settings(gen)["guidance_interval"] == (0.0, float("inf"))
     gen.meta["sample"]["guidance_interval"] = [0.5, 20.0]
-    assert sampling(gen)["guidance_interval"] == (0.5, 20.0)
-    assert sampling(gen, guidance_interval=(1, 2))["guidance_interval"] == (1, 2)
+    assert run_settings(gen)["guidance_interval"] == (0.5, 20.0)
+    assert run_settings(gen, guidance_interval=(1, 2))["guidance_interval"] == (1, 2)
 
 
 def test_sample_cli_writes_npz_and_grid_and_repeats_exactly(trained, tmp_path, capsys):

@@ -32,7 +32,7 @@ class Artifact:
 
 def save_artifact(path: str | os.PathLike, kind: str, config: dict, model: torch.nn.Module, meta: dict) -> Path:
     """Write `path/model.safetensors` and `path/model.json` (or `path.safetensors` + `path.json`) atomically."""
-    weights, header = _paths(Path(path), create=True)
+    weights, header = artifact_paths(Path(path), create=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = weights.with_name(weights.name + ".tmp")
     save_file(state, str(tmp))
@@ -47,7 +47,7 @@ def save_artifact(path: str | os.PathLike, kind: str, config: dict, model: torch
 def load_artifact(path: str | os.PathLike, kind: str | None = None) -> Artifact:
     """Read an artifact; a file that is not one of ours (a pickle, say) is refused, never unpickled."""
     doc = read_header(path, kind)
-    weights, _ = _paths(Path(path), create=False)
+    weights, _ = artifact_paths(Path(path), create=False)
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:
@@ -61,7 +61,7 @@ def read_header(path: str | os.PathLike, kind: str | None = None) -> dict[str, A
     path = Path(path)
     if not path.exists() and not path.with_suffix(".json").exists():
         raise ImagegenError(f"checkpoint {path} does not exist")
-    weights, header = _paths(path, create=False)
+    weights, header = artifact_paths(path, create=False)
     if not header.is_file() or not weights.is_file():
         raise ImagegenError(
             f"{path} is not an imagegen checkpoint: expected {header.name} and {weights.name} side by side "
@@ -78,7 +78,7 @@ def read_header(path: str | os.PathLike, kind: str | None = None) -> dict[str, A
     return doc
 
 
-def _paths(path: Path, create: bool) -> tuple[Path, Path]:
+def artifact_paths(path: Path, create: bool) -> tuple[Path, Path]:
     if path.suffix in (".json", ".safetensors"):
         stem = path.with_suffix("")
     elif path.is_dir() or (create and not path.suffix):

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..train.fit import predict_proba
+from ..methods.classification import predict_proba
 from .attribution import conv_layers
 
 

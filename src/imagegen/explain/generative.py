@@ -9,10 +9,10 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
-from ..generate import Generator, StackedRandom, generate, generate_from, latent_shape, sample_labels
 from ..methods.guidance import EVERYWHERE
 from ..metrics.stats import nearest
 from ..pixels import to_uint8
+from ..sampling import Generator, StackedRandom, generate, generate_from, latent_shape, sample_labels
 
 
 @dataclass

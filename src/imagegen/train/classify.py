@@ -12,11 +12,11 @@ import torch
 from ..artifacts import load_artifact, save_artifact
 from ..config import ClassifyConfig, to_dict
 from ..data import Dataset, load_splits
+from ..methods.classification import predict_proba
 from ..models import SeedClassifier, build_model
 from ..pixels import labelled_grid, read_images, save_png
-from ..plots import training_curves
 from ..utils import prepare_run_dir, resolve_device, write_json
-from .fit import fit, predict_proba
+from .fit import fit
 
 KIND = "seed-classifier"
 
@@ -50,7 +50,6 @@ def train_seed_classifier(cfg: ClassifyConfig, out: str | Path | None = None, *,
                 "metrics": result, "config": to_dict(cfg)}
         save_artifact(run, KIND, model_kwargs, model.cpu(), meta)
         write_json({"config": to_dict(cfg), "history": history, "result": result}, run / "metrics.json")
-        training_curves(history, run / "curves.png", f"seed classifier on {d.dataset}")
         predictions_figure(model, test, run / "predictions.png")
         result["out"] = str(run)
     return result

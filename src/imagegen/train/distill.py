@@ -19,26 +19,26 @@ from ..artifacts import read_header, save_artifact
 from ..config import DistillConfig, to_dict
 from ..data import load_dataset
 from ..errors import ImagegenError, UsageError
-from ..generate import (
-    Generator,
-    StackedRandom,
-    check_sampling,
-    generate,
-    latent_shape,
-    load_generator,
-    sample_labels,
-    sampling,
-)
 from ..methods.distill import guided_velocity, progressive_loss, reflow_loss
 from ..methods.guidance import EVERYWHERE, band, check_interval, interval_json
 from ..methods.samplers import SAMPLERS
 from ..models import build_model
 from ..models.unet import attention_keys
 from ..pixels import grid, save_png, to_float
+from ..sampling import (
+    Generator,
+    StackedRandom,
+    check_sampling,
+    generate,
+    latent_shape,
+    load_generator,
+    run_settings,
+    sample_labels,
+)
 from ..utils import append_jsonl, has_bf16_units, prepare_run_dir, progress, write_json
 from .ema import ema_beta, ema_update, make_ema
 from .loop import StopRequest, batch_indices, lr_at
-from .recipes import _update
+from .recipes import update
 
 
 def stages(cfg: DistillConfig) -> list[int]:
@@ -61,7 +61,7 @@ def teacher_pairs(gen: Generator, teacher: Path, cfg: DistillConfig, guidance: f
                   show_progress: bool, log) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8, labels) that the teacher draws from the latents of images 0..pairs-1 of seed `seed`
     (classes in turn); cached beside the teacher in pairs/, since every student of this teacher can reuse them."""
-    s = sampling(gen, steps=cfg.pair_steps, guidance=guidance, guidance_interval=interval)
+    s = run_settings(gen, steps=cfg.pair_steps, guidance=guidance, guidance_interval=interval)
     sampler, steps = s["sampler"], s["steps"]
     span = "" if interval == EVERYWHERE else f"-i{interval[0]:g}-{interval[1]:g}"  # a file name, not a message
     path = teacher / "pairs" / f"seed{cfg.seed}-n{cfg.pairs}-{sampler}{steps}-g{guidance:g}{span}.safetensors"
@@ -127,7 +127,7 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     loss = _loss(cfg, student, teacher_v, teacher_steps, (images_t, labels_t, z_all), idx, k,
                                  generator, device)
-                if _update(loss, opt, student, cfg.grad_clip):
+                if update(loss, opt, student, cfg.grad_clip):
                     ema_update(ema, student, beta if state["images"] >= cfg.warmup_images else 0.0)
                     losses.append(loss.item())
                 state["images"] += cfg.batch_size
@@ -173,7 +173,7 @@ def _checked_settings(gen: Generator, teacher: Path, cfg: DistillConfig) -> tupl
         raise ImagegenError(f"distillation needs a flow-matching teacher (imagegen train --method flow); "
                             f"{teacher} holds a {gen.method} model")
     plan = stages(cfg)
-    s = sampling(gen, guidance=cfg.guidance, guidance_interval=cfg.guidance_interval)
+    s = run_settings(gen, guidance=cfg.guidance, guidance_interval=cfg.guidance_interval)
     check_sampling(steps=s["steps"], sampler=s["sampler"], guidance_interval=s["guidance_interval"])
     solver = cfg.teacher_sampler or s["sampler"]
     if solver not in SAMPLERS:

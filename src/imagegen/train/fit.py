@@ -13,7 +13,7 @@ from torch import nn
 
 from ..config import FitConfig
 from ..data import Dataset
-from ..methods.classification import LOSSES
+from ..methods.classification import LOSSES, predict_proba
 from ..pixels import to_float
 from ..utils import progress
 from .optim import lr_at, make_optimizer
@@ -90,16 +90,6 @@ def evaluate(model: nn.Module, data: Dataset, loss: str = "cross-entropy", *, ba
     logits = probs.clamp_min(1e-12).log()  # log-probabilities: the softmax losses are invariant to the shift
     value = LOSSES[loss](logits, labels).mean().item()
     return value, (probs.argmax(1) == labels).float().mean().item()
-
-
-@torch.no_grad()
-def predict_proba(model: nn.Module, images, *, batch_size: int = 1000,
-                  device: torch.device = CPU) -> torch.Tensor:
-    """Class probabilities (N, classes) on the CPU for uint8 images (N, C, H, W)."""
-    model.eval().to(device)
-    x = to_float(images)
-    out = [F.softmax(model(x[i : i + batch_size].to(device)).float(), 1).cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(out) if out else torch.zeros(0, 0)
 
 
 def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:

@@ -117,7 +117,7 @@ def train(cfg: GenConfig | None, out: str | Path, *, resume: bool = False, budge
     evaluator = _cached_evaluator(cfg.data.dataset, train_ds.shape, device)
 
     def save_grid():
-        from ..generate import Generator
+        from ..sampling import Generator
 
         gen = Generator(ema, cfg.method.name, tuple(train_ds.classes), train_ds.shape, meta, device)
         return write_grid(run, gen, cfg, state, evaluator)
@@ -232,13 +232,13 @@ def write_grid(run: Path, gen, cfg: GenConfig, state: dict, evaluator) -> Path:
     """The fixed-seed grid (10 per class, one row per class) as grid.png and grids/IMAGES.png; with an evaluator,
     the grid's FID and class accuracy go to metrics.jsonl: at n=100 FID is biased upward, but the bias is the
     same at every point of a run, so the line shows the trend of quality over training at no extra sampling."""
-    from ..generate import generate, sampling
     from ..metrics import stats
+    from ..sampling import generate, run_settings
 
     if (run / "grids" / f"{state['images']:09d}.png").is_file() and (run / "grid.png").is_file():
         return run / "grid.png"  # drawn already at this point of training (the final grid after a last one)
     labels = np.repeat(np.arange(gen.num_classes), 10)
-    images = generate(gen, labels, seed=0, **sampling(gen))
+    images = generate(gen, labels, seed=0, **run_settings(gen))
     picture = grid(images, nrow=10, scale=2)
     save_png(picture, run / "grids" / f"{state['images']:09d}.png")
     if evaluator is not None:
@@ -263,9 +263,9 @@ def _cached_evaluator(dataset: str, shape, device):
 
 def _final_evaluation(run: Path, cfg: GenConfig, device, show_progress: bool, log) -> dict | None:
     """Sample `eval_samples` images with the run's sampling settings and score them with the evaluator."""
-    from ..generate import generate, load_generator, sampling
     from ..metrics import evaluate, format_report, load_evaluator
     from ..metrics.evaluator import evaluator_dir
+    from ..sampling import generate, load_generator, run_settings
 
     if not (evaluator_dir(cfg.data.dataset) / "model.json").is_file():
         log(f"no evaluation: no evaluator for {cfg.data.dataset} yet "
@@ -275,7 +275,7 @@ def _final_evaluation(run: Path, cfg: GenConfig, device, show_progress: bool, lo
     n = cfg.train.eval_samples
     labels = np.arange(n) % gen.num_classes
     images = generate(gen, labels, seed=cfg.seed, batch_size=cfg.sample.batch_size, show_progress=show_progress,
-                      **sampling(gen))
+                      **run_settings(gen))
     import warnings
 
     with warnings.catch_warnings():
@@ -323,8 +323,8 @@ def _check_budget(cfg: GenConfig) -> None:
 
 def _check_sampling(cfg: GenConfig) -> None:
     """The sample section is used at the first grid, minutes into the run: refuse a bad one before training."""
-    from ..generate import check_sampling
     from ..methods.guidance import EVERYWHERE
+    from ..sampling import check_sampling
 
     s = cfg.sample
     check_sampling(steps=s.steps, sampler=s.sampler, guidance_interval=s.guidance_interval or EVERYWHERE,

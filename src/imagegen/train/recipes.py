@@ -67,11 +67,11 @@ def train_step(cfg: GenConfig, nets: dict, opts: dict, x: torch.Tensor, y: torch
                   else {"uniform": m.flow_uniform})
         with autocast:
             loss = diffusion.LOSSES[m.name](nets["net"], x, y, generator=generator, **kwargs).mean()
-        return {"loss": loss.item()} if _update(loss, opts["net"], nets["net"], clip) else None
+        return {"loss": loss.item()} if update(loss, opts["net"], nets["net"], clip) else None
     if m.name == "vae":
         with autocast:
             loss = vae.elbo_loss(nets["vae"], x, y, generator=generator, beta=m.beta).mean()
-        return {"loss": loss.item()} if _update(loss, opts["vae"], nets["vae"], clip) else None
+        return {"loss": loss.item()} if update(loss, opts["vae"], nets["vae"], clip) else None
     return _gan_step(cfg, nets, opts, x, y, generator, autocast)
 
 
@@ -89,16 +89,16 @@ def _gan_step(cfg, nets, opts, x, y, generator, autocast) -> dict[str, float] | 
         loss_d = gan.d_loss(D(aug(x), y).float(), D(aug(fake.detach()), y).float(), m.gan_loss).mean()
     if m.r1_gamma > 0:
         loss_d = loss_d + m.r1_gamma / 2 * gan.r1_penalty(D, x, y).mean()
-    if not _update(loss_d, opts["discriminator"], D, clip):
+    if not update(loss_d, opts["discriminator"], D, clip):
         return None
     with autocast:
         loss_g = gan.g_loss(D(aug(fake), y).float(), m.gan_loss).mean()
-    if not _update(loss_g, opts["generator"], G, clip):
+    if not update(loss_g, opts["generator"], G, clip):
         return None
     return {"loss": loss_g.item(), "loss_d": loss_d.item()}
 
 
-def _update(loss: torch.Tensor, opt: torch.optim.Optimizer, net: nn.Module, clip: float) -> bool:
+def update(loss: torch.Tensor, opt: torch.optim.Optimizer, net: nn.Module, clip: float) -> bool:
     """Backward, then step only if the loss and the gradient norm are finite (clipped to `clip` when > 0)."""
     opt.zero_grad(set_to_none=True)
     if not torch.isfinite(loss):

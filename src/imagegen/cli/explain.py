@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .commands import _log
-from .errors import ImagegenError, UsageError
+from ..errors import ImagegenError, UsageError
+from .shared import log_for
 
 CLASSIFIER_HELP = "a seed-classifier or evaluator run/model.json, or 'evaluator' (the cached one for --dataset)"
 
@@ -80,7 +80,7 @@ def _out(args) -> Path:
 
 
 def _test_split(clf):
-    from .data import load_dataset
+    from ..data import load_dataset
 
     if not clf.dataset:
         raise ImagegenError("this model does not record its dataset; pass image files or --samples")
@@ -88,8 +88,8 @@ def _test_split(clf):
 
 
 def run_attributions(args):
-    from .explain.draw import draw_attributions, load_classifier
-    from .metrics.samples import load_samples
+    from ..metrics.samples import load_samples
+    from ..report.draw import draw_attributions, load_classifier
 
     clf = load_classifier(args.model, args.dataset)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -97,7 +97,7 @@ def run_attributions(args):
         raise UsageError(f"--n must be >= 1, got {args.n}")
     labels = None
     if args.images:
-        from .pixels import read_images
+        from ..pixels import read_images
 
         c, size, _ = clf.image_shape
         images = read_images(args.images, size, c, resize=args.resize)
@@ -108,7 +108,7 @@ def run_attributions(args):
         test = _test_split(clf)
         idx = np.sort(np.random.default_rng(args.seed).choice(len(test), min(args.n, len(test)), replace=False))
         images, labels = test.images[idx], test.labels[idx]
-    from .explain import ATTRIBUTIONS
+    from ..explain import ATTRIBUTIONS
 
     unknown = [m for m in methods if m not in ATTRIBUTIONS]
     if unknown or not methods:
@@ -120,7 +120,7 @@ def run_attributions(args):
 
 
 def run_classifier_picture(args):
-    from .explain import draw
+    from ..report import draw
 
     clf = draw.load_classifier(args.model, args.dataset)
     if args.what == "filters":
@@ -134,13 +134,12 @@ def run_classifier_picture(args):
 
 
 def run_generator_picture(args):
-    from .explain import draw
-    from .generate import load_generator, sample_labels
-    from .generate import sampling as run_sampling
+    from ..report import draw
+    from ..sampling import load_generator, run_settings, sample_labels
 
     gen = load_generator(args.model, args.device)
     sample_labels(gen, 1, args.class_index)  # checks the class
-    sampling = run_sampling(gen, steps=args.steps, sampler=args.sampler, guidance=args.guidance)
+    sampling = run_settings(gen, steps=args.steps, sampler=args.sampler, guidance=args.guidance)
     out = _out(args)
     if args.what == "trajectory":
         path = draw.draw_trajectory(gen, args.class_index, out, seed=args.seed, **sampling)
@@ -160,19 +159,19 @@ def run_generator_picture(args):
 
 
 def _train_images(gen) -> np.ndarray:
-    from .data import load_dataset
+    from ..data import load_dataset
 
     return load_dataset(gen.meta["dataset"], "train", show_progress=False).images
 
 
 def _done(args, path: Path) -> dict:
-    _log(args)(f"wrote {path}")
+    log_for(args)(f"wrote {path}")
     return {"path": str(path)}
 
 
 def run_report(args):
-    from .explain.report import build_report
+    from ..report import build_report
 
-    path = build_report(args.run, args.out, explain=not args.no_explain, device=args.device, log=_log(args))
-    _log(args)(f"wrote {path} (open it in a browser; it needs no server)")
+    path = build_report(args.run, args.out, explain=not args.no_explain, device=args.device, log=log_for(args))
+    log_for(args)(f"wrote {path} (open it in a browser; it needs no server)")
     return {"path": str(path)}

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ImagegenError
-from .utils import cache_dir
+from ..errors import ImagegenError
+from ..utils import cache_dir
 
 BACKENDS = ("auto", "torch", "onnx", "compiled", "cuda-graphs")
 EXPORT_VERSION = 2  # bump when the export settings change, so cached graphs are rebuilt
@@ -168,7 +168,7 @@ class CompiledUNet:
     torch 2.13 (max error 6 against 4e-6 without it) and no measurable speed with a fixed one."""
 
     def __init__(self, net: nn.Module, weights_file: str | os.PathLike, image_shape, num_classes: int):
-        from .utils import has_bf16_units
+        from ..utils import has_bf16_units
 
         self.num_classes, self.image_shape = num_classes, tuple(image_shape)
         self.bf16 = has_bf16_units(torch.device("cpu"))

@@ -15,22 +15,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import inference
-from .artifacts import _paths, load_artifact
-from .errors import ImagegenError, UsageError
-from .methods import diffusion
-from .methods.guidance import EVERYWHERE, check_interval, guided
-from .methods.samplers import SAMPLERS, flow_sigmas, karras_sigmas
-from .models import build_model
-from .pixels import to_uint8
-from .utils import progress, resolve_device
+from ..artifacts import artifact_paths, load_artifact
+from ..errors import ImagegenError, UsageError
+from ..methods import diffusion
+from ..methods.guidance import EVERYWHERE, check_interval, guided
+from ..methods.samplers import SAMPLERS, flow_sigmas, karras_sigmas
+from ..models import build_model
+from ..pixels import to_uint8
+from ..utils import progress, resolve_device
+from . import backends
 
 GENERATOR_KINDS = ("unet", "dcgan-generator", "vae")
 
 
 @dataclass
 class Generator:
-    net: nn.Module  # or an inference.OnnxUNet, CompiledUNet or GraphedUNet, which call alike (sampling only)
+    net: nn.Module  # or a backends.OnnxUNet, CompiledUNet or GraphedUNet, which call alike (sampling only)
     method: str  # flow | edm | gan | vae
     classes: tuple[str, ...]
     image_shape: tuple[int, int, int]
@@ -45,8 +45,8 @@ class Generator:
 def load_generator(path: str | Path, device: str = "auto", backend: str = "auto") -> Generator:
     """A run directory (its `model` artifact) or an artifact written by `imagegen train`.
 
-    `backend` "auto" runs a UNet on the CPU with onnxruntime when it is installed (see `imagegen.inference`),
-    on CUDA as CUDA graphs in float16 ("cuda-graphs", `inference.GraphedUNet`), anything else with PyTorch
+    `backend` "auto" runs a UNet on the CPU with onnxruntime when it is installed (see `imagegen.sampling.backends`),
+    on CUDA as CUDA graphs in float16 ("cuda-graphs", `backends.GraphedUNet`), anything else with PyTorch
     (channels-last); "torch" always gives the nn.Module (to train or inspect it);
     "compiled" runs a UNet on the CPU compiled by AOTInductor (in bf16 where the CPU has bf16 units; compiled
     once per model, 30-40 s on 2 cores, then cached)."""
@@ -56,8 +56,8 @@ def load_generator(path: str | Path, device: str = "auto", backend: str = "auto"
     art = load_artifact(path)
     if art.kind not in GENERATOR_KINDS or "method" not in art.meta:
         raise ImagegenError(f"{path} holds a {art.kind!r} model, not an imagegen generator")
-    if backend not in inference.BACKENDS:
-        raise UsageError(f"unknown backend {backend!r}; choose {', '.join(inference.BACKENDS)}")
+    if backend not in backends.BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}; choose {', '.join(backends.BACKENDS)}")
     net = build_model(art.kind, art.config)
     net.load_state_dict(art.state)
     net.eval().requires_grad_(False)
@@ -69,18 +69,20 @@ def load_generator(path: str | Path, device: str = "auto", backend: str = "auto"
     if backend == "cuda-graphs" and not (art.kind == "unet" and dev.type == "cuda"):
         raise UsageError("the cuda-graphs backend runs UNets (flow, edm) on a CUDA GPU only")
     if art.kind == "unet" and dev.type == "cuda" and backend in ("auto", "cuda-graphs"):
-        gen.net = inference.GraphedUNet(net.to(memory_format=torch.channels_last), gen.num_classes)
+        gen.net = backends.GraphedUNet(net.to(memory_format=torch.channels_last), gen.num_classes)
         return gen
     if backend == "compiled":
-        gen.net = inference.CompiledUNet(net, _paths(path, create=False)[0], gen.image_shape, gen.num_classes)
+        weights = artifact_paths(path, create=False)[0]
+        gen.net = backends.CompiledUNet(net, weights, gen.image_shape, gen.num_classes)
         return gen
-    if backend == "onnx" and not inference.onnxruntime_available():
+    if backend == "onnx" and not backends.onnxruntime_available():
         raise ImagegenError("the onnx backend needs onnxruntime: pip install 'imagegen[fast]'")
     use_onnx = backend == "onnx" or (backend == "auto" and art.kind == "unet" and dev.type == "cpu"
-                                     and inference.onnxruntime_available())
+                                     and backends.onnxruntime_available())
     if use_onnx:
         try:
-            gen.net = inference.OnnxUNet(net, _paths(path, create=False)[0], gen.image_shape, gen.num_classes)
+            gen.net = backends.OnnxUNet(net, artifact_paths(path, create=False)[0], gen.image_shape,
+                                       gen.num_classes)
         except ImagegenError as e:
             if backend == "onnx":
                 raise
@@ -117,7 +119,7 @@ def sample_labels(gen: Generator, n: int, class_index: int | None = None) -> np.
     return np.full(n, class_index) if class_index is not None else np.arange(n) % gen.num_classes
 
 
-def sampling(gen: Generator, *, steps: int | None = None, sampler: str | None = None,
+def run_settings(gen: Generator, *, steps: int | None = None, sampler: str | None = None,
              guidance: float | None = None, guidance_interval=None) -> dict:
     """The run's sampling settings (its `sample` section), with each value given here in place of the run's."""
     s = gen.meta.get("sample", {})

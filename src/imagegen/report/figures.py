@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..plots import plt
+from .plots import plt
 
 CELL = 1.25  # inches per image
 

@@ -10,10 +10,11 @@ import json
 import sys
 import warnings
 
-from . import __version__
-from .errors import ImagegenError, UsageError
-
-DATASET_HELP = "fashion-mnist | mnist | mnist-5k | digits | folder:PATH"
+from .. import __version__
+from ..errors import ImagegenError, UsageError
+from . import classify, evaluate, explain, generators
+from . import data as data_cmds
+from .shared import common_flags, data_flags_parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,26 +56,13 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     fmt = HelpFormatter
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--seed", type=int, default=0, help="random seed")
-    common.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to compute")
-    common.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout")
-    common.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    data = argparse.ArgumentParser(add_help=False)
-    data.add_argument("--dataset", default=None, help=DATASET_HELP + " (default: fashion-mnist)")
-    data.add_argument("--data-dir", default=None, help="folder with the dataset's files (else $IMAGEGEN_DATA)")
-    data.add_argument("--download", action="store_true", help="download the dataset if it is not found")
-    data.add_argument("--size", type=int, default=None,
-                      help="folder datasets: image side after resize and crop (default: 32)")
-    data.add_argument("--channels", type=int, choices=(1, 3), default=None, help="folder datasets: 1 or 3")
-    data.add_argument("--strict", action="store_true", help="folder datasets: unreadable files are an error")
+    common, data = common_flags(), data_flags_parser()
 
     parser = argparse.ArgumentParser(prog="imagegen", description=__doc__.splitlines()[0], formatter_class=fmt)
     parser.add_argument("--version", action="version", version=f"imagegen {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    from .commands import register
-
-    register(sub, common, data, fmt)
+    for group in (classify, evaluate, data_cmds, generators, explain):
+        group.register(sub, common, data, fmt)
     return parser
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..artifacts import read_header
 from ..errors import ImagegenError
-from ..plots import plt
+from .plots import plt
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ddd;margin-top:2em}
@@ -131,12 +131,11 @@ def _generator_sections(run: Path, explain: bool, device: str, log) -> list[str]
 
 def _draw_generator_explanations(run: Path, device: str, log) -> None:
     from ..data import load_dataset
-    from ..generate import load_generator
-    from ..generate import sampling as run_sampling
+    from ..sampling import load_generator, run_settings
     from .draw import draw_guidance, draw_nearest, draw_trajectory, draw_walk
 
     gen = load_generator(run, device)
-    sampling = run_sampling(gen)
+    sampling = run_settings(gen)
     ex = run / "explain"
     log("drawing explanations: nearest training images, latent walk" +
         (", trajectory, guidance" if gen.method in ("flow", "edm") else ""))

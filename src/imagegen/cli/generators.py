@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .commands import _data_flags, _log
-from .config import DistillConfig, GenConfig, load, to_dict
-from .errors import ImagegenError, UsageError
+from ..config import DistillConfig, GenConfig, load, to_dict
+from ..errors import ImagegenError, UsageError
+from .shared import data_flags, log_for
 
 
 def register(sub, common, data, fmt) -> None:
@@ -79,7 +79,7 @@ def register_distill(sub, common, fmt) -> None:
 
 
 def run_distill(args):
-    from .train.distill import distill
+    from ..train.distill import distill
 
     flags = {"method": args.method, "steps": args.steps, "minutes": args.minutes, "guidance": args.guidance,
              "guidance_interval": _interval(args.guidance_interval), "pairs": args.pairs, "seed": args.seed,
@@ -89,21 +89,21 @@ def run_distill(args):
     model = Path(args.model)
     teacher = model.parent if model.suffix == ".json" else model
     out = args.out or f"{teacher}-{cfg.method}-{cfg.steps}"
-    return distill(teacher, out, cfg, overwrite=args.overwrite, show_progress=not args.no_progress, log=_log(args))
+    return distill(teacher, out, cfg, overwrite=args.overwrite, show_progress=not args.no_progress, log=log_for(args))
 
 
 def train_config(args) -> GenConfig:
     """Defaults <- --config file <- flags given on the command line <- --set overrides."""
     flags = {"method.name": args.method, "train.minutes": args.minutes, "train.images": args.images,
              "train.batch_size": args.batch_size, "train.lr": args.lr, "seed": args.seed, "device": args.device}
-    flags.update(_data_flags(args))
+    flags.update(data_flags(args))
     return load(GenConfig, args.config, args.set, flags)
 
 
 def run_train(args):
-    from .train.loop import train
+    from ..train.loop import train
 
-    log = _log(args)
+    log = log_for(args)
     if args.resume:
         if args.out and Path(args.out) != Path(args.resume):
             raise UsageError("--resume RUN_DIR continues that run in place; do not also give a different --out")
@@ -123,16 +123,16 @@ def run_train(args):
 
 
 def run_sample(args):
-    from .generate import generate, load_generator, sample_labels, sampling
-    from .methods.guidance import interval_json
-    from .metrics.samples import save_samples
-    from .pixels import grid, save_png
-    from .utils import prepare_run_dir
+    from ..methods.guidance import interval_json
+    from ..metrics.samples import save_samples
+    from ..pixels import grid, save_png
+    from ..sampling import generate, load_generator, run_settings, sample_labels
+    from ..utils import prepare_run_dir
 
     if args.n < 1:
         raise UsageError(f"--n must be >= 1, got {args.n}")
     gen = load_generator(args.model, args.device, args.backend)
-    s = sampling(gen, steps=args.steps, sampler=args.sampler, guidance=args.guidance,
+    s = run_settings(gen, steps=args.steps, sampler=args.sampler, guidance=args.guidance,
                  guidance_interval=_interval(args.guidance_interval))
     steps, sampler, guidance = s["steps"], s["sampler"], s["guidance"]
     folded = gen.meta.get("distilled", {}).get("guidance_folded")
@@ -162,13 +162,13 @@ def run_sample(args):
     result = {"out": str(out), "grid": str(grid_png), "n": args.n, "method": gen.method, "steps": steps,
               "sampler": sampler, "guidance": guidance, "guidance_interval": interval_json(s["guidance_interval"]),
               "seconds": seconds, "images_per_second": args.n / seconds}
-    _log(args)(f"{args.n} images in {seconds:.1f} s ({args.n / seconds:.1f} img/s) -> {out}; grid: {grid_png}")
+    log_for(args)(f"{args.n} images in {seconds:.1f} s ({args.n / seconds:.1f} img/s) -> {out}; grid: {grid_png}")
     return result
 
 
 def _interval(text: str | None) -> tuple[float, float] | None:
     """--guidance-interval LO,HI as two checked floats, or None for the run's setting."""
-    from .methods.guidance import check_interval
+    from ..methods.guidance import check_interval
 
     if text is None:
         return None

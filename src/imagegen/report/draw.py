@@ -13,14 +13,14 @@ from torch import nn
 
 from ..artifacts import load_artifact
 from ..errors import ImagegenError, UsageError
-from ..generate import Generator, generate, sample_labels
+from ..explain.attribution import ATTRIBUTIONS, attribute, check_target, find_layer
+from ..explain.features import feature_maps, first_filters, mistakes
+from ..explain.generative import class_sweep, guidance_sweep, latent_walk, nearest_training, trajectory
 from ..methods.guidance import EVERYWHERE, band
 from ..models import build_model
 from ..pixels import to_float
+from ..sampling import Generator, generate, sample_labels
 from . import figures
-from .attribution import ATTRIBUTIONS, attribute, check_target, find_layer
-from .features import feature_maps, first_filters, mistakes
-from .generative import class_sweep, guidance_sweep, latent_walk, nearest_training, trajectory
 
 CLASSIFIER_KINDS = {"seed-classifier": "seed classifier", "evaluator": "evaluator"}
 

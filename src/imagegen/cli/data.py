@@ -1,0 +1,84 @@
+"""`imagegen data` (a dataset's counts and examples) and `imagegen demo` (the first five minutes)."""
+
+from __future__ import annotations
+
+from ..config import load
+from ..errors import UsageError
+from .shared import data_config, data_flags, log_for
+
+
+def register(sub, common, data, fmt) -> None:
+    _data(sub, common, data, fmt)
+    _demo(sub, common, data, fmt)
+
+
+# --- data and demo --------------------------------------------------------------------------------------------
+def _data(sub, common, data, fmt) -> None:
+    p = sub.add_parser("data", parents=[common, data], formatter_class=fmt,
+                       help="load a dataset: counts per class and a grid of examples")
+    p.add_argument("--grid", default=None, help="write a PNG grid of examples, one row per class")
+    p.set_defaults(func=run_data)
+
+
+def run_data(args):
+    import numpy as np
+
+    from ..data import load_splits
+    from ..pixels import grid, save_png
+
+    out = {}
+    for split, ds in zip(("train", "test"), load_splits(data_config(args), not args.no_progress), strict=True):
+        counts = np.bincount(ds.labels, minlength=len(ds.classes)).tolist()
+        out[split] = {"n": len(ds), "shape": list(ds.shape), "counts": dict(zip(ds.classes, counts, strict=True))}
+        if not args.json:
+            print(f"{split}: {len(ds)} images of shape {ds.shape}; per class: {out[split]['counts']}")
+        if split == "train" and args.grid:
+            rows = [np.flatnonzero(ds.labels == c)[:10] for c in range(len(ds.classes))]
+            picks = np.concatenate([r for r in rows if len(r)])
+            save_png(grid(ds.images[picks], nrow=10, scale=2), args.grid)
+    return out
+
+
+def _demo(sub, common, data, fmt) -> None:
+    p = sub.add_parser("demo", parents=[common, data], formatter_class=fmt,
+                       help="train the default generator for a few minutes, draw a class grid, score it")
+    p.add_argument("--out", default="runs/demo", help="the demo's run directory (replaced on every demo)")
+    p.add_argument("--minutes", type=float, default=3.0, help="generator training time")
+    p.add_argument("--eval-samples", type=int, default=2000, help="samples scored against the real-data floor")
+    p.set_defaults(func=run_demo)
+
+
+def run_demo(args):
+    from ..config import GenConfig
+    from ..metrics.evaluator import evaluator_dir
+    from ..train.evaluator import train_evaluator
+    from ..train.loop import train
+
+    if args.minutes <= 0 or args.eval_samples < 0:
+        raise UsageError("--minutes must be > 0 and --eval-samples >= 0")
+    log = log_for(args)
+    cfg = load(GenConfig, flags={"train.minutes": args.minutes, "train.eval_samples": args.eval_samples,
+                                 "seed": args.seed, "device": args.device,
+                                 **{k: v for k, v in data_flags(args).items()}})
+    name = cfg.data.dataset
+    if (evaluator_dir(name) / "model.json").is_file():
+        log(f"[1/2] evaluator for {name}: already trained ({evaluator_dir(name)})")
+    else:
+        log(f"[1/2] evaluator for {name}: training it once (a few minutes; cached for every later evaluation)")
+        train_evaluator(cfg.data, seed=args.seed, device=args.device, show_progress=not args.no_progress, log=log)
+    log(f"[2/2] {cfg.method.name} generator on {name} for {args.minutes:g} minutes, then {args.eval_samples} "
+        "samples scored against the real-data floor")
+    result = train(cfg, args.out, overwrite=True, show_progress=not args.no_progress, log=log)
+    from ..methods.guidance import band
+
+    s = cfg.sample
+    log(f"\nclass grid (one row per class, {s.sampler} {s.steps} steps, guidance {s.guidance}"
+        f"{band(s.guidance_interval)}): {result['grid']}")
+    from ..report import build_report
+
+    report = build_report(args.out, explain=True, device=args.device, log=log)
+    result["report"] = str(report)
+    log(f"report (numbers, curves, grids over time, explanations), open it in a browser: {report}")
+    log(f"model: {args.out}/model.json; more images: imagegen sample {args.out} --n 100 --class 0")
+    log(f"train longer: imagegen train --resume {args.out} --minutes 15")
+    return result

@@ -1,0 +1,20 @@
+"""The public sampling API: load a generator, describe a request, draw images (`generator.py`), and the lean
+inference backends a UNet can run on (`backends.py`: onnxruntime, AOTInductor, CUDA graphs)."""
+
+from .generator import (
+    GENERATOR_KINDS,
+    Generator,
+    StackedRandom,
+    check_sampling,
+    generate,
+    generate_from,
+    image_seed,
+    latent_shape,
+    load_generator,
+    run_settings,
+    sample_labels,
+    sigmas_for,
+)
+
+__all__ = ["GENERATOR_KINDS", "Generator", "StackedRandom", "check_sampling", "generate", "generate_from",
+           "image_seed", "latent_shape", "load_generator", "run_settings", "sample_labels", "sigmas_for"]
