@@ -13,6 +13,7 @@ _EXPORTS = {
     "save_samples": "metrics",
     "UNet": "models", "Generator": "models", "Discriminator": "models", "VAE": "models", "GenConfig": "config",
     "train_generator": "train.loop", "load_generator": "sampling", "generate": "sampling",
+    "SampleRequest": "sampling", "sample": "sampling",
 }
 # `imagegen.train` is the training package, so the loop's `train` is exported under a name of its own
 _RENAMED = {"train_generator": "train"}

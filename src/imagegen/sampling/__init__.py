@@ -1,4 +1,4 @@
-"""The public sampling API: load a generator, describe a request, draw images (`generator.py`), and the lean
+"""The public sampling API: load a generator, describe a request, draw images (`generator.py`), one validated request for all of it (`request.py`), and the lean
 inference backends a UNet can run on (`backends.py`: onnxruntime, AOTInductor, CUDA graphs)."""
 
 from .generator import (
@@ -15,6 +15,8 @@ from .generator import (
     sample_labels,
     sigmas_for,
 )
+from .request import SampleRequest, Samples, class_index, sample
 
 __all__ = ["GENERATOR_KINDS", "Generator", "StackedRandom", "check_sampling", "generate", "generate_from",
-           "image_seed", "latent_shape", "load_generator", "run_settings", "sample_labels", "sigmas_for"]
+           "image_seed", "latent_shape", "load_generator", "run_settings", "sample_labels", "sigmas_for",
+           "SampleRequest", "Samples", "class_index", "sample"]

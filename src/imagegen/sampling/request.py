@@ -1,0 +1,99 @@
+"""One sampling request, from the edge (the CLI, the report, the benchmarks, later the server) to the sampler:
+which run, how many images of which classes, and the sampler's settings, validated once in one place. Whatever
+a request leaves unset (None) is the run's own setting, so `SampleRequest(run)` draws as the run was meant to."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UsageError
+from ..methods.guidance import interval_json
+from . import backends
+from .generator import Generator, check_sampling, generate, load_generator, run_settings
+
+MAX_IMAGES = 10_000_000  # per request: more is a typo, not a plan (10 million 28x28 images are 8 GB)
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    run: str  # a run directory or its model.json
+    n: int = 100  # images
+    classes: tuple[int | str, ...] | None = None  # class indices or names, in turn (None: every class in turn)
+    steps: int | None = None  # sampler steps (None: the run's)
+    sampler: str | None = None  # euler | heun | dpmpp-2m | ddim (None: the run's)
+    guidance: float | None = None  # classifier-free guidance scale, 1 = none (None: the run's)
+    guidance_interval: tuple[float, float] | None = None  # guide at lo < sigma <= hi (None: the run's)
+    seed: int = 0  # image i depends only on (seed, i)
+    backend: str = "auto"  # auto | torch | onnx | compiled | cuda-graphs
+    batch_size: int = 250  # images per network call
+    device: str = "auto"  # auto | cpu | cuda
+
+    def check(self) -> SampleRequest:
+        """The request's own numbers and names, before any model is loaded; returns itself."""
+        if not 1 <= self.n <= MAX_IMAGES:
+            raise UsageError(f"n must be between 1 and {MAX_IMAGES:,}, got {self.n}")
+        if self.seed < 0:
+            raise UsageError(f"seed must be >= 0, got {self.seed}")
+        if self.backend not in backends.BACKENDS:
+            raise UsageError(f"unknown backend {self.backend!r}; choose {', '.join(backends.BACKENDS)}")
+        if self.guidance is not None and not math.isfinite(self.guidance):
+            raise UsageError(f"guidance must be a finite number, got {self.guidance}")
+        if self.classes is not None and not self.classes:
+            raise UsageError("classes, when given, must name at least one class")
+        return self
+
+    def labels(self, gen: Generator) -> np.ndarray:
+        """The class of each image: the request's classes in turn (by index or by name), else every class."""
+        wanted = range(gen.num_classes) if self.classes is None else [class_index(gen, c) for c in self.classes]
+        return np.resize(np.asarray(wanted, np.int64), self.n)
+
+    def settings(self, gen: Generator) -> dict:
+        """The sampler settings this request resolves to for `gen`: its own where given, else the run's."""
+        s = run_settings(gen, steps=self.steps, sampler=self.sampler, guidance=self.guidance,
+                         guidance_interval=self.guidance_interval)
+        check_sampling(steps=s["steps"], sampler=s["sampler"], guidance_interval=s["guidance_interval"],
+                       batch_size=self.batch_size)
+        return s
+
+
+def class_index(gen: Generator, value: int | str) -> int:
+    """A class given by index (an int or a string of digits) or by name, as an index of `gen`'s classes."""
+    if isinstance(value, str) and not value.strip().isdigit():
+        if value not in gen.classes:
+            raise UsageError(f"class {value!r} does not exist; the model has {', '.join(gen.classes)}")
+        return gen.classes.index(value)
+    index = int(value)
+    if not 0 <= index < gen.num_classes:
+        raise UsageError(f"class {index} does not exist: the model has classes 0..{gen.num_classes - 1} "
+                         f"({', '.join(gen.classes)})")
+    return index
+
+
+@dataclass
+class Samples:
+    images: np.ndarray  # uint8 (N, C, H, W)
+    labels: np.ndarray  # int64 (N,)
+    settings: dict  # the resolved sampler settings: steps, sampler, guidance, guidance_interval
+    request: SampleRequest
+
+    def describe(self) -> dict:
+        """What was drawn, as JSON can hold it (for results files, reports and the server)."""
+        s = self.settings
+        return {**asdict(self.request), "n": len(self.images), "steps": s["steps"], "sampler": s["sampler"],
+                "guidance": s["guidance"], "guidance_interval": interval_json(s["guidance_interval"])}
+
+
+def sample(request: SampleRequest, gen: Generator | None = None, *, show_progress: bool = False,
+           callback=None) -> Samples:
+    """Draw the images `request` asks for, from `gen` when given (an already loaded generator of that run)."""
+    request.check()
+    gen = gen or load_generator(Path(request.run), request.device, request.backend)
+    labels, settings = request.labels(gen), request.settings(gen)
+    images = generate(gen, labels, seed=request.seed, batch_size=request.batch_size, show_progress=show_progress,
+                      callback=callback, **settings)
+    return Samples(images, labels, settings, request)
+
