@@ -2,6 +2,7 @@
 follows the output size, and caches follow the folder's content."""
 
 import os
+import time
 import warnings
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import pytest
 from PIL import Image
 
 from imagegen.data import load_dataset
+from imagegen.data.folder import folder_digest
 from imagegen.errors import ImagegenError
+from imagegen.metrics.evaluator import evaluator_dir
 from imagegen.pixels import fit_image, read_images
 
 WHITE, RED = (255, 255, 255), (255, 0, 0)
@@ -203,6 +206,22 @@ def test_big_jpegs_decode_in_memory_that_follows_the_output_size(tmp_path):
     assert peak < 20, f"decoding six 2000x2000 JPEGs to 32x32 took {peak:.0f} MB"
     assert ds.images.shape == (5, 3, 32, 32)
     assert (np.abs(ds.images[:, :, :, -4:].astype(int) - np.array([0, 0, 200])[:, None, None]) < 8).all()
+
+
+def test_evaluator_dir_follows_the_folder_content(image_folder):
+    name = f"folder:{image_folder}"
+    first = evaluator_dir(name)
+    assert first == evaluator_dir(name) and first.name.startswith("folder-pics-")
+    assert evaluator_dir(name, size=16) != first and evaluator_dir(name, channels=1) != first
+    assert evaluator_dir("mnist").name == "mnist"
+    time.sleep(0.01)
+    Image.new("RGB", (40, 30), (0, 255, 0)).save(image_folder / "red" / "0.png")
+    changed = evaluator_dir(name)
+    assert changed != first and changed == evaluator_dir(name)
+    assert changed.name.endswith(folder_digest(image_folder)[:16])
+    os.symlink("loop", image_folder.parent / "loop")
+    with pytest.raises(ImagegenError, match="is a symbolic link to nothing"):
+        evaluator_dir(f"folder:{image_folder.parent / 'loop'}")
 
 
 def _warnings_of(fn):

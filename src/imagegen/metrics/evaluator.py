@@ -7,7 +7,6 @@ reference (test) split and of the training split, so an evaluation never recompu
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from safetensors.numpy import load_file, save_file
 from ..artifacts import load_artifact, save_artifact
 from ..config import EVALUATOR_FIT, EVALUATOR_WIDTH, DataConfig, FitConfig, to_dict
 from ..data import Dataset, load_splits
+from ..data.folder import folder_digest
 from ..errors import ImagegenError
 from ..models import EvaluatorNet, build_model
 from ..pixels import to_float
@@ -68,15 +68,16 @@ class Evaluator:
                                 f"(N, {', '.join(map(str, self.image_shape))})")
 
 
-def evaluator_dir(dataset: str) -> Path:
-    """Cache folder for a dataset's evaluator; folder datasets are keyed by a hash of their path."""
-    if dataset.startswith("folder:"):
-        path = str(Path(dataset.removeprefix("folder:")).resolve())
-        key = "folder-" + re.sub(r"[^A-Za-z0-9]+", "-", Path(path).name)[:40] + "-" + \
-            hashlib.sha256(path.encode()).hexdigest()[:12]
-    else:
-        key = dataset
-    return cache_dir("evaluators", key)
+def evaluator_dir(dataset: str, *, size: int = DataConfig.size, channels: int | None = DataConfig.channels) -> Path:
+    """Cache folder for a dataset's evaluator. A folder dataset is keyed by its content (`folder_digest`: the
+    image files' sizes and times, and size/channels as the data config gives them), so changed images get a
+    new evaluator and reference statistics instead of the stale ones; its name comes first, to be read."""
+    if not dataset.startswith("folder:"):
+        return cache_dir("evaluators", dataset)
+    root = Path(dataset.removeprefix("folder:"))
+    digest = folder_digest(root, size, channels)  # first: a missing folder or a link loop is a clear error
+    name = re.sub(r"[^A-Za-z0-9]+", "-", root.resolve().name)[:40]
+    return cache_dir("evaluators", f"folder-{name}-{digest[:16]}")
 
 
 def train_evaluator(data: DataConfig, fit_cfg: FitConfig = EVALUATOR_FIT, *, width: int = EVALUATOR_WIDTH,
