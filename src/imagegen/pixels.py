@@ -5,12 +5,18 @@ Also image grids and PNG I/O, so that every picture imagegen writes is made the 
 
 from __future__ import annotations
 
+import math
 import os
+import struct
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+
+from .errors import ImagegenError, UsageError
 
 
 def to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -76,36 +82,146 @@ def labelled_grid(
     return canvas
 
 
+# Decoding a user's files. Every kind Pillow opens ends as 8-bit L or RGB here: 16-bit samples scaled (not
+# clipped, which made them solid white), alpha composited onto white (dropping it shows whatever colour the
+# transparent pixels happen to hold, often black), palettes, CMYK and 1-bit expanded.
+
+REDUCING_GAP = 3.0  # shrink cheaply (JPEG DCT scaling, box reduce) to >= 3x the output, then resample: Pillow's
+# "almost fair" setting, so memory follows the output size without visible loss
+GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N"})
+_PIL_ERRORS = (OSError, SyntaxError, ValueError, TypeError, IndexError, EOFError, struct.error,
+               Image.DecompressionBombError, Image.DecompressionBombWarning)
+
+
+class UnreadableImage(ImagegenError):
+    """An image file that cannot be decoded; `reason` says why in a few words, for lists of skipped files."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        super().__init__(f"cannot read image {path}: {reason}")
+        self.path, self.reason = Path(path), reason
+
+
+def image_mode(path: str | os.PathLike) -> str:
+    """The Pillow mode of an image file, from its header alone (Image.open is lazy: no pixel is decoded)."""
+    with _opened(path) as im:
+        return im.mode
+
+
+def read_image(path: str | os.PathLike, size: int, channels: int, *, resize: bool = True) -> np.ndarray:
+    """One image file as uint8 (channels, size, size); memory follows `size`, not the file's resolution.
+    Without `resize`, a file of another size is refused with a message that says what fits."""
+    with _opened(path) as im:
+        if im.size != (size, size) and not resize:
+            raise UsageError(f"image {path} is {im.size[0]}x{im.size[1]}; this model takes {size}x{size} "
+                             f"images with {channels} channel(s); pass --resize to resize and crop it")
+        _draft(im, size)
+        return fit_image(_upright(im), size, channels)
+
+
+def read_images(files, size: int, channels: int, *, resize: bool = True) -> np.ndarray:
+    """A user's image files as uint8 (N, channels, size, size), decoded one at a time (`read_image`)."""
+    if not files:
+        raise ImagegenError("no image files given")
+    out = np.empty((len(files), channels, size, size), np.uint8)
+    for i, f in enumerate(files):
+        out[i] = read_image(f, size, channels, resize=resize)
+    return out
+
+
 def fit_image(image: Image.Image, size: int, channels: int) -> np.ndarray:
     """Resize the shorter side to `size`, centre-crop to size x size; returns uint8 (C, size, size)."""
-    image = image.convert("L" if channels == 1 else "RGB")
+    image = to_8bit(image)
+    if channels == 1:  # drop colour before resizing and add it after: both are cheaper that way
+        image = image.convert("L")
     w, h = image.size
     s = size / min(w, h)
     nw, nh = max(size, round(w * s)), max(size, round(h * s))
-    image = image.resize((nw, nh), Image.BICUBIC if s > 1 else Image.LANCZOS)
+    image = image.resize((nw, nh), Image.BICUBIC if s > 1 else Image.LANCZOS, reducing_gap=REDUCING_GAP)
     left, top = (nw - size) // 2, (nh - size) // 2
-    image = image.crop((left, top, left + size, top + size))
+    image = image.crop((left, top, left + size, top + size)).convert("L" if channels == 1 else "RGB")
     arr = np.asarray(image, dtype=np.uint8)
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1).copy()
 
 
-def read_images(files, size: int, channels: int, *, resize: bool = True) -> np.ndarray:
-    """A user's image files as uint8 (N, channels, size, size). With `resize`, each is resized and centre-cropped
-    (`fit_image`); without, a file of another size is refused with a message that says what fits."""
-    from PIL import UnidentifiedImageError
+def to_8bit(image: Image.Image) -> Image.Image:
+    """Any image Pillow decodes as 8-bit L or RGB (see above); ValueError names a mode we cannot convert."""
+    mode = image.mode
+    if mode == "F":  # float TIFFs have no agreed range: guessing one would change the picture silently
+        raise ValueError("32-bit float pixels (mode F) are not supported; save it as 8- or 16-bit")
+    if mode == "I" or mode.startswith("I;16"):
+        return _from_16bit(image)
+    if mode == "1":
+        return image.convert("L")
+    if mode in ("P", "PA"):  # via RGBA: a palette may hold transparency (a tRNS index or RGBA entries)
+        image = image.convert("RGBA")
+    elif mode in ("L", "RGB") and image.info.get("transparency") is not None:  # one colour marked transparent
+        image = image.convert("LA" if mode == "L" else "RGBA")
+    if image.mode in ("LA", "La", "RGBA", "RGBa"):
+        return _on_white(image)
+    return image if image.mode in ("L", "RGB") else image.convert("RGB")
 
-    from .errors import ImagegenError, UsageError
 
-    arrays = []
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                if im.size != (size, size) and not resize:
-                    raise UsageError(f"image {f} is {im.size[0]}x{im.size[1]}; this model takes {size}x{size} "
-                                     f"images with {channels} channel(s); pass --resize to resize and crop it")
-                arrays.append(fit_image(im, size, channels))
-        except (FileNotFoundError, IsADirectoryError):
-            raise ImagegenError(f"image {f} does not exist") from None
-        except (UnidentifiedImageError, OSError) as e:
-            raise ImagegenError(f"cannot read image {f}: {e}") from None
-    return np.stack(arrays)
+def _from_16bit(image: Image.Image) -> Image.Image:
+    """16-bit samples (modes I;16*, and I, which 16-bit PNG, PGM and TIFF decode to) -> L, keeping the top byte:
+    the exact inverse of the usual 8 -> 16 bit expansion v * 257."""
+    a = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)  # (H, W)
+    out = (a >> 8).astype(np.uint8)
+    t = image.info.get("transparency")
+    if isinstance(t, int):  # a 16-bit grey marked transparent: white, as _on_white does
+        out[a == t] = 255
+    return Image.fromarray(out)
+
+
+def _on_white(image: Image.Image) -> Image.Image:
+    """Composite onto white, so transparent pixels look as every viewer shows them."""
+    image = image.convert("LA" if image.mode in ("LA", "La") else "RGBA")
+    flat = Image.new(image.mode[:-1], image.size, (255,) * (len(image.mode) - 1))
+    flat.paste(image, mask=image.getchannel("A"))
+    return flat
+
+
+def _draft(image: Image.Image, size: int) -> None:
+    """Let a JPEG decoder scale down by 1/2, 1/4 or 1/8 while decoding (a no-op for other formats), keeping the
+    shorter side >= REDUCING_GAP * size."""
+    w, h = image.size
+    s = REDUCING_GAP * size / min(w, h)
+    if s < 1:
+        image.draft(None, (math.ceil(w * s), math.ceil(h * s)))
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation (phone photos are stored sideways); without one, the image itself, not a copy."""
+    if image.getexif().get(0x0112, 1) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
+
+
+@contextmanager
+def _opened(path: str | os.PathLike):
+    """Image.open, with every way a file can be unreadable (also inside the `with` body, where pixels are
+    decoded) raised as UnreadableImage; a decompression-bomb warning is refused like the error."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise UnreadableImage(path, "empty file")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                yield im
+    except FileNotFoundError:
+        raise UnreadableImage(path, "does not exist" + (" (broken link)" if path.is_symlink() else "")) from None
+    except IsADirectoryError:
+        raise UnreadableImage(path, "is a folder") from None
+    except UnidentifiedImageError:
+        raise UnreadableImage(path, "not an image file Pillow can read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UnreadableImage(path, f"too large: over {Image.MAX_IMAGE_PIXELS:,} pixels, Pillow's limit "
+                                    "against decompression bombs") from None
+    except _PIL_ERRORS as e:
+        raise UnreadableImage(path, _why(e)) from None
+
+
+def _why(e: Exception) -> str:
+    """A decoder's error in a few words; truncation, worded differently by each format, in one way."""
+    text = (e.strerror if isinstance(e, OSError) and e.strerror else str(e)) or type(e).__name__
+    return "truncated: the file ends before the image does" if "truncated" in text.lower() else text

@@ -61,8 +61,9 @@ def run_demo(args):
                                  "seed": args.seed, "device": args.device,
                                  **{k: v for k, v in data_flags(args).items()}})
     name = cfg.data.dataset
-    if (evaluator_dir(name) / "model.json").is_file():
-        log(f"[1/2] evaluator for {name}: already trained ({evaluator_dir(name)})")
+    cached = evaluator_dir(name, size=cfg.data.size, channels=cfg.data.channels)
+    if (cached / "model.json").is_file():
+        log(f"[1/2] evaluator for {name}: already trained ({cached})")
     else:
         log(f"[1/2] evaluator for {name}: training it once (a few minutes; cached for every later evaluation)")
         train_evaluator(cfg.data, seed=args.seed, device=args.device, show_progress=not args.no_progress, log=log)

@@ -53,7 +53,7 @@ def run_eval(args):
 
     dc = data_config(args)
     images, labels = load_samples(args.samples)
-    ev = load_evaluator(dc.dataset, args.evaluator, args.device)
+    ev = load_evaluator(dc.dataset, args.evaluator, args.device, size=dc.size, channels=dc.channels)
     ev.check(images)
     train = test = None
     if not args.no_memorization:

@@ -7,7 +7,6 @@ recomputes them.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,8 @@ import torch
 from safetensors.numpy import load_file
 
 from ..artifacts import load_artifact
+from ..config import DataConfig
+from ..data.folder import folder_digest
 from ..errors import ImagegenError
 from ..models import EvaluatorNet, build_model
 from ..pixels import to_float
@@ -64,20 +65,23 @@ class Evaluator:
                                 f"(N, {', '.join(map(str, self.image_shape))})")
 
 
-def evaluator_dir(dataset: str) -> Path:
-    """Cache folder for a dataset's evaluator; folder datasets are keyed by a hash of their path."""
-    if dataset.startswith("folder:"):
-        path = str(Path(dataset.removeprefix("folder:")).resolve())
-        key = "folder-" + re.sub(r"[^A-Za-z0-9]+", "-", Path(path).name)[:40] + "-" + \
-            hashlib.sha256(path.encode()).hexdigest()[:12]
-    else:
-        key = dataset
-    return cache_dir("evaluators", key)
+def evaluator_dir(dataset: str, *, size: int = DataConfig.size, channels: int | None = DataConfig.channels) -> Path:
+    """Cache folder for a dataset's evaluator. A folder dataset is keyed by its content (`folder_digest`: the
+    image files' sizes and times, and size/channels as the data config gives them), so changed images get a
+    new evaluator and reference statistics instead of the stale ones; its name comes first, to be read."""
+    if not dataset.startswith("folder:"):
+        return cache_dir("evaluators", dataset)
+    root = Path(dataset.removeprefix("folder:"))
+    digest = folder_digest(root, size, channels)  # first: a missing folder or a link loop is a clear error
+    name = re.sub(r"[^A-Za-z0-9]+", "-", root.resolve().name)[:40]
+    return cache_dir("evaluators", f"folder-{name}-{digest[:16]}")
 
 
-def load_evaluator(dataset: str, path: str | Path | None = None, device: str = "auto") -> Evaluator:
-    """The cached evaluator of `dataset` (or the one at `path`); a clear error says how to train it."""
-    folder = Path(path) if path else evaluator_dir(dataset)
+def load_evaluator(dataset: str, path: str | Path | None = None, device: str = "auto", *, size: int = DataConfig.size,
+                   channels: int | None = DataConfig.channels) -> Evaluator:
+    """The cached evaluator of `dataset` (or the one at `path`; `size` and `channels` key a folder's, as its data
+    config reads it); a clear error says how to train it."""
+    folder = Path(path) if path else evaluator_dir(dataset, size=size, channels=channels)
     if not (folder / "model.json").is_file():
         raise ImagegenError(f"no evaluator for {dataset!r} in {folder}; train it once with: "
                             f"imagegen evaluator train --dataset {dataset}")

@@ -1,5 +1,6 @@
-"""The public sampling API: load a generator, describe a request, draw images (`generator.py`), one validated request for all of it (`request.py`), and the lean
-inference backends a UNet can run on (`backends.py`: onnxruntime, AOTInductor, CUDA graphs)."""
+"""The public sampling API: load a generator and draw images (`generator.py`), one validated request for all of
+it (`request.py`), and the lean inference backends a UNet can run on (`backends.py`: onnxruntime, AOTInductor,
+CUDA graphs)."""
 
 from .generator import (
     GENERATOR_KINDS,

@@ -34,7 +34,7 @@ def train_evaluator(data: DataConfig, fit_cfg: FitConfig = EVALUATOR_FIT, *, wid
     history = fit(model, train, test, fit_cfg, generator=torch.Generator().manual_seed(seed), device=dev,
                   show_progress=show_progress, on_epoch=lambda e: log(e.line(fit_cfg.epochs)))
     seconds = time.perf_counter() - t0
-    out = Path(out) if out else evaluator_dir(data.dataset)
+    out = Path(out) if out else evaluator_dir(data.dataset, size=data.size, channels=data.channels)
     ev = Evaluator(model.cpu(), train.classes, train.shape, data.dataset, history[-1].test_accuracy, {})
     t1 = time.perf_counter()
     ev.reference = _reference_features(ev, train, test, show_progress)

@@ -114,7 +114,7 @@ def train(cfg: GenConfig | None, out: str | Path, *, resume: bool = False, budge
         save_artifact(run / "model.json", infer_kind, net_configs[infer_name][1], ema,
                       {**meta, "images": state["images"]})
 
-    evaluator = _cached_evaluator(cfg.data.dataset, train_ds.shape, device)
+    evaluator = _cached_evaluator(cfg.data, train_ds.shape, device)
 
     def save_grid():
         from ..sampling import Generator
@@ -250,14 +250,15 @@ def write_grid(run: Path, gen, cfg: GenConfig, state: dict, evaluator) -> Path:
     return save_png(picture, run / "grid.png")
 
 
-def _cached_evaluator(dataset: str, shape, device):
+def _cached_evaluator(data, shape, device):
     """The dataset's evaluator if it is already trained (training never trains one), else None."""
     from ..metrics import load_evaluator
     from ..metrics.evaluator import evaluator_dir
 
-    if not (evaluator_dir(dataset) / "model.json").is_file():
+    key = {"size": data.size, "channels": data.channels}
+    if not (evaluator_dir(data.dataset, **key) / "model.json").is_file():
         return None
-    ev = load_evaluator(dataset, device=str(device))
+    ev = load_evaluator(data.dataset, device=str(device), **key)
     return ev if tuple(ev.image_shape) == tuple(shape) else None
 
 
@@ -267,7 +268,8 @@ def _final_evaluation(run: Path, cfg: GenConfig, device, show_progress: bool, lo
     from ..metrics.evaluator import evaluator_dir
     from ..sampling import generate, load_generator, run_settings
 
-    if not (evaluator_dir(cfg.data.dataset) / "model.json").is_file():
+    key = {"size": cfg.data.size, "channels": cfg.data.channels}
+    if not (evaluator_dir(cfg.data.dataset, **key) / "model.json").is_file():
         log(f"no evaluation: no evaluator for {cfg.data.dataset} yet "
             f"(train it once with: imagegen evaluator train --dataset {cfg.data.dataset})")
         return None
@@ -280,7 +282,8 @@ def _final_evaluation(run: Path, cfg: GenConfig, device, show_progress: bool, lo
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the small-n caveat is stated in the report itself
-        report = evaluate(images, labels, load_evaluator(cfg.data.dataset, device=str(device)), seed=cfg.seed)
+        report = evaluate(images, labels, load_evaluator(cfg.data.dataset, device=str(device), **key),
+                          seed=cfg.seed)
     log(format_report(report))
     return report
 
