@@ -27,7 +27,7 @@ def test_bad_usage_exits_2(capsys):
     assert code == 2 and err.startswith("imagegen: error: unknown config key 'fit.nope'; known keys: augment, ")
     assert err.count("\n") == 1
     code, _, err = run(capsys, "classify", "train", "--dataset", "digits", "--epochs", "0")
-    assert code == 2 and "--epochs" in err
+    assert code == 2 and err == "imagegen: error: config key fit.epochs must be >= 1; got 0\n"
 
 
 def test_user_mistakes_are_one_line_without_traceback(capsys, tmp_path):
@@ -70,11 +70,16 @@ def test_config_file_and_flags(capsys, tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text('seed = 3\n[model]\nactivation = "tanh"\n[fit]\nepochs = 1\nlr = 0.002\n'
                    '[data]\ndataset = "digits"\n')
+    out = tmp_path / "run"
     code, stdout, err = run(capsys, "classify", "train", "--config", str(cfg), "--pooling", "avg",
-                            "--set", "fit.batch_size=64", "--json", "--no-progress")
+                            "--set", "fit.batch_size=64", "--out", str(out), "--json", "--no-progress")
     assert code == 0, err
-    assert "'activation': 'tanh'" in err and "'pooling': 'avg'" in err and "'batch_size': 64" in err
-    assert "'lr': 0.002" in err and json.loads(stdout)["epochs"] == 1
+    assert err.splitlines()[0] == ("seed classifier on digits: 32 filters, 128 hidden units, tanh, avg pooling; "
+                                   f"1 epoch of batch 64, adam lr 0.002; full config: {out}/metrics.json")
+    assert json.loads(stdout)["epochs"] == 1
+    saved = json.loads((out / "metrics.json").read_text())["config"]
+    assert saved["seed"] == 3 and saved["device"] == "auto"  # the file's seed stands: --seed was not given
+    assert (saved["model"]["activation"], saved["model"]["pooling"], saved["fit"]["batch_size"]) == ("tanh", "avg", 64)
 
 
 def test_eval_rejects_bad_samples(capsys, tmp_path):
@@ -123,3 +128,21 @@ def test_train_and_sample_help_show_defaults(capsys):
     assert code == 0 and "--resume RUN_DIR" in out and "(default: flow)" in out and "(default: 5.0)" in out
     code, out, _ = run(capsys, "sample", "--help")
     assert code == 0 and "dpmpp-2m" in out and "(default: 100)" in out
+
+
+def test_distill_reads_a_config_file_then_flags_then_set(capsys, tmp_path, monkeypatch):
+    import imagegen.train.distill
+
+    seen = {}
+    monkeypatch.setattr(imagegen.train.distill, "distill",
+                        lambda teacher, out, cfg, **kw: seen.update(cfg=cfg, out=out))
+    (tmp_path / "d.toml").write_text('method = "reflow"\nsteps = 2\nlr = 1e-4\nseed = 5\npairs = 500\n')
+    argv = ["distill", str(tmp_path / "teacher"), "--config", str(tmp_path / "d.toml"), "--steps", "1"]
+    assert run(capsys, *argv, "--set", "lr=2e-4")[0] == 0
+    cfg = seen["cfg"]
+    assert (cfg.method, cfg.steps, cfg.lr, cfg.seed, cfg.pairs) == ("reflow", 1, 2e-4, 5, 500)
+    assert seen["out"] == f"{tmp_path / 'teacher'}-reflow-1"
+    (tmp_path / "bad.toml").write_text('teacher_sampler = "rk4"\n')
+    code, _, err = run(capsys, "distill", str(tmp_path / "teacher"), "--config", str(tmp_path / "bad.toml"))
+    assert code == 2 and err == ("imagegen: error: config key teacher_sampler must be one of euler, heun, dpmpp-2m, "
+                                 "ddim; got 'rk4'\n")

@@ -15,13 +15,14 @@ from imagegen.errors import ImagegenError, UsageError
 from imagegen.sampling import generate, load_generator, run_settings
 from imagegen.train import loop
 
-TINY = ["model.channels=8,16", "model.attention=false,true", "model.width=8", "model.z_dim=8",
-        "train.warmup_images=64", "train.log_every=5", "train.eval_samples=0", "sample.steps=2",
-        "sample.batch_size=50"]
+TINY = ["model.channels=8,16", "model.attention=false,true", "train.warmup_images=64", "train.log_every=5",
+        "train.eval_samples=0", "sample.steps=2", "sample.batch_size=50"]
+# a GAN or a VAE reads neither the UNet's settings nor the sampler's (config.READ_BY), but widths of its own
+TINY_LATENT = ["model.width=8", "model.z_dim=8"] + [s for s in TINY if s.startswith(("train.", "sample.batch"))]
 
 
 def tiny_config(method="flow", images=320, **extra) -> GenConfig:
-    sets = TINY + [f"{k}={v}" for k, v in extra.items()]
+    sets = (TINY if method in ("flow", "edm") else TINY_LATENT) + [f"{k}={v}" for k, v in extra.items()]
     return load(GenConfig, overrides=sets, flags={"data.dataset": "digits", "method.name": method,
                                                   "train.images": images, "train.batch_size": 32})
 
@@ -121,11 +122,10 @@ def test_the_gan_discriminator_trains_at_its_own_learning_rate(tmp_path):
     groups = json.loads((tmp_path / "gan" / "state.json").read_text())["param_groups"]
     lr_g, lr_d = groups["generator"][0]["lr"], groups["discriminator"][0]["lr"]
     assert 0 < lr_g < cfg.train.lr and lr_d == pytest.approx(4 * lr_g)  # cosine decay, then the scale
-    with pytest.raises(ImagegenError, match="method.d_lr_scale must be > 0, got 0"):
-        loop.train(tiny_config("gan", **{"method.d_lr_scale": 0}), tmp_path / "bad", show_progress=False)
-    with pytest.raises(ImagegenError, match="unknown model.gan_conditioning 'concat'; choose one of norm, add"):
-        loop.train(tiny_config("gan", **{"model.gan_conditioning": "concat"}), tmp_path / "bad", show_progress=False)
-    assert not (tmp_path / "bad").exists()
+    with pytest.raises(UsageError, match="method.d_lr_scale must be > 0; got 0.0"):
+        tiny_config("gan", **{"method.d_lr_scale": 0})
+    with pytest.raises(UsageError, match="model.gan_conditioning must be one of norm, add; got 'concat'"):
+        tiny_config("gan", **{"model.gan_conditioning": "concat"})
 
 
 @pytest.fixture(scope="module")
@@ -216,16 +216,17 @@ def test_train_cli_runs_and_resume_extends_the_budget(tmp_path, capsys):
     assert main(base + sets) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 64
     assert main(base + sets) == 1 and "--overwrite" in capsys.readouterr().err
-    assert main(["train", "--resume", str(run), "--images", "128", "--json"]) == 0
+    assert main(["train", "--resume", str(run), "--images", "128", "--device", "cpu", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 128
+    assert json.loads((run / "config.json").read_text())["device"] == "cpu"  # was "auto": --device may change
 
 
 def test_bad_unet_settings_are_refused_before_the_run_directory_exists(tmp_path):
-    for key, value, says in (("model.patch", 0, "model.patch must be >= 1, got 0"),
-                             ("model.attention", "true", r"model.attention needs one flag per level \(2\), got 1")):
-        with pytest.raises(ImagegenError, match=says):  # a clear error now, not a traceback after the data loaded
-            loop.train(tiny_config(**{key: value}), tmp_path / "bad-unet", show_progress=False)
-        assert not (tmp_path / "bad-unet").exists()
+    with pytest.raises(UsageError, match="model.patch must be >= 1; got 0"):
+        tiny_config(**{"model.patch": 0})
+    with pytest.raises(UsageError, match=r"model.attention needs one flag per level \(2\), got 1"):
+        loop.train(tiny_config(**{"model.attention": "true"}), tmp_path / "bad-unet", show_progress=False)
+    assert not (tmp_path / "bad-unet").exists()
 
 
 def test_a_unet_without_any_attention_trains_and_says_so_in_its_artifact(tmp_path):
@@ -244,7 +245,7 @@ def test_bad_settings_are_refused_before_an_old_run_is_touched(tmp_path):
     run.mkdir()
     (run / "model.json").write_text("{}")
     for key, value, message in (("guidance_interval", (3.0, 1.0), "sample.guidance_interval"),
-                                ("sampler", "rk45", "unknown sample.sampler")):
+                                ("sampler", "rk45", "sample.sampler must be one of euler, heun, dpmpp-2m, ddim")):
         cfg = tiny_config()
         setattr(cfg.sample, key, value)
         with pytest.raises(UsageError, match=message):
@@ -280,11 +281,92 @@ def test_bf16_auto_follows_the_machine_once_and_a_resumed_run_keeps_the_choice(t
         monkeypatch.setattr(loop, "has_bf16_units", lambda device, v=has_units: not v)  # another machine resumes
         loop.train(None, run, resume=True, budget={"images": 64}, show_progress=False, log=lambda s: None)
         assert json.loads((run / "config.json").read_text())["train"]["bf16"] is has_units
-    with pytest.raises(ImagegenError, match="train.bf16 must be true, false or \"auto\", got 'sometimes'"):
-        loop.train(tiny_config(**{"train.bf16": "sometimes"}), tmp_path / "bad", show_progress=False)
-    assert not (tmp_path / "bad").exists()
+    with pytest.raises(UsageError, match="train.bf16 must be one of true, false, auto; got 'sometimes'"):
+        tiny_config(**{"train.bf16": "sometimes"})
     # the probe: a CPU has bf16 units when torch reports AVX-512 BF16 or AMX
     for avx, amx in ((True, False), (False, True), (False, False)):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx: v)
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
         assert utils.has_bf16_units(torch.device("cpu")) is (avx or amx)
+
+
+@pytest.fixture
+def old_run(tmp_path, capsys):
+    """A finished tiny run made with the CLI, and a snapshot of its files' bytes."""
+    run = tmp_path / "old"
+    argv = ["train", "--dataset", "digits", "--images", "32", "--batch-size", "32", "--out", str(run), "--no-progress"]
+    assert main(argv + [a for s in TINY for a in ("--set", s)]) == 0
+    capsys.readouterr()
+    files = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert {"model.json", "model.safetensors", "state.json", "state.safetensors", "grid.png"} <= set(files)
+    return run, files
+
+
+def untouched(run, files) -> bool:
+    return {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == files
+
+
+@pytest.mark.parametrize("argv, code, says", [
+    (["--set", "train.schedule=linear"], 2, "train.schedule must be one of cosine, constant; got 'linear'"),
+    (["--set", "method.gan_loss=wgan"], 2, "method.gan_loss must be one of non-saturating, hinge; got 'wgan'"),
+    (["--method", "gan", "--set", "method.diffaugment=rotate"], 2,
+     "method.diffaugment takes a comma-separated list of color, translation, cutout; got 'rotate'"),
+    (["--set", "method.name=diffusion"], 2, "method.name must be one of flow, edm, gan, vae; got 'diffusion'"),
+    (["--method", "gan", "--set", "method.p_mean=3"], 2, "method.p_mean is an edm setting; the gan method does not"),
+    (["--lr", "nan"], 2, "train.lr must be a number; got nan"),
+    (["--set", "model.channels=60000,60000", "--set", "model.attention=false,false"], 2,
+     "parameters (at most 2,000,000,000); choose smaller model"),
+    (["--dataset", "folder:/nonexistent/pics"], 1, "does not exist"),
+])
+def test_a_bad_setting_with_overwrite_leaves_the_old_run_as_it_was(old_run, capsys, argv, code, says):
+    run, files = old_run
+    base = ["train", "--dataset", "digits", "--images", "32", "--out", str(run), "--overwrite", "--no-progress"]
+    assert main(base + argv) == code
+    err = capsys.readouterr().err
+    assert err.startswith("imagegen: error: ") and err.count("\n") == 1 and says in err, err
+    assert untouched(run, files)
+
+
+def test_networks_that_cannot_draw_the_data_are_refused_before_the_run_exists(image_folder, tmp_path, capsys):
+    out = tmp_path / "gan"
+    argv = ["train", "--method", "gan", "--dataset", f"folder:{image_folder}", "--size", "6", "--images", "32",
+            "--out", str(out), "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "the gan networks of this config do not fit the data's (3, 6, 6) images: the DCGAN needs an even" in err
+    assert not out.exists()
+    (tmp_path / "afile").write_text("mine")
+    for where in (tmp_path / "afile", tmp_path / "afile" / "run"):
+        assert main(["train", "--dataset", "digits", "--images", "32", "--out", str(where), "--overwrite"]) == 1
+        assert "afile is a file, not a directory" in capsys.readouterr().err
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+@pytest.mark.parametrize("argv", [["--lr", "0.1"], ["--set", "train.lr=0.1"], ["--config", "configs/flow.toml"],
+                                  ["--method", "edm"], ["--batch-size", "8"], ["--dataset", "mnist"], ["--seed", "3"],
+                                  ["--download"], ["--overwrite"]])
+def test_resume_refuses_every_flag_but_the_budget_and_device(old_run, capsys, argv):
+    run, files = old_run
+    assert main(["train", "--resume", str(run), "--images", "64", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"imagegen: error: {argv[0]} cannot be given with --resume: a resumed run keeps the settings it "
+                   "began with (RUN_DIR/config.json) and may change only its budget (--minutes, --images), --device, "
+                   "--no-progress and --json\n")
+    assert untouched(run, files)
+    with pytest.raises(UsageError, match="may change only minutes, images, device, not lr"):
+        loop.train(None, run, resume=True, budget={"lr": 0.1}, show_progress=False)
+    with pytest.raises(UsageError, match="train.minutes must be > 0; got 0"):
+        loop.train(None, run, resume=True, budget={"minutes": 0}, show_progress=False)
+    assert untouched(run, files)
+
+
+def test_train_prints_a_summary_and_the_config_is_in_the_run(tmp_path, capsys):
+    run = tmp_path / "new"
+    argv = ["train", "--dataset", "digits", "--images", "32", "--batch-size", "32", "--out", str(run), "--no-progress"]
+    assert main(argv + [a for s in TINY for a in ("--set", s)]) == 0
+    out = capsys.readouterr().out
+    first = out.splitlines()[0]
+    assert first.startswith("flow on digits: ") and "parameters; budget 32 images, batch 32, device cpu" in first
+    assert first.endswith(f"full config: {run / 'config.json'}") and len(first) - len(str(run)) < 160
+    assert "{" not in out  # no config dump
+    assert json.loads((run / "config.json").read_text())["model"]["channels"] == [8, 16]

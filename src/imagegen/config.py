@@ -1,17 +1,70 @@
 """One typed config per concern. Defaults live here; files (TOML) and --key=value overrides are type-checked and
-unknown keys are errors (nanoGPT's configurator checks, without its exec)."""
+unknown keys are errors (nanoGPT's configurator checks, without its exec). A choice is a `Literal`, a number's
+range an `Annotated[..., Range(...)]`: both are checked when a config is built, so a bad value fails before any
+work (or any old run's file) is touched."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from .errors import UsageError
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number may take: above `gt` or at least `ge`, and below `lt` or at most `le`; infinity only
+    with `inf` (NaN never)."""
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+    inf: bool = False
+
+    def check(self, value, key: str) -> None:
+        bounds = ((self.gt, lambda b: value > b), (self.ge, lambda b: value >= b), (self.lt, lambda b: value < b),
+                  (self.le, lambda b: value <= b))
+        if not all(ok(b) for b, ok in bounds if b is not None):
+            raise UsageError(f"config key {key} must be {self}; got {value!r}")
+
+    def __str__(self) -> str:
+        if self.lt is None and self.le is None:
+            return f"> {self.gt:g}" if self.gt is not None else f">= {self.ge:g}"
+        low = f"({self.gt:g}" if self.gt is not None else f"[{self.ge:g}"
+        return f"in {low}, {self.lt:g})" if self.lt is not None else f"in {low}, {self.le:g}]"
+
+
+@dataclass(frozen=True)
+class CommaList:
+    """A string of comma-separated names from `choices` ("" = none of them)."""
+
+    choices: tuple[str, ...]
+
+    def check(self, value: str, key: str) -> None:
+        wrong = [p for p in (p.strip() for p in value.split(",")) if p and p not in self.choices]
+        if wrong:
+            raise UsageError(f"config key {key} takes a comma-separated list of {', '.join(self.choices)}; "
+                             f"got {wrong[0]!r}")
+
+
+Positive = Annotated[float, Range(gt=0)]
+NonNegative = Annotated[float, Range(ge=0)]
+Share = Annotated[float, Range(ge=0, lt=1)]  # a probability that must leave something: dropout, label dropout
+Fraction = Annotated[float, Range(ge=0, le=1)]
+Count = Annotated[int, Range(ge=1)]
+Natural = Annotated[int, Range(ge=0)]
+NoiseLevel = Annotated[float, Range(ge=0, inf=True)]  # the top of a guidance interval may be inf (every level)
+Device = Literal["auto", "cpu", "cuda"]
+Schedule = Literal["cosine", "constant"]
+Sampler = Literal["euler", "heun", "dpmpp-2m", "ddim"]  # methods.samplers.SAMPLERS
+Bf16 = bool | Literal["auto"]  # "auto": where the device has bf16 units (utils.has_bf16_units)
 
 
 @dataclass
@@ -19,30 +72,30 @@ class DataConfig:
     dataset: str = "fashion-mnist"  # fashion-mnist | mnist | mnist-5k | digits | folder:PATH
     data_dir: str | None = None  # a folder holding the IDX files; else $IMAGEGEN_DATA, system, cache
     download: bool = False  # fetch from the canonical mirror when the files are nowhere
-    size: int = 32  # folder datasets: images are resized and centre-cropped to size x size
-    channels: int | None = None  # folder datasets: 1 or 3; None decides from the files
+    size: Count = 32  # folder datasets: images are resized and centre-cropped to size x size
+    channels: Literal[1, 3] | None = None  # folder datasets: 1 or 3; None decides from the files
     strict: bool = False  # folder datasets: an unreadable file is an error instead of a warning
 
 
 @dataclass
 class SeedModelConfig:
-    activation: str = "relu"  # relu | silu | tanh | sigmoid
-    pooling: str = "max"  # max | avg
-    filters: int = 32  # channels of the one convolution
-    hidden: int = 128  # units of the hidden dense layer
+    activation: Literal["relu", "silu", "tanh", "sigmoid"] = "relu"  # models.layers.ACTIVATIONS
+    pooling: Literal["max", "avg"] = "max"
+    filters: Count = 32  # channels of the one convolution
+    hidden: Count = 128  # units of the hidden dense layer
 
 
 @dataclass
 class FitConfig:
-    epochs: int = 10
-    batch_size: int = 32
-    optimizer: str = "adam"  # sgd | adam | adamw
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    loss: str = "cross-entropy"  # cross-entropy | mse (on softmax probabilities vs one-hot)
-    schedule: str = "constant"  # constant | cosine (per step, to zero at the end)
-    augment: str = "none"  # none | shift (random translation by up to 2 pixels) | shift-flip
-    label_smoothing: float = 0.0
+    epochs: Count = 10
+    batch_size: Count = 32
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: Positive = 1e-3
+    weight_decay: NonNegative = 0.0  # for every optimizer, AdamW too: 0 is none (PyTorch's AdamW default is 0.01)
+    loss: Literal["cross-entropy", "mse"] = "cross-entropy"  # mse: on softmax probabilities vs one-hot
+    schedule: Schedule = "constant"  # constant | cosine (per step, to zero at the end)
+    augment: Literal["none", "shift", "shift-flip"] = "none"  # shift: random translation by up to 2 pixels
+    label_smoothing: Share = 0.0
     channels_last: bool = False  # NHWC memory layout: faster for multi-layer CNNs on the CPU
 
 
@@ -58,110 +111,112 @@ class ClassifyConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: SeedModelConfig = field(default_factory=SeedModelConfig)
     fit: FitConfig = field(default_factory=FitConfig)
-    seed: int = 0
-    device: str = "auto"
+    seed: Natural = 0
+    device: Device = "auto"
 
 
 @dataclass
 class GenModelConfig:
-    channels: tuple[int, ...] = (16, 32, 64)  # UNet: widths per resolution level (28 -> 14 -> 7)
-    blocks: int = 1  # UNet: residual blocks per level on the way down (one more on the way up)
+    channels: tuple[Count, ...] = (16, 32, 64)  # UNet: widths per resolution level (28 -> 14 -> 7)
+    blocks: Count = 1  # UNet: residual blocks per level on the way down (one more on the way up)
     attention: tuple[bool, ...] = (False, False, True)  # UNet: self-attention at each level
     mid_attention: bool = True  # UNet: self-attention between the two blocks at the bottom
-    dropout: float = 0.0  # UNet: dropout inside residual blocks
-    noise_scale: float = 1000.0  # UNet: noise label x this before its sinusoidal embedding (EDM's nets use 1)
-    patch: int = 1  # UNet: fold patch x patch pixels into channels first, so the levels run at 1/patch resolution
-    z_dim: int = 64  # GAN and VAE: latent size
-    width: int = 64  # GAN and VAE: channels of the highest-resolution layer
+    dropout: Share = 0.0  # UNet: dropout inside residual blocks
+    noise_scale: Positive = 1000.0  # UNet: noise label x this before its sinusoidal embedding (EDM's nets use 1)
+    patch: Count = 1  # UNet: fold patch x patch pixels into channels first, so the levels run at 1/patch resolution
+    z_dim: Count = 64  # GAN and VAE: latent size
+    width: Count = 64  # GAN and VAE: channels of the highest-resolution layer
     spectral_norm: bool = False  # GAN: spectral normalisation of the discriminator's weights
-    minibatch_std: int = 0  # GAN: the discriminator sees the feature spread over groups of this many (0 = off)
-    gan_conditioning: str = "norm"  # GAN: the class sets the generator's BatchNorm scale and shift ("norm"), or
-    # an embedding of it is added to the latent ("add", the design before 2026-11-26, which collapsed within a class)
+    minibatch_std: Natural = 0  # GAN: the discriminator sees the feature spread over groups of this many (0 = off)
+    # GAN: the class sets the generator's BatchNorm scale and shift ("norm"), or an embedding of it is added to the
+    # latent ("add", the design before 2026-11-26, which collapsed within a class)
+    gan_conditioning: Literal["norm", "add"] = "norm"
 
 
 @dataclass
 class MethodConfig:
-    name: str = "flow"  # flow | edm | gan | vae
-    label_dropout: float = 0.1  # flow/edm: share of labels replaced by the null class (for guidance)
-    flow_uniform: float = 0.5  # flow: share of training times drawn uniformly (the rest logit-normal)
-    sigma_data: float = 0.5  # edm: standard deviation of the data in [-1, 1]
+    name: Literal["flow", "edm", "gan", "vae"] = "flow"  # train.recipes.METHODS
+    label_dropout: Share = 0.1  # flow/edm: share of labels replaced by the null class (for guidance)
+    flow_uniform: Fraction = 0.5  # flow: share of training times drawn uniformly (the rest logit-normal)
+    sigma_data: Positive = 0.5  # edm: standard deviation of the data in [-1, 1]
     p_mean: float = -1.2  # edm: log-normal training noise levels, mean of log sigma
-    p_std: float = 1.2  # edm: ... and its standard deviation
-    gan_loss: str = "non-saturating"  # gan: non-saturating | hinge
-    r1_gamma: float = 0.0  # gan: weight of the R1 penalty on real images (0 = off)
-    diffaugment: str = ""  # gan: comma-separated color,translation,cutout (small data)
-    d_lr_scale: float = 1.0  # gan: the discriminator's learning rate as a multiple of train.lr (two time-scale
+    p_std: Positive = 1.2  # edm: ... and its standard deviation
+    gan_loss: Literal["non-saturating", "hinge"] = "non-saturating"  # gan
+    r1_gamma: NonNegative = 0.0  # gan: weight of the R1 penalty on real images (0 = off)
+    diffaugment: Annotated[str, CommaList(("color", "translation", "cutout"))] = ""  # gan: e.g. "translation,cutout"
+    # (small data)
+    d_lr_scale: Positive = 1.0  # gan: the discriminator's learning rate as a multiple of train.lr (two time-scale
     # update rule, Heusel et al. 2017): a faster discriminator keeps up with the generator
-    beta: float = 1.0  # vae: weight of the KL term
+    beta: NonNegative = 1.0  # vae: weight of the KL term
 
 
 @dataclass
 class TrainConfig:
-    minutes: float | None = 5.0  # stop after this much training time (None: use images)
-    images: int | None = None  # stop after this many training images (wins over minutes when both are set)
-    batch_size: int = 128
-    lr: float = 2e-3  # peak learning rate (Adam; the GAN uses it for both networks)
-    warmup_images: int = 5_000  # linear warm-up, then cosine decay to zero at the end of the budget
-    schedule: str = "cosine"  # cosine | constant
-    grad_clip: float = 1.0  # clip the gradient norm (0 = off)
-    ema_half_life_images: int = 5_000  # EMA of weights: half-life in images (0 = no EMA)
+    minutes: Positive | None = 5.0  # stop after this much training time (None: use images)
+    images: Count | None = None  # stop after this many training images (wins over minutes when both are set)
+    batch_size: Count = 128
+    lr: Positive = 2e-3  # peak learning rate (Adam; the GAN uses it for both networks)
+    warmup_images: Natural = 5_000  # linear warm-up, then cosine decay to zero at the end of the budget
+    schedule: Schedule = "cosine"
+    grad_clip: NonNegative = 1.0  # clip the gradient norm (0 = off)
+    ema_half_life_images: Natural = 5_000  # EMA of weights: half-life in images (0 = no EMA)
     # autocast the forward pass to bfloat16; "auto": where the device has bf16 units (utils.has_bf16_units), resolved
     # when the run starts. Measured on a 2-core CPU with AVX-512 BF16 (`imagegen train`, alternating runs): the
     # default recipe at 282-341 img/s against 231-258 in float32
-    bf16: bool | str = "auto"
+    bf16: Bf16 = "auto"
     channels_last: bool = True  # NHWC layout: faster convolutions on the CPU
     flip: bool = False  # augment with horizontal flips
-    checkpoint_minutes: float = 5.0  # write a resumable checkpoint this often (and at the end)
-    checkpoint_images: int | None = None  # ... or every this many images
-    grid_minutes: float = 2.0  # write a sample grid this often
-    log_every: int = 50  # steps between lines of metrics.jsonl
-    max_bad_steps: int = 5  # stop with an error after this many non-finite steps in a row
-    eval_samples: int = 2000  # samples for the evaluation at the end (0 = none)
+    checkpoint_minutes: Positive = 5.0  # write a resumable checkpoint this often (and at the end)
+    checkpoint_images: Count | None = None  # ... or every this many images
+    grid_minutes: NonNegative = 2.0  # write a sample grid this often
+    log_every: Count = 50  # steps between lines of metrics.jsonl
+    max_bad_steps: Count = 5  # stop with an error after this many non-finite steps in a row
+    eval_samples: Natural = 2000  # samples for the evaluation at the end (0 = none)
 
 
 @dataclass
 class SampleConfig:
-    sampler: str = "dpmpp-2m"  # euler | heun | dpmpp-2m | ddim (flow/edm only)
-    steps: int = 8  # sampler steps
+    sampler: Sampler = "dpmpp-2m"  # flow/edm only
+    steps: Count = 8  # sampler steps
     # classifier-free guidance scale (1 = conditional, no guidance). 1.4 in the band below: measured on the 15-minute
     # default recipe, its samples are classified about as often as real test images (0.940 vs 0.935; 2.0: 0.96)
     guidance: float = 1.4
-    guidance_interval: tuple[float, ...] | None = (0.3, 3.0)  # guide only at lo < sigma <= hi (None: every level)
-    batch_size: int = 250
+    guidance_interval: tuple[NoiseLevel, ...] | None = (0.3, 3.0)  # guide only at lo < sigma <= hi (None: every level)
+    batch_size: Count = 250
 
 
 @dataclass
 class DistillConfig:
-    method: str = "progressive"  # progressive | reflow
-    steps: int = 4  # the student's sampler steps (network calls per image): 1, 2, 4, ...
-    minutes: float = 10.0  # training time, split evenly over the stages (reflow: plus drawing the pairs)
+    method: Literal["progressive", "reflow"] = "progressive"
+    steps: Count = 4  # the student's sampler steps (network calls per image): 1, 2, 4, ...
+    minutes: Positive = 10.0  # training time, split evenly over the stages (reflow: plus drawing the pairs)
     guidance: float | None = None  # the teacher's guidance scale folded into the student (None: the run's)
-    guidance_interval: tuple[float, ...] | None = None  # ... applied at lo < sigma <= hi (None: the run's)
-    teacher_steps: int = 8  # progressive: the teacher's steps; halved each stage down to `steps`
-    teacher_sampler: str | None = None  # progressive, first stage: any sampler (None: the teacher run's own;
+    guidance_interval: tuple[NoiseLevel, ...] | None = None  # ... applied at lo < sigma <= hi (None: the run's)
+    teacher_steps: Count = 8  # progressive: the teacher's steps; halved each stage down to `steps`
+    teacher_sampler: Sampler | None = None  # progressive, first stage: any sampler (None: the teacher run's own;
     # later stages: Euler, the students' own sampler)
-    teacher_substeps: int | None = None  # progressive, first stage: teacher steps per student step (None: 4 for
+    teacher_substeps: Count | None = None  # progressive, first stage: teacher steps per student step (None: 4 for
     # a trained model, a closer target than the classic 2 for twice the teacher's calls; 2 for a distilled student,
     # whose grid has no finer levels)
-    student_channels: tuple[int, ...] | None = None  # the student's UNet widths per level (None: the teacher's
+    student_channels: tuple[Count, ...] | None = None  # the student's UNet widths per level (None: the teacher's
     # network, starting from its weights; other widths: a cheaper network, trained from scratch)
     student_init: str | None = None  # a flow run (or model.json) on the same data whose network, of any UNet design
     # (e.g. a cheaper one), starts the student with its weights; None: as student_channels says
     student_attention: bool = True  # False: the student drops every self-attention layer of the network it starts
     # from (the other weights kept), a cheaper network that the distillation teaches to do without
-    pairs: int = 10_000  # reflow: (noise, image) pairs drawn by the teacher
-    pair_steps: int | None = None  # reflow: teacher steps per pair (None: the run's sampler and steps)
-    batch_size: int = 128
-    lr: float = 5e-4  # peak learning rate of each stage (Adam), after `warmup_images`, cosine to zero
-    warmup_images: int = 1_000
-    schedule: str = "cosine"
-    grad_clip: float = 1.0
-    ema_half_life_images: int = 2_000
+    pairs: Count = 10_000  # reflow: (noise, image) pairs drawn by the teacher
+    pair_steps: Count | None = None  # reflow: teacher steps per pair (None: the run's sampler and steps)
+    batch_size: Count = 128
+    lr: Positive = 5e-4  # peak learning rate of each stage (Adam), after `warmup_images`, cosine to zero
+    warmup_images: Natural = 1_000
+    schedule: Schedule = "cosine"
+    grad_clip: NonNegative = 1.0
+    ema_half_life_images: Natural = 2_000
     # bf16 autocast for the teacher's and the student's forward passes (the samplers' and the loss's arithmetic
     # stay float32); "auto": where the device has bf16 units, resolved when the run starts, as for training
-    bf16: bool | str = "auto"
-    seed: int = 0
-    device: str = "auto"
+    bf16: Bf16 = "auto"
+    seed: Natural = 0
+    device: Device = "auto"
 
 
 @dataclass
@@ -171,8 +226,26 @@ class GenConfig:
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
-    seed: int = 0
-    device: str = "auto"
+    seed: Natural = 0
+    device: Device = "auto"
+
+
+# Which methods read each setting of GenConfig (a setting not listed: every method). A setting given for a method
+# that does not read it would do nothing, so `load` refuses it.
+UNET, LATENT = ("flow", "edm"), ("gan", "vae")
+READ_BY: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("model.channels", "model.blocks", "model.attention", "model.mid_attention", "model.dropout",
+                     "model.noise_scale", "model.patch"), UNET),
+    **dict.fromkeys(("model.z_dim", "model.width"), LATENT),
+    **dict.fromkeys(("model.spectral_norm", "model.minibatch_std", "model.gan_conditioning"), ("gan",)),
+    "method.label_dropout": UNET,
+    "method.flow_uniform": ("flow",),
+    **dict.fromkeys(("method.sigma_data", "method.p_mean", "method.p_std"), ("edm",)),
+    **dict.fromkeys(("method.gan_loss", "method.r1_gamma", "method.diffaugment", "method.d_lr_scale"), ("gan",)),
+    "method.beta": ("vae",),
+    # a GAN or a VAE draws an image in one network call: no sampler, steps or guidance (but sample.batch_size)
+    **dict.fromkeys(("sample.sampler", "sample.steps", "sample.guidance", "sample.guidance_interval"), UNET),
+}
 
 
 def to_dict(cfg) -> dict[str, Any]:
@@ -180,8 +253,9 @@ def to_dict(cfg) -> dict[str, Any]:
 
 
 def from_dict(cls, data: dict[str, Any], where: str = ""):
-    """Build dataclass `cls` from a nested dict, rejecting unknown keys and values of the wrong type."""
-    hints = typing.get_type_hints(cls)
+    """Build dataclass `cls` from a nested dict, rejecting unknown keys, values of the wrong type, choices not on
+    the list and numbers out of range."""
+    hints = typing.get_type_hints(cls, include_extras=True)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
@@ -198,8 +272,14 @@ def from_dict(cls, data: dict[str, Any], where: str = ""):
     return cls(**kwargs)
 
 
+def checked(cfg):
+    """`cfg` built again from its values: the checks of `from_dict` for a config changed in code after loading."""
+    return from_dict(type(cfg), to_dict(cfg))
+
+
 def load(cls, path: str | Path | None = None, overrides: list[str] | None = None, flags: dict | None = None):
-    """Defaults <- TOML file <- `flags` (dotted keys, None = not given) <- `key.sub=value` overrides."""
+    """Defaults <- TOML file <- `flags` (dotted keys, None = not given) <- `key.sub=value` overrides. A GenConfig
+    setting given for a method that does not read it is refused (READ_BY)."""
     data: dict[str, Any] = {}
     if path:
         try:
@@ -222,39 +302,121 @@ def load(cls, path: str | Path | None = None, overrides: list[str] | None = None
             if not isinstance(node, dict):
                 raise UsageError(f"config key {p} is a value, not a table of settings")
         node[leaf] = value
-    return from_dict(cls, data)
+    cfg = from_dict(cls, data)
+    if isinstance(cfg, GenConfig):
+        check_read(cfg, _dotted(data))
+    return cfg
+
+
+def check_read(cfg: GenConfig, given) -> None:
+    """Refuse a setting among the dotted keys `given` that `cfg`'s method does not read."""
+    method = cfg.method.name
+    for key in sorted(given):
+        readers = READ_BY.get(key)
+        if readers is not None and method not in readers:
+            raise UsageError(f"{key} is {_article(readers[0])} {' and '.join(readers)} setting; the {method} method "
+                             "does not read it")
+
+
+def _dotted(data: dict, where: str = "") -> list[str]:
+    """The dotted keys of the values in a nested dict: {"model": {"z_dim": 8}} -> ["model.z_dim"]."""
+    keys = []
+    for key, value in data.items():
+        keys += _dotted(value, f"{where}{key}.") if isinstance(value, dict) else [f"{where}{key}"]
+    return keys
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
 
 
 def _coerce(value, hint, key: str):
     """Accept a value of the hinted type, or a string that parses as one (from the command line)."""
-    if typing.get_origin(hint) is tuple:
+    origin = typing.get_origin(hint)
+    if origin is Annotated:  # a scalar and its rules: Range, CommaList
+        base, *rules = typing.get_args(hint)
+        value = _scalar(value, base, key, finite=not any(getattr(r, "inf", False) for r in rules))
+        for rule in rules:
+            rule.check(value, key)
+        return value
+    if origin is tuple:
         return _coerce_tuple(value, typing.get_args(hint)[0], key)
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if origin is Literal:
+        return _choose(value, typing.get_args(hint), key)
+    if origin in (typing.Union, types.UnionType):
+        return _coerce_union(value, typing.get_args(hint), key)
+    return _scalar(value, hint, key)
+
+
+def _coerce_union(value, options: tuple, key: str):
+    """The first of `options` that accepts `value`; None (or "none") where None is one of them."""
     if value is None or (isinstance(value, str) and value.lower() == "none"):
         if type(None) in options:
             return None
         raise UsageError(f"config key {key} may not be empty")
-    for t in options:  # an optional tuple, e.g. tuple[float, ...] | None
-        if typing.get_origin(t) is tuple:
-            return _coerce_tuple(value, typing.get_args(t)[0], key)
-    for t in options:
-        if t is type(None):
-            continue
-        if isinstance(value, t) and not (t is int and isinstance(value, bool)):
-            return value
-        if t is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                if t is bool:
-                    if value.lower() in ("true", "1", "yes", "false", "0", "no"):
-                        return value.lower() in ("true", "1", "yes")
-                    continue
-                return t(value)
-            except ValueError:
-                continue
-    names = " or ".join(t.__name__ for t in options)
-    raise UsageError(f"config key {key} must be {names}, got {value!r}")
+    members = [t for t in options if t is not type(None)]
+    errors = []
+    for t in members:
+        try:
+            return _coerce(value, t, key)
+        except UsageError as e:
+            errors.append(e)
+    if len(members) == 1:  # e.g. `Positive | None`: that type's own message (its range)
+        raise errors[0]
+    words = [w for t in members for w in _choices(t)]
+    raise UsageError(f"config key {key} must be one of {', '.join(words)}; got {value!r}")
+
+
+def _choices(t) -> list[str]:
+    """How a member of a union reads in an error message: a bool is true or false, a Literal its values."""
+    if t is bool:
+        return ["true", "false"]
+    if typing.get_origin(t) is Literal:
+        return [str(c) for c in typing.get_args(t)]
+    return [getattr(typing.get_origin(t) or t, "__name__", str(t))]
+
+
+def _choose(value, choices: tuple, key: str):
+    """One of a Literal's `choices`, given as itself or as its text (from the command line)."""
+    for c in choices:
+        if (type(value) is type(c) and value == c) or (isinstance(value, str) and value == str(c)):
+            return c
+    raise UsageError(f"config key {key} must be one of {', '.join(map(str, choices))}; got {value!r}")
+
+
+def _scalar(value, t: type, key: str, finite: bool = True):
+    """A bool, int, float or str from itself or its text; a float is never NaN, and infinite only if `finite` is
+    False."""
+    if value is None or (isinstance(value, str) and value.lower() == "none"):
+        raise UsageError(f"config key {key} may not be empty")
+    out = _parse(value, t)
+    if out is None:
+        raise UsageError(f"config key {key} must be {_KINDS.get(t, t.__name__)}; got {value!r}")
+    if t is float and math.isnan(out):
+        raise UsageError(f"config key {key} must be a number; got {value!r}")
+    if t is float and finite and math.isinf(out):
+        raise UsageError(f"config key {key} must be a finite number; got {value!r}")
+    return out
+
+
+_KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+
+
+def _parse(value, t: type):
+    """`value` as type `t`, or None when it is not one (a bool is not an int; an int is a float)."""
+    if isinstance(value, bool):
+        return value if t is bool else None
+    if isinstance(value, t) or (t is float and isinstance(value, int)):
+        return t(value)
+    if not isinstance(value, str):
+        return None
+    if t is bool:
+        text = value.lower()
+        return text in ("true", "1", "yes") if text in ("true", "1", "yes", "false", "0", "no") else None
+    try:
+        return t(value)
+    except ValueError:
+        return None
 
 
 def _coerce_tuple(value, item, key: str) -> tuple:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from ..config import ClassifyConfig, load, to_dict
-from ..errors import UsageError
-from .shared import data_flags, log_for
+from ..config import ClassifyConfig, load
+from .shared import config_flags, data_flags, log_for
 
 
 def register(sub, common, data, fmt) -> None:
@@ -16,7 +15,7 @@ def _classify(sub, common, data, fmt) -> None:
     p = sub.add_parser("classify", help="the seed classifier: train it, or label images with it")
     csub = p.add_subparsers(title="commands", metavar="COMMAND", required=True)
     d = ClassifyConfig()
-    t = csub.add_parser("train", parents=[common, data], formatter_class=fmt,
+    t = csub.add_parser("train", parents=[config_flags(), data], formatter_class=fmt,
                         help="train the seed CNN and report test loss and accuracy")
     # default=None marks "not given", so a --config file's value survives; help shows the real default
     t.add_argument("--activation", choices=("relu", "silu", "tanh", "sigmoid"), help=f"(default: {d.model.activation})")
@@ -44,10 +43,7 @@ def classify_config(args) -> ClassifyConfig:
              "fit.loss": args.loss, "fit.lr": args.lr, "fit.epochs": args.epochs, "fit.batch_size": args.batch_size,
              "seed": args.seed, "device": args.device}
     flags.update(data_flags(args))
-    cfg = load(ClassifyConfig, args.config, args.set, flags)
-    if cfg.fit.epochs < 1 or cfg.fit.batch_size < 1 or cfg.fit.lr <= 0:
-        raise UsageError("--epochs and --batch-size must be >= 1 and --lr > 0")
-    return cfg
+    return load(ClassifyConfig, args.config, args.set, flags)  # refuses a value out of range: fit.epochs = 0
 
 
 def classify_train(args):
@@ -55,7 +51,7 @@ def classify_train(args):
 
     cfg = classify_config(args)
     log = log_for(args)
-    log(f"config: {to_dict(cfg)}")
+    log(summary(cfg, args.out))
     result = train_seed_classifier(cfg, args.out, overwrite=args.overwrite, show_progress=not args.no_progress,
                                    log=log)
     if args.out:
@@ -69,6 +65,15 @@ def classify_train(args):
         training_curves(history, run / "curves.png", f"seed classifier on {cfg.data.dataset}")
         log(f"outputs in {result['out']}: model.json, model.safetensors, curves.png, predictions.png, metrics.json")
     return result
+
+
+def summary(cfg: ClassifyConfig, out: str | None) -> str:
+    """One line of what will be trained; the whole config goes with the run (metrics.json, model.json)."""
+    m, f = cfg.model, cfg.fit
+    where = f"; full config: {out}/metrics.json" if out else ""
+    epochs = f"{f.epochs} epoch{'s' * (f.epochs != 1)}"
+    return (f"seed classifier on {cfg.data.dataset}: {m.filters} filters, {m.hidden} hidden units, {m.activation}, "
+            f"{m.pooling} pooling; {epochs} of batch {f.batch_size}, {f.optimizer} lr {f.lr:g}{where}")
 
 
 def classify_predict(args):

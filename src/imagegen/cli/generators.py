@@ -5,14 +5,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..config import DistillConfig, GenConfig, load, to_dict
+from ..config import DistillConfig, GenConfig, load
 from ..errors import ImagegenError, UsageError
-from .shared import data_flags, log_for
+from .shared import config_flags, data_flags, log_for
+
+# what `train --resume` may change: the budget and where and how it runs, not what it trains
+RESUME_MAY_CHANGE = {"resume", "out", "minutes", "images", "device", "no_progress", "json", "func"}
 
 
 def register(sub, common, data, fmt) -> None:
     d = GenConfig()
-    t = sub.add_parser("train", parents=[common, data], formatter_class=fmt,
+    t = sub.add_parser("train", parents=[config_flags(), data], formatter_class=fmt,
                        help="train a generator (flow, edm, gan, vae) into a run directory")
     t.add_argument("--method", choices=("flow", "edm", "gan", "vae"), help=f"(default: {d.method.name})")
     t.add_argument("--minutes", type=float, help=f"training time budget (default: {d.train.minutes})")
@@ -21,7 +24,8 @@ def register(sub, common, data, fmt) -> None:
     t.add_argument("--lr", type=float, help=f"peak learning rate (default: {d.train.lr})")
     t.add_argument("--out", default=None, help="run directory (default: runs/METHOD-DATASET)")
     t.add_argument("--resume", default=None, metavar="RUN_DIR",
-                   help="continue a run from its last checkpoint (--minutes/--images set the new total budget)")
+                   help="continue a run from its last checkpoint with its own settings (--minutes/--images set the "
+                        "new total budget; --device may change too)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     t.add_argument("--config", default=None, help="a TOML file of settings (see configs/)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -49,12 +53,12 @@ def register(sub, common, data, fmt) -> None:
     s.add_argument("--out", default=None, help="a folder for PNGs, or FILE.npz (default: MODEL_DIR/samples)")
     s.add_argument("--overwrite", action="store_true", help="replace existing output")
     s.set_defaults(func=run_sample)
-    register_distill(sub, common, fmt)
+    register_distill(sub, fmt)
 
 
-def register_distill(sub, common, fmt) -> None:
+def register_distill(sub, fmt) -> None:
     d = DistillConfig()
-    p = sub.add_parser("distill", parents=[common], formatter_class=fmt,
+    p = sub.add_parser("distill", parents=[config_flags()], formatter_class=fmt,
                        help="distil a trained flow model into a 1-4 step generator (guidance folded in)")
     p.add_argument("model", help="the teacher: a flow run directory or its model.json")
     p.add_argument("--method", choices=("progressive", "reflow"), help=f"(default: {d.method})")
@@ -73,6 +77,7 @@ def register_distill(sub, common, fmt) -> None:
                         "data (e.g. a cheaper one; default: a copy of the teacher)")
     p.add_argument("--out", default=None, help="run directory (default: TEACHER-METHOD-STEPS)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--config", default=None, help="a TOML file of DistillConfig settings (flags and --set win)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any DistillConfig setting, e.g. --set lr=1e-4 (repeatable)")
     p.set_defaults(func=run_distill)
@@ -85,7 +90,7 @@ def run_distill(args):
              "guidance_interval": _interval(args.guidance_interval), "pairs": args.pairs, "seed": args.seed,
              "device": args.device, "student_channels": _widths(args.student_channels),
              "student_init": args.student_init}
-    cfg = load(DistillConfig, None, args.set, flags)
+    cfg = load(DistillConfig, args.config, args.set, flags)
     model = Path(args.model)
     teacher = model.parent if model.suffix == ".json" else model
     out = args.out or f"{teacher}-{cfg.method}-{cfg.steps}"
@@ -105,21 +110,32 @@ def run_train(args):
 
     log = log_for(args)
     if args.resume:
-        if args.out and Path(args.out) != Path(args.resume):
-            raise UsageError("--resume RUN_DIR continues that run in place; do not also give a different --out")
-        budget = {"minutes": args.minutes, "images": args.images} if args.minutes or args.images else None
-        result = train(None, args.resume, resume=True, budget=budget, show_progress=not args.no_progress, log=log)
+        _check_resume_flags(args)
+        changes = {"minutes": args.minutes, "images": args.images, "device": args.device}  # None: not given
+        result = train(None, args.resume, resume=True, budget=changes, show_progress=not args.no_progress, log=log)
         out = args.resume
     else:
         cfg = train_config(args)
         out = args.out or f"runs/{cfg.method.name}-{cfg.data.dataset.replace(':', '-').replace('/', '-')}"
-        log(f"config: {to_dict(cfg)}")
         result = train(cfg, out, overwrite=args.overwrite, show_progress=not args.no_progress, log=log)
     if result.get("interrupted"):
         raise KeyboardInterrupt
     log(f"outputs in {out}: model.json + model.safetensors (EMA weights), grid.png, metrics.jsonl, "
         "state.* (resumable), results.json")
     return result
+
+
+def _check_resume_flags(args) -> None:
+    """A resumed run continues with the settings it began with: refuse every flag that would change one, rather
+    than drop it without a word."""
+    if args.out and Path(args.out) != Path(args.resume):
+        raise UsageError("--resume RUN_DIR continues that run in place; do not also give a different --out")
+    given = [k for k, v in vars(args).items()
+             if k not in RESUME_MAY_CHANGE and v is not None and v is not False and v != []]
+    if given:
+        raise UsageError(f"--{given[0].replace('_', '-')} cannot be given with --resume: a resumed run keeps the "
+                         "settings it began with (RUN_DIR/config.json) and may change only its budget (--minutes, "
+                         "--images), --device, --no-progress and --json")
 
 
 def run_sample(args):

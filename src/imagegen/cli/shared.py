@@ -21,6 +21,14 @@ def common_flags() -> argparse.ArgumentParser:
     return common
 
 
+def config_flags() -> argparse.ArgumentParser:
+    """The common flags of a command that reads a config (train, distill, classify train), in a parser of its own:
+    --seed and --device are None unless given, so a --config file's values stand, and --resume can tell them."""
+    common = common_flags()
+    common.set_defaults(seed=None, device=None)
+    return common
+
+
 def data_flags_parser() -> argparse.ArgumentParser:
     """The options that choose and read a dataset."""
     data = argparse.ArgumentParser(add_help=False)

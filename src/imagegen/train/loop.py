@@ -6,6 +6,7 @@ uninterrupted one."""
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import signal
 import time
@@ -15,10 +16,9 @@ import numpy as np
 import torch
 
 from ..artifacts import save_artifact
-from ..config import GenConfig, from_dict, to_dict
+from ..config import GenConfig, checked, from_dict, to_dict
 from ..data import load_splits
-from ..errors import ImagegenError
-from ..models.gan import CONDITIONING
+from ..errors import ImagegenError, UsageError
 from ..pixels import grid, save_png, to_float
 from ..utils import append_jsonl, has_bf16_units, prepare_run_dir, progress, resolve_device, write_json
 from . import checkpoint, recipes
@@ -105,8 +105,8 @@ def train(cfg: GenConfig | None, out: str | Path, *, resume: bool = False, budge
             "sample": to_dict(cfg.sample)}
     n_params = sum(p.numel() for p in nets[infer_name].parameters())
     log(f"{cfg.method.name} on {cfg.data.dataset}: {len(train_ds):,} images {train_ds.shape}, "
-        f"{n_params / 1e6:.2f}M parameters, batch {cfg.train.batch_size}, device {device}"
-        f"{', bf16 autocast' if cfg.train.bf16 is True else ''}")
+        f"{n_params / 1e6:.2f}M parameters; budget {_budget_text(cfg)}, batch {cfg.train.batch_size}, "
+        f"device {device}{', bf16 autocast' if cfg.train.bf16 is True else ''}; full config: {run / 'config.json'}")
 
     def save_checkpoint():
         checkpoint.save_state(run, nets=nets, ema=ema, optimizers=opts, generator=generator, progress=state,
@@ -197,14 +197,17 @@ def train(cfg: GenConfig | None, out: str | Path, *, resume: bool = False, budge
 
 def _open_run(cfg: GenConfig | None, run: Path, resume: bool, budget: dict | None, overwrite: bool):
     """(config, saved state doc, saved tensors): the run's own when resuming, else `cfg` in a fresh directory.
-    The budget and sampling settings are checked before anything of an old run is removed."""
+    Everything is checked before the first file is removed or written: the whole config, the device, the data
+    set, the networks the config builds for it and the output location."""
     doc = tensors = None
     if resume:
         doc, tensors = checkpoint.load_state(run)
         cfg = _resumed_config(doc, budget)
-        _check_budget(cfg)
-    else:
-        _check_budget(cfg)
+    cfg = checked(cfg)  # a config changed in code since it was loaded passes the same checks
+    _check_budget(cfg)
+    _check_data_and_networks(cfg)
+    if not resume:
+        _check_out(run)
         prepare_run_dir(run, overwrite)
         for stale in RUN_FILES:  # --overwrite: nothing of the old run may be mistaken for the new one
             (run / stale).unlink(missing_ok=True)
@@ -288,40 +291,51 @@ def _final_evaluation(run: Path, cfg: GenConfig, device, show_progress: bool, lo
     return report
 
 
-def _resumed_config(doc: dict, budget: dict | None) -> GenConfig:
-    """The run's own config; only the budget may change when resuming."""
+RESUME_CHANGES = ("minutes", "images", "device")
+
+
+def _resumed_config(doc: dict, changes: dict | None) -> GenConfig:
+    """The run's own config. A resumed run may change only its budget ("minutes", "images": given either, both are
+    replaced) and its "device"; None values are not given."""
     saved = from_dict(GenConfig, doc["config"])
-    if budget:
-        saved.train.minutes, saved.train.images = budget.get("minutes"), budget.get("images")
+    changes = {k: v for k, v in (changes or {}).items() if v is not None}
+    unknown = sorted(set(changes) - set(RESUME_CHANGES))
+    if unknown:
+        raise UsageError(f"a resumed run keeps its settings; it may change only {', '.join(RESUME_CHANGES)}, "
+                         f"not {unknown[0]}")
+    if "minutes" in changes or "images" in changes:
+        saved.train.minutes, saved.train.images = changes.get("minutes"), changes.get("images")
+    saved.device = changes.get("device", saved.device)
     return saved
 
 
 def _check_budget(cfg: GenConfig) -> None:
+    """What the types of the config's fields cannot say (each value's own range is checked when it is built)."""
     if cfg.train.images is None and cfg.train.minutes is None:
-        raise ImagegenError("no training budget: set train.images or train.minutes")
-    if (cfg.train.images is not None and cfg.train.images < 1) or (
-            cfg.train.images is None and cfg.train.minutes <= 0):
-        raise ImagegenError("the training budget must be positive (--images >= 1 or --minutes > 0)")
-    if cfg.train.batch_size < 1 or cfg.train.lr <= 0:
-        raise ImagegenError("train.batch_size must be >= 1 and train.lr > 0")
-    if cfg.train.bf16 not in (True, False, "auto"):
-        raise ImagegenError(f"train.bf16 must be true, false or \"auto\", got {cfg.train.bf16!r}")
-    if cfg.method.d_lr_scale <= 0:
-        raise ImagegenError(f"method.d_lr_scale must be > 0, got {cfg.method.d_lr_scale}")
+        raise UsageError("no training budget: set train.images or train.minutes")
     m = cfg.model
-    wrong = [why for bad, why in (
-        (min(m.channels) < 1, f"model.channels must be positive, got {list(m.channels)}"),
-        (len(m.attention) != len(m.channels),
-         f"model.attention needs one flag per level ({len(m.channels)}), got {len(m.attention)}"),
-        (m.blocks < 1, f"model.blocks must be >= 1, got {m.blocks}"),
-        (m.patch < 1, f"model.patch must be >= 1, got {m.patch}"),
-    ) if bad]
-    if cfg.method.name in ("flow", "edm") and wrong:  # the UNet's settings
-        raise ImagegenError("; ".join(wrong))
-    if cfg.model.gan_conditioning not in CONDITIONING:
-        raise ImagegenError(f"unknown model.gan_conditioning {cfg.model.gan_conditioning!r}; "
-                            f"choose one of {', '.join(CONDITIONING)}")
+    if cfg.method.name in ("flow", "edm") and len(m.attention) != len(m.channels):  # the UNet's settings
+        raise UsageError(f"model.attention needs one flag per level ({len(m.channels)}), got {len(m.attention)}")
     _check_sampling(cfg)
+
+
+def _check_data_and_networks(cfg: GenConfig) -> None:
+    """The device exists, the data set loads, and the networks the config builds fit its images (built and run on
+    the meta device: no memory, no arithmetic). The data is read again when training starts; a download or a
+    folder's first decoding happens here, without a progress bar."""
+    resolve_device(cfg.device)
+    train_ds, _ = load_splits(cfg.data, show_progress=False)
+    recipes.dry_run(cfg, train_ds.shape, len(train_ds.classes))
+
+
+def _check_out(run: Path) -> None:
+    """The run directory can be made and written: it is no file, nor inside one, and it (or the nearest folder
+    above it that exists) is writable."""
+    existing = next(p for p in (run, *run.parents) if p.exists())
+    if not existing.is_dir():
+        raise ImagegenError(f"cannot write the run directory {run}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ImagegenError(f"cannot write the run directory {run}: {existing} is not writable")
 
 
 def _check_sampling(cfg: GenConfig) -> None:
@@ -332,6 +346,11 @@ def _check_sampling(cfg: GenConfig) -> None:
     s = cfg.sample
     check_sampling(steps=s.steps, sampler=s.sampler, guidance_interval=s.guidance_interval or EVERYWHERE,
                    batch_size=s.batch_size, prefix="sample.")
+
+
+def _budget_text(cfg: GenConfig) -> str:
+    kind, total = _budget(cfg)
+    return f"{total:,} images" if kind == "images" else f"{cfg.train.minutes:g} min"
 
 
 def _budget(cfg: GenConfig) -> tuple[str, float]:

@@ -10,13 +10,14 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """SGD (momentum 0.9), Adam and AdamW with Keras' epsilon (1e-7)."""
+    """SGD (momentum 0.9), Adam and AdamW with Keras' epsilon (1e-7), each with the `weight_decay` given: 0 is
+    none for AdamW too (PyTorch's AdamW would decay by 0.01 when not told)."""
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, eps=1e-7, weight_decay=weight_decay)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, eps=1e-7, weight_decay=weight_decay or 1e-2)
+        return torch.optim.AdamW(params, lr=lr, eps=1e-7, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
 
 

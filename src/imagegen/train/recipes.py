@@ -9,10 +9,12 @@ import torch
 from torch import nn
 
 from ..config import GenConfig
+from ..errors import UsageError
 from ..methods import diffusion, gan, vae
 from ..models import build_model
 
 METHODS = ("flow", "edm", "gan", "vae")
+MAX_PARAMETERS = 2_000_000_000  # more is a mistyped width, not a network to train here (8 GB of float32 weights)
 # the network whose EMA becomes the inference artifact, and its kind in `imagegen.models`
 INFERENCE = {"flow": ("net", "unet"), "edm": ("net", "unet"), "gan": ("generator", "dcgan-generator"),
              "vae": ("vae", "vae")}
@@ -43,6 +45,39 @@ def network_configs(cfg: GenConfig, shape: tuple[int, int, int], num_classes: in
 
 def build_networks(configs: dict[str, tuple[str, dict]]) -> dict[str, nn.Module]:
     return {name: build_model(kind, kwargs) for name, (kind, kwargs) in configs.items()}
+
+
+def dry_run(cfg: GenConfig, shape: tuple[int, int, int], num_classes: int) -> int:
+    """The number of parameters of the method's networks for images of `shape`, after building them and running
+    one forward pass on PyTorch's meta device, which checks shapes without memory or arithmetic; a UsageError for
+    networks that cannot be built for these images or are too big."""
+    try:
+        with torch.device("meta"):
+            nets = build_networks(network_configs(cfg, shape, num_classes))
+            n = sum(p.numel() for net in nets.values() for p in net.parameters())
+            if n > MAX_PARAMETERS:
+                raise UsageError(f"the {cfg.method.name} networks of this config would have {n:,} parameters "
+                                 f"(at most {MAX_PARAMETERS:,}); choose smaller model settings")
+            images = _meta_forward(cfg.method.name, nets, shape)
+    except (ValueError, RuntimeError) as e:
+        raise UsageError(f"the {cfg.method.name} networks of this config do not fit the data's {shape} images: "
+                         f"{str(e).splitlines()[0]}") from None
+    if tuple(images.shape[1:]) != tuple(shape):
+        raise UsageError(f"the {cfg.method.name} networks of this config draw {tuple(images.shape[1:])} images, "
+                         f"not the data's {shape}")
+    return n
+
+
+def _meta_forward(method: str, nets: dict[str, nn.Module], shape) -> torch.Tensor:
+    """The images (or UNet output) of one forward pass of a batch of two, on the meta device."""
+    x, y = torch.zeros(2, *shape), torch.zeros(2, dtype=torch.long)
+    if method in ("flow", "edm"):
+        return nets["net"](x, torch.ones(2), y)
+    if method == "vae":
+        return nets["vae"](x, y)[0]
+    fake = nets["generator"](torch.zeros(2, nets["generator"].z_dim), y)
+    nets["discriminator"](fake, y)
+    return fake
 
 
 def build_optimizers(cfg: GenConfig, nets: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
