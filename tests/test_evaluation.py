@@ -78,9 +78,10 @@ def test_memorisation_counts_copies_and_near_copies_and_the_floor_is_the_test_sp
         report = evaluate(samples, None, ev, train_images=train.images, test_images=test.images)
     assert report["samples"]["memorised_fraction"] == 0.5
     test_d = rms_to_nearest(test.images, train.images)
-    assert report["floor"]["nn_pixel_median"] == pytest.approx(np.median(test_d), rel=1e-5)
+    # float32 distances in the library, float64 here
+    assert report["floor"]["nn_pixel_median"] == pytest.approx(np.median(test_d), rel=1e-4)
     assert report["samples"]["nn_pixel_median"] == pytest.approx(np.median(rms_to_nearest(samples, train.images)),
-                                                                 rel=1e-5, abs=1e-6)
+                                                                 rel=1e-4)
     assert np.quantile(test_d, 0.01) > 0.02  # the threshold lies well above the near copies' 2 / 255
 
 
