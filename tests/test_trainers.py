@@ -161,7 +161,8 @@ def test_ema_averages_floating_buffers_and_copies_counters():
 
 
 def test_the_gan_artifact_holds_averaged_batchnorm_statistics_not_the_live_ones(tmp_path):
-    loop.train(tiny_config("gan", images=192, **{"train.bf16": "false"}), tmp_path / "gan", show_progress=False, log=lambda s: None)
+    cfg = tiny_config("gan", images=192, **{"train.bf16": "false"})
+    loop.train(cfg, tmp_path / "gan", show_progress=False, log=lambda s: None)
     _, state = checkpoint.load_state(tmp_path / "gan")
     art = load_file(tmp_path / "gan" / "model.safetensors")
     stats = [k for k in art if k.endswith(("running_mean", "running_var"))]
