@@ -57,11 +57,19 @@ def test_attribution_maps_have_the_input_shape(name, images):
     assert maps.shape == (5, channels, 8, 8) and torch.isfinite(maps).all() and maps.abs().sum() > 0
 
 
-def test_saliency_is_the_magnitude_of_the_target_logits_gradient(images):
+def test_saliency_and_grad_cam_are_what_their_papers_define(images):
+    """Saliency: |d logit / d x|. Grad-CAM: ReLU(sum_k alpha_k A_k) at the last convolution, alpha_k the mean over
+    positions of d logit / d A_k, upsampled bilinearly to the input. Both computed here by hand with autograd."""
     model, target = corner_classifier(), torch.tensor([0, 1, 0, 1, 0])
     x = images.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(model(x).gather(1, target[:, None]).sum(), x)
     torch.testing.assert_close(attribute("saliency", model, images, target), grad.abs())
+    acts = model.features[0](images)  # (B, K, 6, 6)
+    (d_acts,) = torch.autograd.grad(model.head(model.features[1:](acts)).gather(1, target[:, None]).sum(), acts)
+    cam = torch.relu((d_acts.mean(dim=(2, 3), keepdim=True) * acts).sum(1, keepdim=True))
+    want = torch.nn.functional.interpolate(cam, size=(8, 8), mode="bilinear")
+    assert want.abs().max() > 0
+    torch.testing.assert_close(attribute("grad-cam", model, images, target), want.detach())
 
 
 def test_integrated_gradients_are_complete(images):
