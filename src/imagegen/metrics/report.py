@@ -24,7 +24,10 @@ def evaluate(images: np.ndarray, labels: np.ndarray | None, ev: Evaluator, *, tr
 
     Memorisation (needs the pixels of the training and test splits): each sample's distance to its nearest
     training image, in pixels (RMS over [0, 1] pixels) and in features; `memorised_fraction` is the share of
-    samples closer to a training image than 99% of real test images are."""
+    samples closer to a training image than 99% of real test images are.
+
+    Precision and recall compare equal numbers of images (`n_precision_recall`: the samples', the floor's and
+    the test split's smallest), the same test images for the samples and the floor."""
     ev.check(images)
     if labels is not None and (labels.min() < 0 or labels.max() >= len(ev.classes)):
         raise ImagegenError(f"sample labels must lie in 0..{len(ev.classes) - 1} for the {ev.dataset} evaluator")
@@ -36,19 +39,22 @@ def evaluate(images: np.ndarray, labels: np.ndarray | None, ev: Evaluator, *, tr
     feats, probs = ev.embed(images, show_progress=show_progress)
     rng = np.random.default_rng(seed)
     floor_idx = np.sort(rng.choice(len(ref["train_features"]), min(n, len(ref["train_features"])), replace=False))
-    sample = _scores(feats, probs, labels, ref["test_features"], k, seed)
+    n_pr = min(n, len(floor_idx), len(ref["test_features"]))
+    sample = _scores(feats, probs, labels, ref["test_features"], k, seed, n_pr)
     floor = _scores(ref["train_features"][floor_idx], ref["train_probs"][floor_idx],
-                    ref["train_labels"][floor_idx] if labels is not None else None, ref["test_features"], k, seed)
+                    ref["train_labels"][floor_idx] if labels is not None else None, ref["test_features"], k, seed,
+                    n_pr)
     if train_images is not None and test_images is not None:
         mem, mem_floor = _memorisation(images, feats, train_images, test_images, ref, n, seed, pairs_png)
         sample.update(mem)
         floor.update(mem_floor)
-    return {"n": n, "n_floor": len(floor_idx), "dataset": ev.dataset, "n_reference": len(ref["test_features"]),
+    return {"n": n, "n_floor": len(floor_idx), "n_precision_recall": n_pr, "dataset": ev.dataset,
+            "n_reference": len(ref["test_features"]),
             "evaluator_accuracy": ev.test_accuracy, "samples": sample, "floor": floor}
 
 
-def _scores(feats, probs, labels, ref_feats, k, seed) -> dict:
-    precision, recall = stats.precision_recall(ref_feats, feats, k)
+def _scores(feats, probs, labels, ref_feats, k, seed, n_pr) -> dict:
+    precision, recall = stats.precision_recall(ref_feats, feats, k, n=n_pr, seed=seed)
     kid_mean, kid_std = stats.kid(feats, ref_feats, seed=seed)
     is_mean, is_std = stats.inception_score(probs)
     out = {"fid": stats.fid_from_features(feats, ref_feats), "kid_mean": kid_mean, "kid_std": kid_std,
@@ -94,6 +100,8 @@ def format_report(report: dict) -> str:
              f"evaluator test accuracy {report['evaluator_accuracy']:.4f}",
              f"{'metric':<20}{'samples':>12}{'real floor':>14}   (floor: {report['n_floor']} real training images;"
              " memorisation floor: real test images)"]
+    if "n_precision_recall" in report:
+        lines.insert(1, f"precision and recall at n = {report['n_precision_recall']} on each side")
     for key in METRICS:
         if key in report["samples"]:
             lines.append(f"{key:<20}{report['samples'][key]:>12.4f}{report['floor'][key]:>14.4f}")
