@@ -48,8 +48,10 @@ def save_samples(path: str | os.PathLike, images: np.ndarray, labels: np.ndarray
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):  # a full disk, a read-only folder: one line, and the old file is untouched
+            raise ImagegenError(f"cannot write samples {path}: {e.strerror or e}") from None
         raise
     _fsync_dir(path.parent)
     return path
@@ -115,7 +117,14 @@ def save_sample_folder(folder: str | os.PathLike, images: np.ndarray, labels: np
     folder = Path(folder)
     _check_images(images, str(folder))
     _refuse_foreign(folder)
-    pictures = pictures or {}
+    try:
+        _replace_samples(folder, images, labels, pictures or {})
+    except OSError as e:  # the manifest still says incomplete: `load_samples` refuses the folder, a rerun cleans it
+        raise ImagegenError(f"cannot write samples into {folder}: {e.strerror or e}") from None
+    return folder
+
+
+def _replace_samples(folder: Path, images: np.ndarray, labels: np.ndarray, pictures: dict[str, np.ndarray]) -> None:
     samples = [f"{int(label)}/{i:06d}.png" for i, label in enumerate(labels)]
     old = _manifest(folder)
     old_files = set(old["samples"]) | set(old["pictures"]) if old else set()
@@ -131,7 +140,6 @@ def save_sample_folder(folder: str | os.PathLike, images: np.ndarray, labels: np
     for name, picture in pictures.items():
         save_png(picture, folder / name)
     _write_manifest(folder, samples, sorted(pictures), complete=True)
-    return folder
 
 
 def _write_manifest(folder: Path, samples: list[str], pictures: list[str], complete: bool) -> None:
@@ -232,7 +240,7 @@ def _sample_files(path: Path) -> tuple[list[Path], list[int | None]]:
         raise ImagegenError(f"{path} holds an interrupted imagegen sample ({MANIFEST} is incomplete); draw them "
                             "again with imagegen sample --overwrite")
     subdirs = sorted(d for d in path.iterdir() if d.is_dir() and d.name.isdigit())
-    groups = [(int(d.name), sorted(d.glob("*.png"))) for d in subdirs] or [(None, sorted(path.glob("*.png")))]
+    groups = [(int(d.name), _pngs(d)) for d in subdirs] or [(None, _pngs(path))]
     files = [f for _, fs in groups for f in fs]
     if not files:
         raise ImagegenError(f"{path} holds no .png samples")
@@ -241,6 +249,10 @@ def _sample_files(path: Path) -> tuple[list[Path], list[int | None]]:
     else:
         _note_passed_over(path, set(files), bool(subdirs))
     return files, [label for label, fs in groups for _ in fs]
+
+
+def _pngs(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.glob("*.png") if not f.is_dir())  # broken links too: reading names them
 
 
 def _check_listed(path: Path, files: list[Path], manifest: dict) -> None:
