@@ -268,7 +268,7 @@ def test_overwrite_refuses_a_folder_with_images_it_did_not_write(run, tmp_path, 
     assert files_in(out) == ["3/holiday.png", "cover.jpg"]  # nothing removed, nothing added
     # our folder with an image added by hand afterwards: refused too, and `eval` does not score a mix
     ours = tmp_path / "ours"
-    assert cli(capsys, "sample", run, "--n", "3", "--steps", "2", "--out", ours)[0] == 0
+    assert cli(capsys, "sample", run, "--n", "3", "--steps", "2", "--out", ours, "--backend", "torch")[0] == 0
     Image.new("L", (8, 8), 7).save(ours / "0" / "extra.png")
     with pytest.raises(ImagegenError, match=r"1 not written by imagegen sample \(0/extra.png\)"):
         load_samples(ours)
@@ -282,7 +282,7 @@ def test_overwrite_refuses_a_folder_with_images_it_did_not_write(run, tmp_path, 
 def test_an_interrupted_folder_is_refused_by_eval_and_cleaned_by_the_next_overwrite(run, tmp_path, capsys,
                                                                                    monkeypatch):
     out = tmp_path / "pngs"
-    base = ["sample", run, "--steps", "2", "--out", out]
+    base = ["sample", run, "--steps", "2", "--out", out, "--backend", "torch"]
     assert cli(capsys, *base, "--n", "10")[0] == 0
     written = []
 
@@ -304,7 +304,7 @@ def test_an_interrupted_folder_is_refused_by_eval_and_cleaned_by_the_next_overwr
 
 def test_npz_output_is_atomic_and_its_grid_is_not_replaced_silently(run, tmp_path, capsys, monkeypatch):
     out = tmp_path / "s.npz"
-    base = ["sample", run, "--n", "4", "--steps", "2", "--out", out]
+    base = ["sample", run, "--n", "4", "--steps", "2", "--out", out, "--backend", "torch"]
     assert cli(capsys, *base)[0] == 0
     before = out.read_bytes()
 
