@@ -5,6 +5,7 @@ folders that `eval` cannot read named in one line."""
 import dataclasses
 import json
 import math
+import re
 import warnings
 
 import numpy as np
@@ -375,3 +376,23 @@ def test_images_a_folder_does_not_score_are_named_in_a_warning(tmp_path):
     with pytest.warns(UserWarning, match=r"3 image file\(s\) are not scored .*: 0/d.jpg, extra/c.png, loose.png"):
         images, labels = load_samples(tmp_path)
     assert len(images) == 2 and labels.tolist() == [0, 1]
+
+
+def test_a_decompression_bomb_among_the_samples_is_named_not_a_traceback(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20)  # a 16x16 PNG is then over twice Pillow's limit
+    save(tmp_path / "s" / "a.png", Image.new("L", (16, 16)))
+    code, _, err = cli(capsys, "eval", tmp_path / "s", "--dataset", "digits")
+    assert code == 1 and "a.png: too large" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("n, k, seed, error, message", [
+    (3, 3, 0, ImagegenError, "3 sample(s): precision and recall with k=3 neighbours need more than 3"),
+    (1, 1, 0, ImagegenError, "need more than 1"),
+    (50, 0, 0, UsageError, "k (neighbours for precision and recall) must be a whole number >= 1"),
+    (50, 3, -1, UsageError, "seed must be a whole number >= 0"),
+])
+def test_evaluate_refuses_what_would_fail_inside_a_metric(n, k, seed, error, message):
+    rng = np.random.default_rng(0)
+    ev = FeatureEvaluator(rng.standard_normal((n, 8)), gaussian_reference(rng, 100, n_train=100, d=8))
+    with pytest.raises(error, match=re.escape(message)):
+        evaluate(np.zeros((n, 1, 1, 1), np.uint8), None, ev, k=k, seed=seed)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ImagegenError
+from ..errors import ImagegenError, UsageError
 from ..pixels import labelled_grid, save_png
 from . import stats
 from .evaluator import Evaluator
@@ -29,6 +30,8 @@ def evaluate(images: np.ndarray, labels: np.ndarray | None, ev: Evaluator, *, tr
     Precision and recall compare equal numbers of images (`n_precision_recall`: the samples', the floor's and
     the test split's smallest), the same test images for the samples and the floor."""
     ev.check(images)
+    _check_settings(len(images), min(len(images), len(ev.reference["train_features"]),
+                                     len(ev.reference["test_features"])), k, seed)
     if labels is not None and (labels.min() < 0 or labels.max() >= len(ev.classes)):
         raise ImagegenError(f"sample labels must lie in 0..{len(ev.classes) - 1} for the {ev.dataset} evaluator")
     n = len(images)
@@ -51,6 +54,17 @@ def evaluate(images: np.ndarray, labels: np.ndarray | None, ev: Evaluator, *, tr
     return {"n": n, "n_floor": len(floor_idx), "n_precision_recall": n_pr, "dataset": ev.dataset,
             "n_reference": len(ref["test_features"]),
             "evaluator_accuracy": ev.test_accuracy, "samples": sample, "floor": floor}
+
+
+def _check_settings(n: int, n_pr: int, k: int, seed: int) -> None:
+    """Refuse, in one line, what would otherwise fail deep inside a metric (or numpy's random generator)."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise UsageError(f"k (neighbours for precision and recall) must be a whole number >= 1, got {k!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise UsageError(f"seed must be a whole number >= 0, got {seed!r}")
+    if n_pr <= k:
+        raise ImagegenError(f"{n} sample(s): precision and recall with k={k} neighbours need more than {k} images "
+                            "on each side (and FID and KID at least 2); draw more samples or lower k")
 
 
 def _scores(feats, probs, labels, ref_feats, k, seed, n_pr) -> dict:
