@@ -30,10 +30,10 @@ def evaluate(images: np.ndarray, labels: np.ndarray | None, ev: Evaluator, *, tr
     Precision and recall compare equal numbers of images (`n_precision_recall`: the samples', the floor's and
     the test split's smallest), the same test images for the samples and the floor."""
     ev.check(images)
-    _check_settings(len(images), min(len(images), len(ev.reference["train_features"]),
-                                     len(ev.reference["test_features"])), k, seed)
     if labels is not None and (labels.min() < 0 or labels.max() >= len(ev.classes)):
         raise ImagegenError(f"sample labels must lie in 0..{len(ev.classes) - 1} for the {ev.dataset} evaluator")
+    _check_settings(len(images), min(len(images), len(ev.reference["train_features"]),
+                                     len(ev.reference["test_features"])), k, seed)
     n = len(images)
     if n < SMALL_N:
         warnings.warn(f"{n} samples: FID and KID are biased upward at small n; use >= {SMALL_N} (10,000 is usual)",
