@@ -308,7 +308,8 @@ def untouched(run, files) -> bool:
 
 @pytest.mark.parametrize("argv, code, says", [
     (["--set", "train.schedule=linear"], 2, "train.schedule must be one of cosine, constant; got 'linear'"),
-    (["--method", "gan", "--set", "method.gan_loss=wgan"], 2, "method.gan_loss must be one of non-saturating, hinge; got 'wgan'"),
+    (["--method", "gan", "--set", "method.gan_loss=wgan"], 2,
+     "method.gan_loss must be one of non-saturating, hinge; got 'wgan'"),
     (["--method", "gan", "--set", "method.diffaugment=rotate"], 2,
      "method.diffaugment takes a comma-separated list of color, translation, cutout; got 'rotate'"),
     (["--set", "method.name=diffusion"], 2, "method.name must be one of flow, edm, gan, vae; got 'diffusion'"),

@@ -1,7 +1,8 @@
 """One typed config per concern. Defaults live here; files (TOML) and --key=value overrides are type-checked and
 unknown keys are errors (nanoGPT's configurator checks, without its exec). A choice is a `Literal`, a number's
 range an `Annotated[..., Range(...)]`: both are checked when a config is built, so a bad value fails before any
-work (or any old run's file) is touched."""
+work (or any old run's file) is touched. A generator's model and method sections are typed by its method (a tagged
+union: `method.name` is the tag), so each holds only the settings that method reads."""
 
 from __future__ import annotations
 
@@ -279,6 +280,9 @@ class DistillConfig:
 
 @dataclass
 class GenConfig:
+    """A generator's training run. `method.name` chooses the method and so the types of the method and model
+    sections: a setting that the method (or its networks) does not have cannot be given to it."""
+
     data: DataConfig = field(default_factory=DataConfig)
     # the method's networks, typed by method.name (MODEL_CONFIGS): a UNetConfig for flow and edm, a DCGANConfig for
     # gan, a VAEConfig for vae; None: that type's defaults
@@ -318,15 +322,19 @@ def _refuse_foreign_keys(section: str, method: str, cls: type, given: dict) -> N
     own = [f.name for f in dataclasses.fields(cls)]
     for key in (k for k in given if k not in own):
         if section == "method":
+            holder = f"method {method}"
             readers = [m for m, c in METHOD_CONFIGS.items() if _has(c, key)]
-            holder, note = f"method {method}", f"{_article(readers[0])} {' and '.join(readers)} setting" if readers else ""
+            notes = [f"{_article(readers[0])} {' and '.join(readers)} setting"] if readers else []
         else:
-            net = NETWORK_NAMES[cls]
-            holder = f"the {method} method's model, {_article(net)} {net},"
-            note = "; ".join(f"{_article(n)} {n} setting, for {' and '.join(m for m, mc in MODEL_CONFIGS.items() if mc is c)}"
-                             for c, n in NETWORK_NAMES.items() if _has(c, key))
-        note = f" ({note})" if note else ""
+            holder = f"the {method} method's model, {_article(NETWORK_NAMES[cls])} {NETWORK_NAMES[cls]},"
+            notes = [f"{_article(net)} {net} setting, for {' and '.join(_trained_with(c))}"
+                     for c, net in NETWORK_NAMES.items() if _has(c, key)]
+        note = f" ({'; '.join(notes)})" if notes else ""
         raise UsageError(f"{holder} has no setting {key}{note}; its settings are: {', '.join(own)}")
+
+
+def _trained_with(model_cls: type) -> list[str]:
+    return [m for m, c in MODEL_CONFIGS.items() if c is model_cls]
 
 
 def _has(cls: type, key: str) -> bool:

@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from ..config import EVALUATOR_WIDTH, SeedModelConfig  # the keyword defaults: the config's
-
 from . import layers
 from .layers import Conv2d, glorot_init
 

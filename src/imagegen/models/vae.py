@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from ..config import VAEConfig  # the keyword defaults: one set, the config's
-
 from .gan import upsampling_levels
 
 

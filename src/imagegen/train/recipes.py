@@ -8,8 +8,7 @@ import math
 import torch
 from torch import nn
 
-from ..config import (METHOD_CONFIGS, DCGANConfig, EDMConfig, GANConfig, GenConfig, UNetConfig, VAEConfig,
-                      to_dict)
+from ..config import METHOD_CONFIGS, DCGANConfig, EDMConfig, GANConfig, GenConfig, UNetConfig, VAEConfig, to_dict
 from ..errors import UsageError
 from ..methods import diffusion, gan, vae
 from ..models import build_model
