@@ -1,31 +1,55 @@
 """The typed config: choices, ranges and settings a method does not read are refused when a config is built."""
 
+import copy
 import dataclasses
+import inspect
+import json
+import re
 import typing
 from pathlib import Path
 
 import pytest
 import torch
 
-from imagegen.config import READ_BY, ClassifyConfig, DistillConfig, GenConfig, checked, load, to_dict
+from imagegen.cli import main
+from imagegen.config import (
+    EVALUATOR_WIDTH,
+    METHOD_CONFIGS,
+    MODEL_CONFIGS,
+    READ_BY,
+    ClassifyConfig,
+    DCGANConfig,
+    DistillConfig,
+    EDMConfig,
+    GANConfig,
+    GenConfig,
+    Method,
+    SeedModelConfig,
+    UNetConfig,
+    VAEConfig,
+    VAELossConfig,
+    checked,
+    load,
+    saved_config,
+    to_dict,
+)
 from imagegen.errors import UsageError
 from imagegen.methods.classification import LOSSES
 from imagegen.methods.gan import GAN_LOSSES, diff_augment
 from imagegen.methods.samplers import SAMPLERS
+from imagegen.models import VAE, Discriminator, EvaluatorNet, Generator, SeedClassifier, UNet, build_model
 from imagegen.models.gan import CONDITIONING
 from imagegen.models.layers import ACTIVATIONS, POOLINGS
 from imagegen.train.optim import OPTIMIZERS, make_optimizer
-from imagegen.train.recipes import METHODS
+from imagegen.train.recipes import METHODS, network_configs
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 
 
 @pytest.mark.parametrize("override, message", [
-    ("method.gan_loss=wgan", "config key method.gan_loss must be one of non-saturating, hinge; got 'wgan'"),
     ("train.schedule=linear", "config key train.schedule must be one of cosine, constant; got 'linear'"),
     ("method.name=diffusion", "config key method.name must be one of flow, edm, gan, vae; got 'diffusion'"),
     ("sample.sampler=rk45", "config key sample.sampler must be one of euler, heun, dpmpp-2m, ddim; got 'rk45'"),
-    ("model.gan_conditioning=concat", "config key model.gan_conditioning must be one of norm, add; got 'concat'"),
     ("train.bf16=sometimes", "config key train.bf16 must be one of true, false, auto; got 'sometimes'"),
     ("device=tpu", "config key device must be one of auto, cpu, cuda; got 'tpu'"),
     ("data.channels=2", "config key data.channels must be one of 1, 3; got '2'"),
@@ -46,6 +70,16 @@ CONFIGS = Path(__file__).parent.parent / "configs"
 def test_bad_values_are_refused_when_the_config_is_built(override, message):
     with pytest.raises(UsageError, match=f"^{message}$"):
         load(GenConfig, overrides=[override])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("method.gan_loss=wgan", "config key method.gan_loss must be one of non-saturating, hinge; got 'wgan'"),
+    ("model.gan_conditioning=concat", "config key model.gan_conditioning must be one of norm, add; got 'concat'"),
+    ("model.minibatch_std=-1", "config key model.minibatch_std must be >= 0; got -1"),
+])
+def test_a_gan_setting_is_checked_like_any_other(override, message):
+    with pytest.raises(UsageError, match=f"^{message}$"):
+        load(GenConfig, overrides=[override], flags={"method.name": "gan"})
 
 
 def test_diffaugment_is_a_comma_list_of_known_policies():
@@ -81,13 +115,15 @@ def literal(cls, name):
 
 
 def test_the_config_choices_are_the_implementations_choices():
-    from imagegen.config import FitConfig, GenModelConfig, MethodConfig, SampleConfig, SeedModelConfig
+    from imagegen.config import FitConfig, SampleConfig
 
     assert literal(SeedModelConfig, "activation") == tuple(ACTIVATIONS)
     assert literal(SeedModelConfig, "pooling") == tuple(POOLINGS)
     assert literal(FitConfig, "optimizer") == OPTIMIZERS and literal(FitConfig, "loss") == tuple(LOSSES)
-    assert literal(MethodConfig, "name") == METHODS and literal(MethodConfig, "gan_loss") == GAN_LOSSES
-    assert literal(GenModelConfig, "gan_conditioning") == CONDITIONING
+    assert typing.get_args(Method) == METHODS == tuple(METHOD_CONFIGS) == tuple(MODEL_CONFIGS)
+    assert all(literal(cls, "name") == (name,) for name, cls in METHOD_CONFIGS.items())  # each section's tag
+    assert literal(GANConfig, "gan_loss") == GAN_LOSSES
+    assert literal(DCGANConfig, "gan_conditioning") == CONDITIONING
     assert literal(SampleConfig, "sampler") == tuple(SAMPLERS)
 
 
@@ -103,7 +139,7 @@ def default(key):
 
 
 @pytest.mark.parametrize("key, readers", sorted(READ_BY.items()))
-def test_a_setting_is_accepted_only_for_the_methods_that_read_it(key, readers):
+def test_a_sample_setting_is_accepted_only_for_the_methods_that_read_it(key, readers):
     section, name = key.split(".")
     assert name in {f.name for f in dataclasses.fields(getattr(GenConfig(), section))}  # no typo in the table
     for method in METHODS:
@@ -115,11 +151,206 @@ def test_a_setting_is_accepted_only_for_the_methods_that_read_it(key, readers):
                 load(GenConfig, flags=flags)
 
 
-def test_the_unread_setting_message_names_its_method():
-    with pytest.raises(UsageError, match="^method.p_mean is an edm setting; the gan method does not read it$"):
+def names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+SECTIONS = {"method": METHOD_CONFIGS, "model": MODEL_CONFIGS}
+# every (method, section, setting) of a method and model section of any method
+EVERY_SETTING = sorted({(m, section, key) for m in METHODS for section, family in SECTIONS.items()
+                        for cls in family.values() for key in names(cls)})
+
+
+@pytest.mark.parametrize("method, section, key", EVERY_SETTING)
+def test_each_method_takes_its_own_settings_and_refuses_the_others_in_one_line(method, section, key):
+    cls = SECTIONS[section][method]
+    value = getattr(cls(), key, None)  # the setting's default where this method has it
+    if key in names(cls):
+        cfg = load(GenConfig, flags={"method.name": method, f"{section}.{key}": value})
+        assert type(getattr(cfg, section)) is cls and getattr(getattr(cfg, section), key) == value
+        return
+    others = [m for m, c in SECTIONS[section].items() if key in names(c)]
+    holder = f"method {method}" if section == "method" else f"the {method} method's model, an? [A-Za-z]+,"
+    given = getattr(SECTIONS[section][others[0]](), key)
+    with pytest.raises(UsageError) as e:
+        load(GenConfig, flags={"method.name": method, f"{section}.{key}": given})
+    message = str(e.value)
+    assert "\n" not in message
+    assert re.match(f"^{holder} has no setting {key} \\(.*\\); its settings are: {', '.join(names(cls))}$", message)
+    assert all(m in message.split("(")[1] for m in others)  # where the setting belongs
+
+
+def test_the_unread_setting_message_names_the_method_its_settings_and_where_the_setting_belongs():
+    with pytest.raises(UsageError, match="^method gan has no setting p_mean \\(an edm setting\\); its settings are: "
+                                         "name, gan_loss, r1_gamma, diffaugment, d_lr_scale$"):
         load(GenConfig, overrides=["method.p_mean=3"], flags={"method.name": "gan"})
-    with pytest.raises(UsageError, match="^model.z_dim is a gan and vae setting; the flow method does not read it$"):
+    with pytest.raises(UsageError, match="^the flow method's model, a UNet, has no setting z_dim \\(a DCGAN setting, "
+                                         "for gan; a VAE setting, for vae\\); its settings are: channels, blocks, "
+                                         "attention, mid_attention, dropout, noise_scale, patch$"):
         load(GenConfig, overrides=["model.z_dim=3"])
+    with pytest.raises(UsageError, match="^method vae has no setting gan_los; its settings are: name, beta$"):
+        load(GenConfig, overrides=["method.gan_los=hinge"], flags={"method.name": "vae"})  # a typo, nobody's
+
+
+def test_the_command_line_refuses_another_methods_setting_in_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--method", "gan", "--set", "method.p_mean=3", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("imagegen: error: method gan has no setting p_mean (an edm setting); its settings are: name, "
+                   "gan_loss, r1_gamma, diffaugment, d_lr_scale\n")
+    assert not out.exists()
+
+
+def test_a_config_built_in_code_has_the_model_of_its_method():
+    assert type(GenConfig().model) is UNetConfig and type(GenConfig().method).__name__ == "FlowConfig"
+    assert GenConfig(method=GANConfig()).model == DCGANConfig()
+    assert GenConfig(method=VAELossConfig(), model=VAEConfig(z_dim=8)).model.z_dim == 8
+    with pytest.raises(UsageError, match="^the edm method trains a UNet: its model config is a UNetConfig, not a "
+                                         "DCGANConfig$"):
+        GenConfig(method=EDMConfig(), model=DCGANConfig())
+    cfg = GenConfig()
+    cfg.method = GANConfig()  # changed in code after it was built: checked again before a run
+    with pytest.raises(UsageError, match="^the gan method's model, a DCGAN, has no setting channels"):
+        checked(cfg)
+
+
+# `to_dict(GenConfig())` at 007ca4e, before the sections were typed: every method's settings in one flat section
+FLAT_DEFAULTS = {
+    "data": {"dataset": "fashion-mnist", "data_dir": None, "download": False, "size": 32, "channels": None,
+             "strict": False},
+    "model": {"channels": [16, 32, 64], "blocks": 1, "attention": [False, False, True], "mid_attention": True,
+              "dropout": 0.0, "noise_scale": 1000.0, "patch": 1, "z_dim": 64, "width": 64, "spectral_norm": False,
+              "minibatch_std": 0, "gan_conditioning": "norm"},
+    "method": {"name": "flow", "label_dropout": 0.1, "flow_uniform": 0.5, "sigma_data": 0.5, "p_mean": -1.2,
+               "p_std": 1.2, "gan_loss": "non-saturating", "r1_gamma": 0.0, "diffaugment": "", "d_lr_scale": 1.0,
+               "beta": 1.0},
+    "train": {"minutes": 5.0, "images": None, "batch_size": 128, "lr": 0.002, "warmup_images": 5000,
+              "schedule": "cosine", "grad_clip": 1.0, "ema_half_life_images": 5000, "bf16": "auto",
+              "channels_last": True, "flip": False, "checkpoint_minutes": 5.0, "checkpoint_images": None,
+              "grid_minutes": 2.0, "log_every": 50, "max_bad_steps": 5, "eval_samples": 2000},
+    "sample": {"sampler": "dpmpp-2m", "steps": 8, "guidance": 1.4, "guidance_interval": [0.3, 3.0],
+               "batch_size": 250},
+    "seed": 0, "device": "auto",
+}
+# what `network_configs` built at 007ca4e for each method's defaults, for 28x28 grey images of 10 classes
+FLAT_NETWORKS = {
+    "unet": {"in_channels": 1, "image_size": 28, "num_classes": 10, "channels": [16, 32, 64], "blocks": 1,
+             "attention": [False, False, True], "dropout": 0.0, "noise_scale": 1000.0, "patch": 1,
+             "mid_attention": True},
+    "dcgan-generator": {"out_channels": 1, "image_size": 28, "num_classes": 10, "z_dim": 64, "width": 64,
+                        "conditioning": "norm"},
+    "dcgan-discriminator": {"in_channels": 1, "image_size": 28, "num_classes": 10, "width": 64,
+                            "spectral_norm": False, "minibatch_std": 0},
+    "vae": {"in_channels": 1, "image_size": 28, "num_classes": 10, "z_dim": 64, "width": 64},
+}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_defaults_are_the_flat_configs_defaults(method):
+    cfg = load(GenConfig, flags={"method.name": method})
+    new = json.loads(json.dumps(to_dict(cfg)))
+    for section in ("model", "method"):  # the method's own settings, each with the value it had
+        assert new[section] == {k: ({**FLAT_DEFAULTS[section], "name": method})[k] for k in new[section]}
+    assert {k: v for k, v in new.items() if k not in ("model", "method")} == \
+        {k: v for k, v in FLAT_DEFAULTS.items() if k not in ("model", "method")}
+    for kind, kwargs in network_configs(cfg, (1, 28, 28), 10).values():  # and the networks are built as before
+        assert kwargs == FLAT_NETWORKS[kind]
+
+
+# config.json of `imagegen train --config configs/gan.toml --images 256 --set train.eval_samples=0` at 007ca4e
+# (written with sorted keys), with the widths changed and two settings the GAN did not read set as a user might have
+OLD_GAN_RUN = {
+    "data": {"channels": None, "data_dir": None, "dataset": "fashion-mnist", "download": False, "size": 32,
+             "strict": False},
+    "device": "auto",
+    "method": {"beta": 1.0, "d_lr_scale": 4.0, "diffaugment": "translation,cutout", "flow_uniform": 0.5,
+               "gan_loss": "non-saturating", "label_dropout": 0.1, "name": "gan", "p_mean": -1.2, "p_std": 1.2,
+               "r1_gamma": 0.0, "sigma_data": 0.7},
+    "model": {"attention": [False, False, True], "blocks": 1, "channels": [8, 16, 32], "dropout": 0.0,
+              "gan_conditioning": "norm", "mid_attention": True, "minibatch_std": 0, "noise_scale": 1000.0,
+              "patch": 1, "spectral_norm": False, "width": 8, "z_dim": 16},
+    "sample": {"batch_size": 250, "guidance": 1.4, "guidance_interval": [0.3, 3.0], "sampler": "dpmpp-2m",
+               "steps": 8},
+    "seed": 0,
+    "train": {"batch_size": 64, "bf16": True, "channels_last": True, "checkpoint_images": None,
+              "checkpoint_minutes": 5.0, "ema_half_life_images": 5000, "eval_samples": 0, "flip": False,
+              "grad_clip": 1.0, "grid_minutes": 2.0, "images": 256, "log_every": 50, "lr": 0.0002,
+              "max_bad_steps": 5, "minutes": 5.0, "schedule": "constant", "warmup_images": 5000},
+}
+
+
+def test_a_runs_flat_config_loads_as_its_methods_sections():
+    cfg = saved_config(OLD_GAN_RUN)
+    assert cfg.method == GANConfig(d_lr_scale=4.0, diffaugment="translation,cutout")  # sigma_data 0.7 did nothing
+    assert cfg.model == DCGANConfig(z_dim=16, width=8)  # and channels neither
+    assert cfg.train.lr == 0.0002 and cfg.train.bf16 is True and cfg.sample.batch_size == 250
+    assert saved_config(to_dict(cfg)) == cfg == checked(cfg)  # the new shape saves and loads as itself
+    flow = saved_config(FLAT_DEFAULTS)
+    assert flow == GenConfig() and to_dict(flow)["model"] == to_dict(UNetConfig())
+    for name in METHODS:  # every method's saved flat config: its own settings, as they were
+        old = copy.deepcopy(FLAT_DEFAULTS)
+        old["method"]["name"] = name
+        assert saved_config(old) == load(GenConfig, flags={"method.name": name})
+
+
+def test_a_runs_config_saved_before_a_setting_existed_keeps_the_design_it_was_trained_with():
+    old = copy.deepcopy(OLD_GAN_RUN)  # a GAN run from before 2026-11-26: no conditioning, no d_lr_scale
+    del old["model"]["gan_conditioning"], old["method"]["d_lr_scale"], old["model"]["mid_attention"]
+    cfg = saved_config(old)
+    assert cfg.model.gan_conditioning == "add" and cfg.method.d_lr_scale == 1.0
+    assert load(GenConfig, flags={"method.name": "gan"}).model.gan_conditioning == "norm"  # a new run's default
+
+
+def test_a_saved_config_is_checked_all_the_same():
+    for section, key, value, says in [("model", "width", 0, "config key model.width must be >= 1; got 0"),
+                                      ("method", "name", "gann", "config key method.name must be one of flow"),
+                                      ("model", "depth", 3, "the gan method's model, a DCGAN, has no setting depth"),
+                                      ("method", "gan_loss", "wgan", "config key method.gan_loss must be one of")]:
+        bad = copy.deepcopy(OLD_GAN_RUN)
+        bad[section][key] = value
+        with pytest.raises(UsageError, match=f"^{says}"):
+            saved_config(bad)
+
+
+# each network's constructor and the config section whose values are its keyword defaults: {keyword: setting}
+CONSTRUCTORS = [
+    (UNet, UNetConfig, {f: f for f in names(UNetConfig)}),
+    (Generator, DCGANConfig, {"z_dim": "z_dim", "width": "width", "conditioning": "gan_conditioning"}),
+    (Discriminator, DCGANConfig, {"width": "width", "spectral_norm": "spectral_norm",
+                                  "minibatch_std": "minibatch_std"}),
+    (VAE, VAEConfig, {"z_dim": "z_dim", "width": "width"}),
+    (SeedClassifier, SeedModelConfig, {f: f for f in names(SeedModelConfig)}),
+]
+
+
+@pytest.mark.parametrize("net, section, keywords", CONSTRUCTORS, ids=lambda x: getattr(x, "__name__", ""))
+def test_model_constructors_take_their_defaults_from_the_config(net, section, keywords):
+    params = inspect.signature(net).parameters
+    assert {k: params[k].default for k in keywords} == {k: getattr(section(), s) for k, s in keywords.items()}
+    data = {"in_channels", "out_channels", "image_size", "num_classes"}  # from the data set, not the config
+    assert set(params) - data == set(keywords)  # every other default is the config's
+
+
+def test_the_evaluator_network_defaults_to_the_evaluators_width():
+    assert inspect.signature(EvaluatorNet).parameters["width"].default == EVALUATOR_WIDTH
+
+
+def test_every_network_setting_reaches_the_network():
+    """Each setting of a model section is a keyword of a network the method builds (none is dropped on the way)."""
+    for method in METHODS:
+        cfg = load(GenConfig, flags={"method.name": method})
+        kwargs = [kw for _, kw in network_configs(cfg, (1, 28, 28), 10).values()]
+        reached = {k for kw in kwargs for k in kw} | ({"gan_conditioning"} if method == "gan" else set())
+        assert set(names(type(cfg.model))) <= reached, method
+
+
+def test_an_artifact_written_before_a_keyword_existed_rebuilds_the_network_it_was_trained_as():
+    kw = {"out_channels": 1, "image_size": 28, "num_classes": 10, "z_dim": 8, "width": 8}
+    old = build_model("dcgan-generator", kw)  # before 2026-11-26 an artifact had no "conditioning": "add"
+    assert old.class_emb is not None and set(old.state_dict()) == set(Generator(**kw, conditioning="add").state_dict())
+    assert Generator(**kw).class_emb is None  # a new network's default is the config's, "norm"
+    unet = build_model("unet", {"channels": [8, 16], "attention": [False, True]})
+    assert unet.patch == 1 and unet.noise_emb[0].scale == 1000.0
 
 
 def test_every_recipe_loads_with_its_method_and_no_other(tmp_path):
@@ -127,10 +358,12 @@ def test_every_recipe_loads_with_its_method_and_no_other(tmp_path):
     gan = load(GenConfig, CONFIGS / "gan.toml")
     assert gan.method.name == "gan" and gan.method.d_lr_scale == 4 and gan.method.diffaugment == "translation,cutout"
     assert load(ClassifyConfig, CONFIGS / "seed.toml") == ClassifyConfig()
-    with pytest.raises(UsageError, match="^method.flow_uniform is a flow setting; the gan method does not read it$"):
+    assert type(gan.model) is DCGANConfig and gan.model.gan_conditioning == "norm"
+    with pytest.raises(UsageError, match="^method gan has no setting label_dropout \\(a flow and edm setting\\)"):
         load(GenConfig, CONFIGS / "flow.toml", flags={"method.name": "gan"})
     (tmp_path / "bad.toml").write_text('[method]\nname = "vae"\nbeta = 0.5\nr1_gamma = 1\n')
-    with pytest.raises(UsageError, match="^method.r1_gamma is a gan setting; the vae method does not read it$"):
+    with pytest.raises(UsageError, match="^method vae has no setting r1_gamma \\(a gan setting\\); its settings are: "
+                                         "name, beta$"):
         load(GenConfig, tmp_path / "bad.toml")
 
 

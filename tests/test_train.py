@@ -17,7 +17,7 @@ from imagegen.train import loop
 
 TINY = ["model.channels=8,16", "model.attention=false,true", "train.warmup_images=64", "train.log_every=5",
         "train.eval_samples=0", "sample.steps=2", "sample.batch_size=50"]
-# a GAN or a VAE reads neither the UNet's settings nor the sampler's (config.READ_BY), but widths of its own
+# a GAN or a VAE reads neither the UNet's settings (its model section has widths of its own) nor the sampler's
 TINY_LATENT = ["model.width=8", "model.z_dim=8"] + [s for s in TINY if s.startswith(("train.", "sample.batch"))]
 
 
@@ -311,11 +311,12 @@ def untouched(run, files) -> bool:
 
 @pytest.mark.parametrize("argv, code, says", [
     (["--set", "train.schedule=linear"], 2, "train.schedule must be one of cosine, constant; got 'linear'"),
-    (["--set", "method.gan_loss=wgan"], 2, "method.gan_loss must be one of non-saturating, hinge; got 'wgan'"),
+    (["--method", "gan", "--set", "method.gan_loss=wgan"], 2,
+     "method.gan_loss must be one of non-saturating, hinge; got 'wgan'"),
     (["--method", "gan", "--set", "method.diffaugment=rotate"], 2,
      "method.diffaugment takes a comma-separated list of color, translation, cutout; got 'rotate'"),
     (["--set", "method.name=diffusion"], 2, "method.name must be one of flow, edm, gan, vae; got 'diffusion'"),
-    (["--method", "gan", "--set", "method.p_mean=3"], 2, "method.p_mean is an edm setting; the gan method does not"),
+    (["--method", "gan", "--set", "method.p_mean=3"], 2, "method gan has no setting p_mean (an edm setting)"),
     (["--lr", "nan"], 2, "train.lr must be a number; got nan"),
     (["--set", "model.channels=60000,60000", "--set", "model.attention=false,false"], 2,
      "parameters (at most 2,000,000,000); choose smaller model"),

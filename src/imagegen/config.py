@@ -1,10 +1,12 @@
 """One typed config per concern. Defaults live here; files (TOML) and --key=value overrides are type-checked and
 unknown keys are errors (nanoGPT's configurator checks, without its exec). A choice is a `Literal`, a number's
 range an `Annotated[..., Range(...)]`: both are checked when a config is built, so a bad value fails before any
-work (or any old run's file) is touched."""
+work (or any old run's file) is touched. A generator's model and method sections are typed by its method (a tagged
+union: `method.name` is the tag), so each holds only the settings that method reads."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import tomllib
@@ -115,39 +117,96 @@ class ClassifyConfig:
     device: Device = "auto"
 
 
+Method = Literal["flow", "edm", "gan", "vae"]  # train.recipes.METHODS
+
+
 @dataclass
-class GenModelConfig:
-    channels: tuple[Count, ...] = (16, 32, 64)  # UNet: widths per resolution level (28 -> 14 -> 7)
-    blocks: Count = 1  # UNet: residual blocks per level on the way down (one more on the way up)
-    attention: tuple[bool, ...] = (False, False, True)  # UNet: self-attention at each level
-    mid_attention: bool = True  # UNet: self-attention between the two blocks at the bottom
-    dropout: Share = 0.0  # UNet: dropout inside residual blocks
-    noise_scale: Positive = 1000.0  # UNet: noise label x this before its sinusoidal embedding (EDM's nets use 1)
-    patch: Count = 1  # UNet: fold patch x patch pixels into channels first, so the levels run at 1/patch resolution
-    z_dim: Count = 64  # GAN and VAE: latent size
-    width: Count = 64  # GAN and VAE: channels of the highest-resolution layer
-    spectral_norm: bool = False  # GAN: spectral normalisation of the discriminator's weights
-    minibatch_std: Natural = 0  # GAN: the discriminator sees the feature spread over groups of this many (0 = off)
-    # GAN: the class sets the generator's BatchNorm scale and shift ("norm"), or an embedding of it is added to the
+class UNetConfig:
+    """The network of flow and edm: models.unet.UNet, whose keyword defaults these are."""
+
+    channels: tuple[Count, ...] = (16, 32, 64)  # widths per resolution level (28 -> 14 -> 7)
+    blocks: Count = 1  # residual blocks per level on the way down (one more on the way up)
+    attention: tuple[bool, ...] = (False, False, True)  # self-attention at each level
+    mid_attention: bool = True  # self-attention between the two blocks at the bottom
+    dropout: Share = 0.0  # dropout inside residual blocks
+    noise_scale: Positive = 1000.0  # noise label x this before its sinusoidal embedding (EDM's nets use 1)
+    patch: Count = 1  # fold patch x patch pixels into channels first, so the levels run at 1/patch resolution
+
+
+@dataclass
+class DCGANConfig:
+    """The networks of gan: models.gan.Generator and Discriminator, whose keyword defaults these are."""
+
+    z_dim: Count = 64  # latent size
+    width: Count = 64  # channels of the highest-resolution layer
+    spectral_norm: bool = False  # spectral normalisation of the discriminator's weights
+    minibatch_std: Natural = 0  # the discriminator sees the feature spread over groups of this many (0 = off)
+    # the class sets the generator's BatchNorm scale and shift ("norm"), or an embedding of it is added to the
     # latent ("add", the design before 2026-11-26, which collapsed within a class)
     gan_conditioning: Literal["norm", "add"] = "norm"
 
 
 @dataclass
-class MethodConfig:
-    name: Literal["flow", "edm", "gan", "vae"] = "flow"  # train.recipes.METHODS
-    label_dropout: Share = 0.1  # flow/edm: share of labels replaced by the null class (for guidance)
-    flow_uniform: Fraction = 0.5  # flow: share of training times drawn uniformly (the rest logit-normal)
-    sigma_data: Positive = 0.5  # edm: standard deviation of the data in [-1, 1]
-    p_mean: float = -1.2  # edm: log-normal training noise levels, mean of log sigma
-    p_std: Positive = 1.2  # edm: ... and its standard deviation
-    gan_loss: Literal["non-saturating", "hinge"] = "non-saturating"  # gan
-    r1_gamma: NonNegative = 0.0  # gan: weight of the R1 penalty on real images (0 = off)
-    diffaugment: Annotated[str, CommaList(("color", "translation", "cutout"))] = ""  # gan: e.g. "translation,cutout"
+class VAEConfig:
+    """The network of vae: models.vae.VAE, whose keyword defaults these are."""
+
+    z_dim: Count = 64  # latent size
+    width: Count = 64  # channels of the highest-resolution layer
+
+
+@dataclass
+class DenoisingConfig:
+    """What flow and edm share: a class-conditional denoiser trained for classifier-free guidance."""
+
+    name: Method = "flow"
+    label_dropout: Share = 0.1  # share of labels replaced by the null class (for guidance)
+
+
+@dataclass
+class FlowConfig(DenoisingConfig):
+    """Flow matching (methods.diffusion.flow_loss)."""
+
+    name: Literal["flow"] = "flow"
+    flow_uniform: Fraction = 0.5  # share of training times drawn uniformly (the rest logit-normal)
+
+
+@dataclass
+class EDMConfig(DenoisingConfig):
+    """EDM (Karras et al. 2022; methods.diffusion.edm_loss)."""
+
+    name: Literal["edm"] = "edm"
+    sigma_data: Positive = 0.5  # standard deviation of the data in [-1, 1]
+    p_mean: float = -1.2  # log-normal training noise levels, mean of log sigma
+    p_std: Positive = 1.2  # ... and its standard deviation
+
+
+@dataclass
+class GANConfig:
+    """The GAN's objectives (methods.gan)."""
+
+    name: Literal["gan"] = "gan"
+    gan_loss: Literal["non-saturating", "hinge"] = "non-saturating"
+    r1_gamma: NonNegative = 0.0  # weight of the R1 penalty on real images (0 = off)
+    diffaugment: Annotated[str, CommaList(("color", "translation", "cutout"))] = ""  # e.g. "translation,cutout"
     # (small data)
-    d_lr_scale: Positive = 1.0  # gan: the discriminator's learning rate as a multiple of train.lr (two time-scale
+    d_lr_scale: Positive = 1.0  # the discriminator's learning rate as a multiple of train.lr (two time-scale
     # update rule, Heusel et al. 2017): a faster discriminator keeps up with the generator
-    beta: NonNegative = 1.0  # vae: weight of the KL term
+
+
+@dataclass
+class VAELossConfig:
+    """The VAE's objective (methods.vae.elbo_loss)."""
+
+    name: Literal["vae"] = "vae"
+    beta: NonNegative = 1.0  # weight of the KL term
+
+
+ModelConfig = UNetConfig | DCGANConfig | VAEConfig
+MethodConfig = FlowConfig | EDMConfig | GANConfig | VAELossConfig
+# method.name chooses the type of the method section and of the model section
+METHOD_CONFIGS: dict[str, type] = {"flow": FlowConfig, "edm": EDMConfig, "gan": GANConfig, "vae": VAELossConfig}
+MODEL_CONFIGS: dict[str, type] = {"flow": UNetConfig, "edm": UNetConfig, "gan": DCGANConfig, "vae": VAEConfig}
+NETWORK_NAMES = {UNetConfig: "UNet", DCGANConfig: "DCGAN", VAEConfig: "VAE"}
 
 
 @dataclass
@@ -235,32 +294,73 @@ class DistillConfig:
 
 @dataclass
 class GenConfig:
+    """A generator's training run. `method.name` chooses the method and so the types of the method and model
+    sections: a setting that the method (or its networks) does not have cannot be given to it."""
+
     data: DataConfig = field(default_factory=DataConfig)
-    model: GenModelConfig = field(default_factory=GenModelConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
+    # the method's networks, typed by method.name (MODEL_CONFIGS): a UNetConfig for flow and edm, a DCGANConfig for
+    # gan, a VAEConfig for vae; None: that type's defaults
+    model: ModelConfig | None = None
+    method: MethodConfig = field(default_factory=FlowConfig)  # its name chooses the method; then its own settings
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     seed: Natural = 0
     device: Device = "auto"
 
+    def __post_init__(self):
+        network = MODEL_CONFIGS[self.method.name]
+        if self.model is None:
+            self.model = network()
+        elif type(self.model) is not network:
+            raise UsageError(f"the {self.method.name} method trains a {NETWORK_NAMES[network]}: its model config "
+                             f"is a {network.__name__}, not a {type(self.model).__name__}")
 
-# Which methods read each setting of GenConfig (a setting not listed: every method). A setting given for a method
-# that does not read it would do nothing, so `load` refuses it.
-UNET, LATENT = ("flow", "edm"), ("gan", "vae")
-READ_BY: dict[str, tuple[str, ...]] = {
-    **dict.fromkeys(("model.channels", "model.blocks", "model.attention", "model.mid_attention", "model.dropout",
-                     "model.noise_scale", "model.patch"), UNET),
-    **dict.fromkeys(("model.z_dim", "model.width"), LATENT),
-    **dict.fromkeys(("model.spectral_norm", "model.minibatch_std", "model.gan_conditioning"), ("gan",)),
-    "method.label_dropout": UNET,
-    "method.flow_uniform": ("flow",),
-    **dict.fromkeys(("method.sigma_data", "method.p_mean", "method.p_std"), ("edm",)),
-    **dict.fromkeys(("method.gan_loss", "method.r1_gamma", "method.diffaugment", "method.d_lr_scale"), ("gan",)),
-    "method.beta": ("vae",),
-    # a GAN or a VAE draws an image in one network call: no sampler, steps or guidance (but sample.batch_size)
-    **dict.fromkeys(("sample.sampler", "sample.steps", "sample.guidance", "sample.guidance_interval", "sample.eta"),
-                    UNET),
-}
+    @staticmethod
+    def section_types(data: dict[str, Any]) -> dict[str, type]:
+        """The types of the method and model sections of a config's `data`, chosen by method.name; a setting that
+        the chosen types do not have is refused, with the settings they have."""
+        method = data.get("method")
+        name = FlowConfig.name
+        if isinstance(method, dict) and "name" in method:
+            name = _choose(method["name"], typing.get_args(Method), "method.name")
+        types_ = {"method": METHOD_CONFIGS[name], "model": MODEL_CONFIGS[name]}
+        for section, cls in types_.items():
+            if isinstance(data.get(section), dict):
+                _refuse_foreign_keys(section, name, cls, data[section])
+        return types_
+
+
+def _refuse_foreign_keys(section: str, method: str, cls: type, given: dict) -> None:
+    """A setting in `given` (section `section` of a config for `method`) that `cls` lacks, refused in one line
+    that says which methods (or networks) have it and which settings `cls` has."""
+    own = [f.name for f in dataclasses.fields(cls)]
+    for key in (k for k in given if k not in own):
+        if section == "method":
+            holder = f"method {method}"
+            readers = [m for m, c in METHOD_CONFIGS.items() if _has(c, key)]
+            notes = [f"{_article(readers[0])} {' and '.join(readers)} setting"] if readers else []
+        else:
+            holder = f"the {method} method's model, {_article(NETWORK_NAMES[cls])} {NETWORK_NAMES[cls]},"
+            notes = [f"{_article(net)} {net} setting, for {' and '.join(_trained_with(c))}"
+                     for c, net in NETWORK_NAMES.items() if _has(c, key)]
+        note = f" ({'; '.join(notes)})" if notes else ""
+        raise UsageError(f"{holder} has no setting {key}{note}; its settings are: {', '.join(own)}")
+
+
+def _trained_with(model_cls: type) -> list[str]:
+    return [m for m, c in MODEL_CONFIGS.items() if c is model_cls]
+
+
+def _has(cls: type, key: str) -> bool:
+    return key in {f.name for f in dataclasses.fields(cls)}
+
+
+# Settings of the sample section that some methods do not read: a GAN or a VAE draws an image in one network call,
+# with no sampler, steps or guidance (but sample.batch_size). A setting given for a method that does not read it
+# would do nothing, so `load` refuses it. (The method and model sections are typed by method instead.)
+UNET = ("flow", "edm")
+READ_BY: dict[str, tuple[str, ...]] = dict.fromkeys(
+    ("sample.sampler", "sample.steps", "sample.guidance", "sample.guidance_interval", "sample.eta"), UNET)
 
 
 def to_dict(cfg) -> dict[str, Any]:
@@ -271,6 +371,8 @@ def from_dict(cls, data: dict[str, Any], where: str = ""):
     """Build dataclass `cls` from a nested dict, rejecting unknown keys, values of the wrong type, choices not on
     the list and numbers out of range."""
     hints = typing.get_type_hints(cls, include_extras=True)
+    if hasattr(cls, "section_types"):  # sections whose type depends on another setting (GenConfig's method)
+        hints.update(cls.section_types(data))
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
@@ -287,6 +389,38 @@ def from_dict(cls, data: dict[str, Any], where: str = ""):
     return cls(**kwargs)
 
 
+# Settings of the model and method sections that runs were once saved without: a saved config that lacks one was
+# trained with this value (the design before the setting existed), whatever the default has become since.
+BEFORE_SETTING: dict[str, dict[str, Any]] = {
+    "model": {"noise_scale": 1000.0, "patch": 1, "mid_attention": True, "spectral_norm": False, "minibatch_std": 0,
+              "gan_conditioning": "add"},  # 2026-11-26: "norm" became the default
+    "method": {"d_lr_scale": 1.0},
+}
+
+
+def saved_config(data: dict[str, Any]) -> GenConfig:
+    """A GenConfig saved with a run (config.json, a checkpoint's config) by this version or an earlier one.
+
+    Before 2026-12 the model and method sections held every method's settings, flat, and a run read only its own
+    method's: those are kept and the others, which did nothing, dropped. A setting that the run was saved without
+    takes the value it was trained with (BEFORE_SETTING). Anything else is checked as `from_dict` checks it."""
+    data = copy.deepcopy(data)
+    method = data.get("method") if isinstance(data.get("method"), dict) else {}
+    name = method.get("name", FlowConfig.name)
+    if name not in METHOD_CONFIGS:
+        return from_dict(GenConfig, data)  # refused there, with the choices
+    for section, family, cls in (("method", METHOD_CONFIGS, METHOD_CONFIGS[name]),
+                                 ("model", MODEL_CONFIGS, MODEL_CONFIGS[name])):
+        given = data.get(section)
+        if not isinstance(given, dict):
+            continue
+        flat = {f.name for c in family.values() for f in dataclasses.fields(c)}  # the old flat section's keys
+        own = {f.name for f in dataclasses.fields(cls)}
+        data[section] = {k: v for k, v in given.items() if k in own or k not in flat}
+        data[section].update({k: v for k, v in BEFORE_SETTING[section].items() if k in own and k not in given})
+    return from_dict(GenConfig, data)
+
+
 def checked(cfg):
     """`cfg` built again from its values: the checks of `from_dict` for a config changed in code after loading."""
     return from_dict(type(cfg), to_dict(cfg))
@@ -294,7 +428,8 @@ def checked(cfg):
 
 def load(cls, path: str | Path | None = None, overrides: list[str] | None = None, flags: dict | None = None):
     """Defaults <- TOML file <- `flags` (dotted keys, None = not given) <- `key.sub=value` overrides. A GenConfig
-    setting given for a method that does not read it is refused (READ_BY)."""
+    setting given for a method that does not read it is refused: the method and model sections by their types
+    (GenConfig.section_types), the sample section by READ_BY."""
     data: dict[str, Any] = {}
     if path:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import EVALUATOR_WIDTH, SeedModelConfig  # the keyword defaults: the config's
 from . import layers
 from .layers import Conv2d, glorot_init
 
@@ -15,8 +16,9 @@ class SeedClassifier(nn.Module):
     Returns logits; `predict_proba` applies the softmax. Initialised as Keras initialises the same layers.
     """
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, filters: int = 32,
-                 hidden: int = 128, activation: str = "relu", pooling: str = "max"):
+    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10,
+                 filters: int = SeedModelConfig.filters, hidden: int = SeedModelConfig.hidden,
+                 activation: str = SeedModelConfig.activation, pooling: str = SeedModelConfig.pooling):
         super().__init__()
         side = (image_size - 2) // 2  # 'valid' 3x3 conv, then 2x2 pooling
         if side < 1:
@@ -36,8 +38,8 @@ class EvaluatorNet(nn.Module):
     """A small VGG-style CNN with BatchNorm: two stages of two 3x3 convolutions, each halving the resolution,
     then Dense(feature_dim). `features(x)` (that dense layer, after BatchNorm and ReLU) is the metric space."""
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, width: int = 32,
-                 feature_dim: int = 256, dropout: float = 0.3):
+    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10,
+                 width: int = EVALUATOR_WIDTH, feature_dim: int = 256, dropout: float = 0.3):
         super().__init__()
         w, side = width, image_size // 4
         self.body = nn.Sequential(

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import UNetConfig  # the keyword defaults: one set, the config's
+
 
 def _norm(channels: int) -> nn.GroupNorm:
     """GroupNorm with up to 8 groups of at least 4 channels: the most groups that divide `channels`, so any
@@ -107,9 +109,10 @@ class UNet(nn.Module):
     the network has none)."""
 
     def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10,
-                 channels: tuple[int, ...] = (32, 64, 128), blocks: int = 1,
-                 attention: tuple[bool, ...] = (False, False, True), dropout: float = 0.0,
-                 noise_scale: float = 1000.0, patch: int = 1, mid_attention: bool = True):
+                 channels: tuple[int, ...] = UNetConfig.channels, blocks: int = UNetConfig.blocks,
+                 attention: tuple[bool, ...] = UNetConfig.attention, dropout: float = UNetConfig.dropout,
+                 noise_scale: float = UNetConfig.noise_scale, patch: int = UNetConfig.patch,
+                 mid_attention: bool = UNetConfig.mid_attention):
         super().__init__()
         channels, attention = tuple(channels), tuple(attention)
         if len(attention) != len(channels):

@@ -6,12 +6,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import VAEConfig  # the keyword defaults: one set, the config's
 from .gan import upsampling_levels
 
 
 class VAE(nn.Module):
-    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, z_dim: int = 16,
-                 width: int = 32):
+    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10,
+                 z_dim: int = VAEConfig.z_dim, width: int = VAEConfig.width):
         super().__init__()
         self.z_dim, self.num_classes = z_dim, num_classes
         levels = upsampling_levels(image_size)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..artifacts import save_artifact
-from ..config import GenConfig, checked, from_dict, to_dict
+from ..config import GenConfig, checked, saved_config, to_dict
 from ..data import load_splits
 from ..errors import ImagegenError, UsageError
 from ..pixels import grid, save_png, to_float
@@ -101,8 +101,7 @@ def train(cfg: GenConfig | None, out: str | Path, *, resume: bool = False, budge
         log(f"resumed {run} at {state['images']:,} images ({state['seconds'] / 60:.1f} min of training)")
     beta = ema_beta(cfg.train.batch_size, cfg.train.ema_half_life_images)
     meta = {"method": cfg.method.name, "classes": list(train_ds.classes), "image_shape": list(train_ds.shape),
-            "dataset": cfg.data.dataset, "sigma_data": cfg.method.sigma_data,
-            "sample": to_dict(cfg.sample)}
+            "dataset": cfg.data.dataset, **recipes.method_meta(cfg), "sample": to_dict(cfg.sample)}
     n_params = sum(p.numel() for p in nets[infer_name].parameters())
     log(f"{cfg.method.name} on {cfg.data.dataset}: {len(train_ds):,} images {train_ds.shape}, "
         f"{n_params / 1e6:.2f}M parameters; budget {_budget_text(cfg)}, batch {cfg.train.batch_size}, "
@@ -297,7 +296,7 @@ RESUME_CHANGES = ("minutes", "images", "device")
 def _resumed_config(doc: dict, changes: dict | None) -> GenConfig:
     """The run's own config. A resumed run may change only its budget ("minutes", "images": given either, both are
     replaced) and its "device"; None values are not given."""
-    saved = from_dict(GenConfig, doc["config"])
+    saved = saved_config(doc["config"])  # saved by this version or an earlier one
     changes = {k: v for k, v in (changes or {}).items() if v is not None}
     unknown = sorted(set(changes) - set(RESUME_CHANGES))
     if unknown:

@@ -8,12 +8,12 @@ import math
 import torch
 from torch import nn
 
-from ..config import GenConfig
+from ..config import METHOD_CONFIGS, DCGANConfig, EDMConfig, GANConfig, GenConfig, UNetConfig, VAEConfig, to_dict
 from ..errors import UsageError
 from ..methods import diffusion, gan, vae
 from ..models import build_model
 
-METHODS = ("flow", "edm", "gan", "vae")
+METHODS = tuple(METHOD_CONFIGS)  # flow, edm, gan, vae
 MAX_PARAMETERS = 2_000_000_000  # more is a mistyped width, not a network to train here (8 GB of float32 weights)
 # the network whose EMA becomes the inference artifact, and its kind in `imagegen.models`
 INFERENCE = {"flow": ("net", "unet"), "edm": ("net", "unet"), "gan": ("generator", "dcgan-generator"),
@@ -21,26 +21,31 @@ INFERENCE = {"flow": ("net", "unet"), "edm": ("net", "unet"), "gan": ("generator
 
 
 def network_configs(cfg: GenConfig, shape: tuple[int, int, int], num_classes: int) -> dict[str, tuple[str, dict]]:
-    """name -> (model kind, keyword arguments) for every network the method trains."""
+    """name -> (model kind, keyword arguments) for every network the method trains: the image shape and classes,
+    and the settings of the model section (typed by the method: UNetConfig, DCGANConfig or VAEConfig)."""
     c, size, m = shape[0], shape[1], cfg.model
-    if cfg.method.name in ("flow", "edm"):
-        return {"net": ("unet", {"in_channels": c, "image_size": size, "num_classes": num_classes,
-                                 "channels": list(m.channels), "blocks": m.blocks,
-                                 "attention": list(m.attention), "dropout": m.dropout,
-                                 "noise_scale": m.noise_scale, "patch": m.patch,
-                                 "mid_attention": m.mid_attention})}
-    if cfg.method.name == "gan":
-        return {"generator": ("dcgan-generator", {"out_channels": c, "image_size": size, "num_classes": num_classes,
-                                                  "z_dim": m.z_dim, "width": m.width,
+    data = {"image_size": size, "num_classes": num_classes}
+    if isinstance(m, UNetConfig):
+        return {"net": ("unet", {"in_channels": c, **data, **_lists(to_dict(m))})}
+    if isinstance(m, DCGANConfig):
+        return {"generator": ("dcgan-generator", {"out_channels": c, **data, "z_dim": m.z_dim, "width": m.width,
                                                   "conditioning": m.gan_conditioning}),
-                "discriminator": ("dcgan-discriminator", {"in_channels": c, "image_size": size,
-                                                          "num_classes": num_classes, "width": m.width,
+                "discriminator": ("dcgan-discriminator", {"in_channels": c, **data, "width": m.width,
                                                           "spectral_norm": m.spectral_norm,
                                                           "minibatch_std": m.minibatch_std})}
-    if cfg.method.name == "vae":
-        return {"vae": ("vae", {"in_channels": c, "image_size": size, "num_classes": num_classes, "z_dim": m.z_dim,
-                                "width": m.width})}
-    raise ValueError(f"unknown method {cfg.method.name!r}; choose one of {', '.join(METHODS)}")
+    if isinstance(m, VAEConfig):
+        return {"vae": ("vae", {"in_channels": c, **data, **to_dict(m)})}
+    raise ValueError(f"no networks for a model config of type {type(m).__name__}")
+
+
+def _lists(kwargs: dict) -> dict:
+    """Tuples as lists, as the artifact's JSON holds them."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
+
+
+def method_meta(cfg: GenConfig) -> dict:
+    """What a sampler needs to know of the method besides its name, for the artifact's meta: EDM's sigma_data."""
+    return {"sigma_data": cfg.method.sigma_data} if isinstance(cfg.method, EDMConfig) else {}
 
 
 def build_networks(configs: dict[str, tuple[str, dict]]) -> dict[str, nn.Module]:
@@ -83,8 +88,9 @@ def _meta_forward(method: str, nets: dict[str, nn.Module], shape) -> torch.Tenso
 def build_optimizers(cfg: GenConfig, nets: dict[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
     """Adam for every network; the GAN uses DCGAN's beta1 = 0.5. Each parameter group carries an `lr_scale`, the
     multiple of the scheduled learning rate it trains at (the GAN's discriminator: `method.d_lr_scale`)."""
-    betas = (0.5, 0.999) if cfg.method.name == "gan" else (0.9, 0.999)
-    scale = {"discriminator": cfg.method.d_lr_scale}
+    gan = isinstance(cfg.method, GANConfig)
+    betas = (0.5, 0.999) if gan else (0.9, 0.999)
+    scale = {"discriminator": cfg.method.d_lr_scale} if gan else {}
     return {name: torch.optim.Adam([{"params": net.parameters(), "lr_scale": scale.get(name, 1.0)}],
                                    lr=cfg.train.lr * scale.get(name, 1.0), betas=betas)
             for name, net in nets.items()}
