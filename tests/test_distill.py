@@ -150,11 +150,11 @@ def teacher(tmp_path_factory):
 def test_distill_cli_writes_a_student_that_sample_uses(teacher, tmp_path, method, capsys):
     out = tmp_path / method
     args = ["distill", str(teacher), "--method", method, "--steps", "1", "--minutes", "0.03", "--out", str(out),
-            "--pairs", "40", "--set", "teacher_steps=2", "--set", "batch_size=16", "--json"]
+            "--pairs", "40", "--set", "teacher_steps=2", "--set", "train.batch_size=16", "--json"]
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["steps"] == 1 and result["images"] > 0 and (out / "grid.png").is_file()
-    assert result["config"]["bf16"] is has_bf16_units(load_generator(teacher).device)  # "auto", resolved, recorded
+    assert result["config"]["train"]["bf16"] is has_bf16_units(load_generator(teacher).device)  # "auto", resolved, recorded
     student = load_generator(out)
     assert student.meta["sample"] == {"sampler": "euler", "steps": 1, "guidance": 1.0, "batch_size": 250}
     assert student.meta["distilled"]["guidance_folded"] == load_generator(teacher).meta["sample"]["guidance"]
@@ -178,7 +178,7 @@ def test_distill_cli_writes_a_student_that_sample_uses(teacher, tmp_path, method
 def test_a_students_student_follows_its_teachers_own_grid(teacher, tmp_path, capsys):
     """A trained teacher's sampler can step between the student's levels (4 substeps by default); a distilled
     student is good only on its own grid, so distilling it further takes its two Euler steps per student step."""
-    common = ["--minutes", "0.02", "--set", "batch_size=16", "--set", "teacher_steps=2", "--steps", "1"]
+    common = ["--minutes", "0.02", "--set", "train.batch_size=16", "--set", "teacher_steps=2", "--steps", "1"]
     assert main(["distill", str(teacher), "--out", str(tmp_path / "s1"), "--set", "teacher_sampler=euler",
                  *common]) == 0
     assert load_generator(tmp_path / "s1").meta["distilled"]["teacher_solver"] == {"sampler": "euler",
@@ -206,8 +206,8 @@ def test_a_bad_guidance_interval_is_refused_before_the_student_run_exists(teache
     assert "teacher_sampler must be one of euler, heun, dpmpp-2m, ddim; got 'rk4'" in capsys.readouterr().err
     assert main(["distill", str(teacher), "--set", "teacher_substeps=0", "--out", str(out)]) == 2
     assert "teacher_substeps must be >= 1" in capsys.readouterr().err and not out.exists()
-    assert main(["distill", str(teacher), "--set", "bf16=sometimes", "--out", str(out)]) == 2
-    assert "bf16 must be one of true, false, auto; got 'sometimes'" in capsys.readouterr().err and not out.exists()
+    assert main(["distill", str(teacher), "--set", "train.bf16=sometimes", "--out", str(out)]) == 2
+    assert "train.bf16 must be one of true, false, auto; got 'sometimes'" in capsys.readouterr().err and not out.exists()
 
 
 def test_distilling_a_gan_is_a_clear_error(tmp_path, capsys):
@@ -220,7 +220,7 @@ def test_distilling_a_gan_is_a_clear_error(tmp_path, capsys):
 def test_a_cheaper_student_has_its_own_widths_and_starts_from_scratch(teacher, tmp_path, capsys):
     out = tmp_path / "slim"
     args = ["distill", str(teacher), "--steps", "1", "--minutes", "0.02", "--out", str(out), "--student-channels",
-            "4,8", "--set", "teacher_steps=2", "--set", "batch_size=16"]
+            "4,8", "--set", "teacher_steps=2", "--set", "train.batch_size=16"]
     assert main(args) == 0
     student = load_generator(out, backend="torch")
     assert student.meta["distilled"]["student_channels"] == [4, 8]
@@ -240,8 +240,8 @@ def test_a_student_can_start_from_another_flow_run_of_a_cheaper_design(teacher, 
                log=lambda s: None)
     out = tmp_path / "student"
     args = ["distill", str(teacher), "--steps", "1", "--minutes", "0.02", "--out", str(out), "--student-init",
-            str(init), "--set", "teacher_steps=2", "--set", "batch_size=16"]
-    assert main(args + ["--set", "lr=1e-12"]) == 0  # a learning rate of ~0: the student is still init's network
+            str(init), "--set", "teacher_steps=2", "--set", "train.batch_size=16"]
+    assert main(args + ["--set", "train.lr=1e-12"]) == 0  # a learning rate of ~0: the student is still init's network
     student, start = load_generator(out, backend="torch"), load_generator(init, backend="torch")
     assert student.meta["distilled"]["student_init"] == str(init) and student.net.patch == 2
     assert student.meta["distilled"]["student_channels"] == [4, 8]
@@ -260,8 +260,8 @@ def test_a_student_can_start_from_another_flow_run_of_a_cheaper_design(teacher, 
 def test_a_student_can_drop_the_attention_of_the_network_it_starts_from(teacher, tmp_path):
     out = tmp_path / "lean"
     assert main(["distill", str(teacher), "--steps", "1", "--minutes", "0.02", "--out", str(out), "--set",
-                 "teacher_steps=2", "--set", "batch_size=16", "--set", "student_attention=false", "--set",
-                 "lr=1e-12"]) == 0  # a learning rate of ~0: the student is the teacher's network less attention
+                 "teacher_steps=2", "--set", "train.batch_size=16", "--set", "student_attention=false", "--set",
+                 "train.lr=1e-12"]) == 0  # a learning rate of ~0: the student is the teacher's network less attention
     student, start = load_generator(out, backend="torch"), load_generator(teacher, backend="torch")
     assert any(type(m).__name__ == "Attention" for m in start.net.modules())
     assert not any(type(m).__name__ == "Attention" for m in student.net.modules())
