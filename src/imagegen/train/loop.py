@@ -136,6 +136,7 @@ def run_loop(task: Task, out: str | Path, *, resume: bool = False, overwrite: bo
         checkpoint.save_state(run, nets=task.nets, ema=task.ema, optimizers=task.optimizers,
                               generator=task.generator, progress=state, config=config)
         task.write_artifact(run, state)
+        last.update(ckpt=time.monotonic(), ckpt_images=state["images"], saved=True)
 
     # -- the loop: learning rate -> step -> non-finite guard -> EMA -> maintenance at a cadence
     total = budget_of(cfg)
@@ -143,7 +144,7 @@ def run_loop(task: Task, out: str | Path, *, resume: bool = False, overwrite: bo
     bar = progress(total=total[1], enabled=show_progress, desc=task.label, unit=unit, initial=_done(state, total),
                    bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} " + unit + " [{elapsed}<{remaining}{postfix}]")
     last = {"grid": time.monotonic(), "ckpt": time.monotonic(), "ckpt_images": state["images"],
-            "log_seconds": state["seconds"]}
+            "log_seconds": state["seconds"], "saved": doc is not None}
     losses: list[dict] = []
     stop = stop or StopRequest()
     with stop:
@@ -161,9 +162,11 @@ def run_loop(task: Task, out: str | Path, *, resume: bool = False, overwrite: bo
             if stats is None:
                 state["bad_steps"] += 1
                 if state["bad_steps"] >= cfg.max_bad_steps:
+                    kept = (f"its last checkpoint ({last['ckpt_images']:,} images) is intact" if last["saved"]
+                            else "no checkpoint was written yet")
                     raise ImagegenError(
                         f"{state['bad_steps']} training steps in a row had a non-finite loss or gradient "
-                        f"(lr {lr:.2e}); stopped. The last checkpoint in {run} is intact; try a lower train.lr")
+                        f"(lr {lr:.2e}); stopped {run}: {kept}; try a lower train.lr")
             else:
                 state["bad_steps"] = 0
                 # -- EMA: none during warm-up (the average starts from the warmed-up network)
@@ -190,7 +193,6 @@ def run_loop(task: Task, out: str | Path, *, resume: bool = False, overwrite: bo
             if (now - last["ckpt"] > 60 * cfg.checkpoint_minutes
                     or (every and state["images"] - last["ckpt_images"] >= every)):
                 save_checkpoint()
-                last.update(ckpt=time.monotonic(), ckpt_images=state["images"])
             if stop.requested:
                 save_checkpoint()
                 bar.close()
