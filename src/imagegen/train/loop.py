@@ -132,6 +132,9 @@ def run_loop(task: Task, out: str | Path, *, resume: bool = False, overwrite: bo
     cfg = task.train
     beta = ema_beta(cfg.batch_size, cfg.ema_half_life_images)
 
+    last = {"grid": time.monotonic(), "ckpt": time.monotonic(), "ckpt_images": state["images"],
+            "log_seconds": state["seconds"], "saved": doc is not None}
+
     def save_checkpoint():
         checkpoint.save_state(run, nets=task.nets, ema=task.ema, optimizers=task.optimizers,
                               generator=task.generator, progress=state, config=config)
@@ -143,8 +146,6 @@ def run_loop(task: Task, out: str | Path, *, resume: bool = False, overwrite: bo
     unit = "img" if total[0] == "images" else "s"
     bar = progress(total=total[1], enabled=show_progress, desc=task.label, unit=unit, initial=_done(state, total),
                    bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} " + unit + " [{elapsed}<{remaining}{postfix}]")
-    last = {"grid": time.monotonic(), "ckpt": time.monotonic(), "ckpt_images": state["images"],
-            "log_seconds": state["seconds"], "saved": doc is not None}
     losses: list[dict] = []
     stop = stop or StopRequest()
     with stop:
