@@ -362,6 +362,9 @@ def test_resume_takes_only_a_budget_and_the_run_it_continues(teacher, tmp_path, 
         assert main(["distill", "--resume", str(run), *argv]) == 2
         err = capsys.readouterr().err
         assert err.startswith("imagegen: error: ") and err.count("\n") == 1 and says in err, err
+    assert main(["distill", "--steps", "2"]) == 2
+    assert "distill needs the teacher: a flow run directory or its model.json (or --resume RUN)" in (
+        capsys.readouterr().err)
     # a distillation is resumed by distill, a training run by train: one line naming the right command
     assert main(["train", "--resume", str(run)]) == 2
     assert capsys.readouterr().err == (f"imagegen: error: {run} is a distillation run, not a training run; continue "

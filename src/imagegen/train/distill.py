@@ -154,6 +154,8 @@ class DistillTask:
         if doc is not None:
             self.teacher = Path(doc["config"]["teacher"])
             cfg = with_resume_changes(from_dict(DistillConfig, doc["config"]["distill"]), self.budget)
+        elif self.teacher is None or self.cfg is None:
+            raise UsageError("a new distillation needs a teacher and a DistillConfig (or resume=True)")
         else:
             cfg = self.cfg
         cfg = checked(cfg)
