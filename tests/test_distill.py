@@ -314,14 +314,21 @@ def _weights(run):
     return {k: state[k] for k in keys}, hashlib.sha256((run / "model.safetensors").read_bytes()).hexdigest()
 
 
-def test_a_distillation_stopped_twice_resumes_to_the_student_of_an_uninterrupted_run(teacher, tmp_path, capsys,
-                                                                                      monkeypatch):
-    """Two stages (4 -> 2 -> 1 steps), 6 steps each: SIGTERM in stage 0, resume, SIGTERM in stage 1 (whose teacher
-    is stage 0's EMA student, restored from the checkpoint), resume to the end: the same bytes as one run."""
-    full, part = tmp_path / "full", tmp_path / "part"
-    assert main(["distill", str(teacher), "--out", str(full), "--images", "192", *TINY_DISTILL, "--json"]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+@pytest.fixture(scope="module")
+def uninterrupted(teacher, tmp_path_factory):
+    """A two-stage distillation (4 -> 2 -> 1 steps), 6 steps of 16 images each, run in one go."""
+    full = tmp_path_factory.mktemp("distill") / "full"
+    assert main(["distill", str(teacher), "--out", str(full), "--images", "192", *TINY_DISTILL]) == 0
+    result = json.loads((full / "results.json").read_text())
     assert result["images"] == 192 and result["step"] == 12 and result["stages"] == [2, 1]
+    return full
+
+
+def test_a_distillation_stopped_twice_resumes_to_the_student_of_an_uninterrupted_run(teacher, uninterrupted,
+                                                                                      tmp_path, capsys, monkeypatch):
+    """SIGTERM in stage 0, resume, SIGTERM in stage 1 (whose teacher is stage 0's EMA student, restored from the
+    checkpoint), resume to the end: the same bytes as one run."""
+    full, part = uninterrupted, tmp_path / "part"
 
     _signal_at(monkeypatch, 3)
     assert main(["distill", str(teacher), "--out", str(part), "--images", "192", *TINY_DISTILL]) == 130
@@ -349,6 +356,31 @@ def test_a_distillation_stopped_twice_resumes_to_the_student_of_an_uninterrupted
     where = {r: [(x["step"], x["stage"], x["student_steps"]) for x in lines[r] if "loss" in x] for r in lines}
     assert where[full] == where[part] == [(3, 0, 2), (6, 0, 2), (9, 1, 1), (12, 1, 1)]
     assert all(np.isfinite(x["loss"]) and x["images_per_second"] > 0 for x in lines[full] if "loss" in x)
+
+
+def test_a_killed_distillation_resumes_from_its_last_checkpoint_exactly(teacher, uninterrupted, tmp_path,
+                                                                        monkeypatch):
+    """Checkpoints every 48 images, the last at the end of stage 0 (96 images), then the process dies in stage 1
+    without a word: resumed from that checkpoint, stage 1 begins as it did in the uninterrupted run."""
+    import imagegen.train.distill as distill_module
+
+    def dies(*args, **kwargs):
+        dies.calls = getattr(dies, "calls", 0) + 1
+        if dies.calls == 8:
+            raise RuntimeError("killed")
+        return progressive_loss(*args, **kwargs)
+
+    monkeypatch.setattr(distill_module, "progressive_loss", dies)
+    run = tmp_path / "killed"
+    argv = ["distill", str(teacher), "--out", str(run), "--images", "192", *TINY_DISTILL]
+    with pytest.raises(RuntimeError, match="killed"):
+        main(argv + ["--set", "train.checkpoint_images=48"])
+    progress = json.loads((run / "state.json").read_text())["progress"]
+    assert (progress["images"], progress["stage"]) == (96, 0)  # stage 0 done; stage 1 not begun
+    _plain_loss(monkeypatch)
+    assert main(["distill", "--resume", str(run), "--no-progress"]) == 0
+    (a, art_a), (b, art_b) = _weights(uninterrupted), _weights(run)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a) and art_a == art_b
 
 
 def test_resume_takes_only_a_budget_and_the_run_it_continues(teacher, tmp_path, capsys, monkeypatch):
