@@ -135,12 +135,13 @@ def test_distill_reads_a_config_file_then_flags_then_set(capsys, tmp_path, monke
 
     seen = {}
     monkeypatch.setattr(imagegen.train.distill, "distill",
-                        lambda teacher, out, cfg, **kw: seen.update(cfg=cfg, out=out))
-    (tmp_path / "d.toml").write_text('method = "reflow"\nsteps = 2\nlr = 1e-4\nseed = 5\npairs = 500\n')
+                        lambda teacher, out, cfg, **kw: seen.update(cfg=cfg, out=out) or {})
+    (tmp_path / "d.toml").write_text('method = "reflow"\nsteps = 2\nseed = 5\npairs = 500\n[train]\nlr = 1e-4\n')
     argv = ["distill", str(tmp_path / "teacher"), "--config", str(tmp_path / "d.toml"), "--steps", "1"]
-    assert run(capsys, *argv, "--set", "lr=2e-4")[0] == 0
+    assert run(capsys, *argv, "--set", "train.lr=2e-4")[0] == 0
     cfg = seen["cfg"]
-    assert (cfg.method, cfg.steps, cfg.lr, cfg.seed, cfg.pairs) == ("reflow", 1, 2e-4, 5, 500)
+    assert (cfg.method, cfg.steps, cfg.train.lr, cfg.seed, cfg.pairs) == ("reflow", 1, 2e-4, 5, 500)
+    assert cfg.train.warmup_images == 1_000  # distillation's own defaults for the settings a file does not give
     assert seen["out"] == f"{tmp_path / 'teacher'}-reflow-1"
     (tmp_path / "bad.toml").write_text('teacher_sampler = "rk4"\n')
     code, _, err = run(capsys, "distill", str(tmp_path / "teacher"), "--config", str(tmp_path / "bad.toml"))

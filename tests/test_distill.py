@@ -1,13 +1,17 @@
 """Distillation: the objectives' contracts, the stage plan, and `imagegen distill` end to end on a tiny teacher."""
 
+import hashlib
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from imagegen.cli import main
-from imagegen.config import DistillConfig
+from imagegen.config import DistillConfig, load
 from imagegen.errors import UsageError
 from imagegen.methods.diffusion import FlowDenoiser
 from imagegen.methods.distill import (
@@ -150,11 +154,12 @@ def teacher(tmp_path_factory):
 def test_distill_cli_writes_a_student_that_sample_uses(teacher, tmp_path, method, capsys):
     out = tmp_path / method
     args = ["distill", str(teacher), "--method", method, "--steps", "1", "--minutes", "0.03", "--out", str(out),
-            "--pairs", "40", "--set", "teacher_steps=2", "--set", "batch_size=16", "--json"]
+            "--pairs", "40", "--set", "teacher_steps=2", "--set", "train.batch_size=16", "--json"]
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["steps"] == 1 and result["images"] > 0 and (out / "grid.png").is_file()
-    assert result["config"]["bf16"] is has_bf16_units(load_generator(teacher).device)  # "auto", resolved, recorded
+    bf16 = result["config"]["train"]["bf16"]
+    assert bf16 is has_bf16_units(load_generator(teacher).device)  # "auto", resolved, recorded
     student = load_generator(out)
     assert student.meta["sample"] == {"sampler": "euler", "steps": 1, "guidance": 1.0, "batch_size": 250}
     assert student.meta["distilled"]["guidance_folded"] == load_generator(teacher).meta["sample"]["guidance"]
@@ -178,7 +183,7 @@ def test_distill_cli_writes_a_student_that_sample_uses(teacher, tmp_path, method
 def test_a_students_student_follows_its_teachers_own_grid(teacher, tmp_path, capsys):
     """A trained teacher's sampler can step between the student's levels (4 substeps by default); a distilled
     student is good only on its own grid, so distilling it further takes its two Euler steps per student step."""
-    common = ["--minutes", "0.02", "--set", "batch_size=16", "--set", "teacher_steps=2", "--steps", "1"]
+    common = ["--minutes", "0.02", "--set", "train.batch_size=16", "--set", "teacher_steps=2", "--steps", "1"]
     assert main(["distill", str(teacher), "--out", str(tmp_path / "s1"), "--set", "teacher_sampler=euler",
                  *common]) == 0
     assert load_generator(tmp_path / "s1").meta["distilled"]["teacher_solver"] == {"sampler": "euler",
@@ -206,8 +211,9 @@ def test_a_bad_guidance_interval_is_refused_before_the_student_run_exists(teache
     assert "teacher_sampler must be one of euler, heun, dpmpp-2m, ddim; got 'rk4'" in capsys.readouterr().err
     assert main(["distill", str(teacher), "--set", "teacher_substeps=0", "--out", str(out)]) == 2
     assert "teacher_substeps must be >= 1" in capsys.readouterr().err and not out.exists()
-    assert main(["distill", str(teacher), "--set", "bf16=sometimes", "--out", str(out)]) == 2
-    assert "bf16 must be one of true, false, auto; got 'sometimes'" in capsys.readouterr().err and not out.exists()
+    assert main(["distill", str(teacher), "--set", "train.bf16=sometimes", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "train.bf16 must be one of true, false, auto; got 'sometimes'" in err and not out.exists()
 
 
 def test_distilling_a_gan_is_a_clear_error(tmp_path, capsys):
@@ -220,7 +226,7 @@ def test_distilling_a_gan_is_a_clear_error(tmp_path, capsys):
 def test_a_cheaper_student_has_its_own_widths_and_starts_from_scratch(teacher, tmp_path, capsys):
     out = tmp_path / "slim"
     args = ["distill", str(teacher), "--steps", "1", "--minutes", "0.02", "--out", str(out), "--student-channels",
-            "4,8", "--set", "teacher_steps=2", "--set", "batch_size=16"]
+            "4,8", "--set", "teacher_steps=2", "--set", "train.batch_size=16"]
     assert main(args) == 0
     student = load_generator(out, backend="torch")
     assert student.meta["distilled"]["student_channels"] == [4, 8]
@@ -240,8 +246,8 @@ def test_a_student_can_start_from_another_flow_run_of_a_cheaper_design(teacher, 
                log=lambda s: None)
     out = tmp_path / "student"
     args = ["distill", str(teacher), "--steps", "1", "--minutes", "0.02", "--out", str(out), "--student-init",
-            str(init), "--set", "teacher_steps=2", "--set", "batch_size=16"]
-    assert main(args + ["--set", "lr=1e-12"]) == 0  # a learning rate of ~0: the student is still init's network
+            str(init), "--set", "teacher_steps=2", "--set", "train.batch_size=16"]
+    assert main(args + ["--set", "train.lr=1e-12"]) == 0  # a learning rate of ~0: the student is still init's network
     student, start = load_generator(out, backend="torch"), load_generator(init, backend="torch")
     assert student.meta["distilled"]["student_init"] == str(init) and student.net.patch == 2
     assert student.meta["distilled"]["student_channels"] == [4, 8]
@@ -260,8 +266,8 @@ def test_a_student_can_start_from_another_flow_run_of_a_cheaper_design(teacher, 
 def test_a_student_can_drop_the_attention_of_the_network_it_starts_from(teacher, tmp_path):
     out = tmp_path / "lean"
     assert main(["distill", str(teacher), "--steps", "1", "--minutes", "0.02", "--out", str(out), "--set",
-                 "teacher_steps=2", "--set", "batch_size=16", "--set", "student_attention=false", "--set",
-                 "lr=1e-12"]) == 0  # a learning rate of ~0: the student is the teacher's network less attention
+                 "teacher_steps=2", "--set", "train.batch_size=16", "--set", "student_attention=false", "--set",
+                 "train.lr=1e-12"]) == 0  # a learning rate of ~0: the student is the teacher's network less attention
     student, start = load_generator(out, backend="torch"), load_generator(teacher, backend="torch")
     assert any(type(m).__name__ == "Attention" for m in start.net.modules())
     assert not any(type(m).__name__ == "Attention" for m in student.net.modules())
@@ -271,3 +277,245 @@ def test_a_student_can_drop_the_attention_of_the_network_it_starts_from(teacher,
     assert kept.keys() == weights.keys()
     assert all(torch.allclose(p, weights[k], atol=1e-6) for k, p in kept.items())
     assert generate(student, np.arange(3), steps=1, sampler="euler").shape == (3, 1, 8, 8)
+
+
+# -- distillation in the one training loop: resume, stop signals, the non-finite guard, the pairs cache
+
+# float32 and two teacher substeps per student step: on this 2-core CPU bf16 autocast ran 8x8 images 3x slower
+TINY_DISTILL = ["--steps", "1", "--set", "teacher_steps=4", "--set", "teacher_substeps=2", "--set",
+                "train.batch_size=16", "--set", "train.log_every=3", "--set", "train.bf16=false", "--no-progress"]
+
+
+def _signal_at(monkeypatch, call: int):
+    """Sends this process SIGTERM during the `call`-th progressive loss, as `kill` would mid-step."""
+    import imagegen.train.distill as distill_module
+
+    calls = {"n": 0}
+
+    def loss(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return progressive_loss(*args, **kwargs)
+
+    monkeypatch.setattr(distill_module, "progressive_loss", loss)
+
+
+def _plain_loss(monkeypatch):
+    """The loss as it is again (monkeypatch.undo would also undo the isolated cache of conftest)."""
+    import imagegen.train.distill as distill_module
+
+    monkeypatch.setattr(distill_module, "progressive_loss", progressive_loss)
+
+
+def _weights(run):
+    """The student's trained state (network, EMA, optimiser moments, generator) and its artifact's bytes."""
+    state = load_file(run / "state.safetensors")
+    keys = [k for k in state if k.startswith(("net.student.", "ema.", "optim.", "rng."))]
+    return {k: state[k] for k in keys}, hashlib.sha256((run / "model.safetensors").read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(teacher, tmp_path_factory):
+    """A two-stage distillation (4 -> 2 -> 1 steps), 6 steps of 16 images each, run in one go."""
+    full = tmp_path_factory.mktemp("distill") / "full"
+    assert main(["distill", str(teacher), "--out", str(full), "--images", "192", *TINY_DISTILL]) == 0
+    result = json.loads((full / "results.json").read_text())
+    assert result["images"] == 192 and result["step"] == 12 and result["stages"] == [2, 1]
+    return full
+
+
+def test_a_distillation_stopped_twice_resumes_to_the_student_of_an_uninterrupted_run(teacher, uninterrupted,
+                                                                                      tmp_path, capsys, monkeypatch):
+    """SIGTERM in stage 0, resume, SIGTERM in stage 1 (whose teacher is stage 0's EMA student, restored from the
+    checkpoint), resume to the end: the same bytes as one run."""
+    full, part = uninterrupted, tmp_path / "part"
+
+    _signal_at(monkeypatch, 3)
+    assert main(["distill", str(teacher), "--out", str(part), "--images", "192", *TINY_DISTILL]) == 130
+    out, err = capsys.readouterr()
+    assert f"Continue with: imagegen distill --resume {part}" in out and err == "imagegen: interrupted\n"
+    progress = json.loads((part / "state.json").read_text())["progress"]
+    assert (progress["images"], progress["stage"]) == (48, 0) and not (part / "results.json").exists()
+    assert load_generator(part).meta["sample"]["steps"] == 2  # the artifact so far: this stage's student
+
+    _signal_at(monkeypatch, 5)  # the resumed run's 5th step: step 8 of 12, in stage 1
+    assert main(["distill", "--resume", str(part), "--no-progress"]) == 130
+    assert f"resumed {part} at 48 images" in capsys.readouterr().out
+    progress = json.loads((part / "state.json").read_text())["progress"]
+    assert (progress["images"], progress["stage"], progress["stage_images"]) == (128, 1, 96)
+
+    _plain_loss(monkeypatch)
+    assert main(["distill", "--resume", str(part), "--no-progress", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["images"] == 192
+    (a, art_a), (b, art_b) = _weights(full), _weights(part)
+    assert a.keys() == b.keys() and any(k.startswith("net.student.") for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    assert art_a == art_b and load_generator(part).meta["sample"]["steps"] == 1
+    # the same log lines, each with its stage (a resumed run's first window is shorter: its own steps only)
+    lines = {r: [json.loads(x) for x in (r / "metrics.jsonl").read_text().splitlines()] for r in (full, part)}
+    where = {r: [(x["step"], x["stage"], x["student_steps"]) for x in lines[r] if "loss" in x] for r in lines}
+    assert where[full] == where[part] == [(3, 0, 2), (6, 0, 2), (9, 1, 1), (12, 1, 1)]
+    assert all(np.isfinite(x["loss"]) and x["images_per_second"] > 0 for x in lines[full] if "loss" in x)
+
+
+def test_a_killed_distillation_resumes_from_its_last_checkpoint_exactly(teacher, uninterrupted, tmp_path,
+                                                                        monkeypatch):
+    """Checkpoints every 48 images, the last at the end of stage 0 (96 images), then the process dies in stage 1
+    without a word: resumed from that checkpoint, stage 1 begins as it did in the uninterrupted run."""
+    import imagegen.train.distill as distill_module
+
+    def dies(*args, **kwargs):
+        dies.calls = getattr(dies, "calls", 0) + 1
+        if dies.calls == 8:
+            raise RuntimeError("killed")
+        return progressive_loss(*args, **kwargs)
+
+    monkeypatch.setattr(distill_module, "progressive_loss", dies)
+    run = tmp_path / "killed"
+    argv = ["distill", str(teacher), "--out", str(run), "--images", "192", *TINY_DISTILL]
+    with pytest.raises(RuntimeError, match="killed"):
+        main(argv + ["--set", "train.checkpoint_images=48"])
+    progress = json.loads((run / "state.json").read_text())["progress"]
+    assert (progress["images"], progress["stage"]) == (96, 0)  # stage 0 done; stage 1 not begun
+    _plain_loss(monkeypatch)
+    assert main(["distill", "--resume", str(run), "--no-progress"]) == 0
+    (a, art_a), (b, art_b) = _weights(uninterrupted), _weights(run)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a) and art_a == art_b
+
+
+def test_resume_takes_only_a_budget_and_the_run_it_continues(teacher, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "student"
+    _signal_at(monkeypatch, 1)
+    assert main(["distill", str(teacher), "--out", str(run), "--images", "64", *TINY_DISTILL]) == 130
+    capsys.readouterr()
+    for argv, says in [(["--steps", "2"], "--steps cannot be given with --resume"),
+                       (["--set", "train.lr=1"], "--set cannot be given with --resume"),
+                       ([str(teacher)], "continues that distillation with its own teacher")]:
+        assert main(["distill", "--resume", str(run), *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("imagegen: error: ") and err.count("\n") == 1 and says in err, err
+    assert main(["distill", "--steps", "2"]) == 2
+    assert "distill needs the teacher: a flow run directory or its model.json (or --resume RUN)" in (
+        capsys.readouterr().err)
+    # a distillation is resumed by distill, a training run by train: one line naming the right command
+    assert main(["train", "--resume", str(run)]) == 2
+    assert capsys.readouterr().err == (f"imagegen: error: {run} is a distillation run, not a training run; continue "
+                                       f"it with: imagegen distill --resume {run}\n")
+    assert main(["distill", "--resume", str(teacher)]) == 2
+    assert capsys.readouterr().err == (f"imagegen: error: {teacher} is a training run, not a distillation run; "
+                                       f"continue it with: imagegen train --resume {teacher}\n")
+    _plain_loss(monkeypatch)
+    assert main(["distill", "--resume", str(run), "--images", "96", "--json", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["images"] == 96  # the new total budget
+
+
+def test_a_non_finite_loss_in_distillation_is_skipped_and_a_run_of_them_stops_it(teacher, tmp_path, capsys,
+                                                                                monkeypatch):
+    import imagegen.train.distill as distill_module
+
+    def nan_at(bad):
+        calls = {"n": 0}
+
+        def loss(*args, **kwargs):
+            calls["n"] += 1
+            out = progressive_loss(*args, **kwargs)
+            return out * float("nan") if bad(calls["n"]) else out
+
+        monkeypatch.setattr(distill_module, "progressive_loss", loss)
+
+    nan_at(lambda n: n in (2, 3))  # two bad steps: skipped, counted, and the run goes on
+    run = tmp_path / "skips"
+    assert main(["distill", str(teacher), "--out", str(run), "--images", "128", *TINY_DISTILL, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["images"] == 128 and result["bad_steps"] == 0
+    student = load_file(run / "model.safetensors")
+    assert all(torch.isfinite(v).all() for v in student.values())
+
+    nan_at(lambda n: n > 2)  # from the third step on: stopped after max_bad_steps, the checkpoint before intact
+    run = tmp_path / "stops"
+    argv = ["distill", str(teacher), "--out", str(run), "--images", "128", *TINY_DISTILL,
+            "--set", "train.checkpoint_images=32"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "5 training steps in a row had a non-finite loss or gradient" in err
+    saved = json.loads((run / "state.json").read_text())["progress"]  # skipped steps leave the weights as they were
+    assert f"its last checkpoint ({saved['images']} images) is intact" in err and saved["images"] < 128, err
+    assert all(torch.isfinite(v).all() for v in load_file(run / "state.safetensors").values())
+    _plain_loss(monkeypatch)
+    assert main(["distill", "--resume", str(run), "--no-progress", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["images"] == 128
+
+
+def _pair_files(teacher):
+    return sorted((teacher / "pairs").glob("*.safetensors"))
+
+
+def test_reflow_pairs_are_keyed_by_the_teachers_weights_and_the_settings_that_draw_them(tmp_path, capsys):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from imagegen.train.distill import teacher_digest
+
+    teacher = tmp_path / "teacher"
+    loop.train(tiny_config(images=64), teacher, show_progress=False, log=lambda s: None)
+    reflow = ["distill", str(teacher), "--method", "reflow", "--steps", "1", "--images", "32", "--set",
+              "train.batch_size=16", "--set", "train.bf16=false", "--no-progress", "--pairs", "20"]
+    assert main(reflow + ["--out", str(tmp_path / "a")]) == 0
+    assert "drawing 20 (noise, image) pairs" in capsys.readouterr().out
+    (first,) = _pair_files(teacher)
+    with safe_open(str(first), "np") as f:
+        settings = json.loads(f.metadata()["settings"])
+        images = f.get_tensor("images")
+    assert settings["teacher"] == teacher_digest(teacher) and settings["pairs"] == 20 and images.shape[0] == 20
+    assert main(reflow + ["--out", str(tmp_path / "b")]) == 0  # the same teacher and settings: reused
+    assert f"reusing the teacher's pairs in {first}" in capsys.readouterr().out
+    assert main(reflow + ["--out", str(tmp_path / "c"), "--seed", "1"]) == 0  # other settings: drawn again
+    assert "drawing 20" in capsys.readouterr().out and len(_pair_files(teacher)) == 2
+
+    # the same file names, other weights (a teacher trained on, or retrained): its pairs are never reused
+    before = set(_pair_files(teacher))
+    weights = load_file(teacher / "model.safetensors")
+    save_file({k: v + 0.05 if v.is_floating_point() else v for k, v in weights.items()},
+              str(teacher / "model.safetensors"))
+    assert main(reflow + ["--out", str(tmp_path / "d")]) == 0
+    assert "drawing 20" in capsys.readouterr().out and len(_pair_files(teacher)) == 3
+    (new,) = set(_pair_files(teacher)) - before
+    with safe_open(str(new), "np") as f:
+        assert not np.array_equal(f.get_tensor("images"), images)  # the changed teacher draws other images
+
+
+def test_a_resumed_distillation_refuses_a_changed_teacher(teacher, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    own = tmp_path / "teacher"
+    shutil.copytree(teacher, own, ignore=shutil.ignore_patterns("pairs"))
+    run = tmp_path / "student"
+    _signal_at(monkeypatch, 1)
+    assert main(["distill", str(own), "--out", str(run), "--images", "64", *TINY_DISTILL]) == 130
+    _plain_loss(monkeypatch)
+    (own / "model.json").write_text((own / "model.json").read_text().replace('"images": 96', '"images": 97'))
+    assert main(["distill", "--resume", str(run)]) == 1
+    assert "has changed since this distillation began" in capsys.readouterr().err
+
+
+def test_old_distill_settings_are_refused_with_where_they_moved(teacher, tmp_path, capsys):
+    old = tmp_path / "old.toml"
+    old.write_text('method = "reflow"\nlr = 1e-4\n')
+    out = tmp_path / "student"
+    assert main(["distill", str(teacher), "--config", str(old), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == ("imagegen: error: config key lr moved to train.lr: distillation shares "
+                                       "imagegen train's training settings (in a config file: lr under [train]; on "
+                                       "the command line: --set train.lr=...)\n")
+    assert main(["distill", str(teacher), "--set", "batch_size=16", "--out", str(out)]) == 2
+    assert "config key batch_size moved to train.batch_size" in capsys.readouterr().err
+    assert {"minutes", "lr", "batch_size", "bf16"} <= set(DistillConfig.MOVED)
+    # the training settings a distillation cannot honour are refused, not ignored
+    for key, says in [("train.flip=true", "train.flip is not read by distillation"),
+                      ("train.eval_samples=100", "train.eval_samples is not read by distillation")]:
+        assert main(["distill", str(teacher), "--set", key, "--out", str(out)]) == 2
+        assert says in capsys.readouterr().err and not out.exists()
+    # distillation's own defaults where a file gives only some of the train section
+    (tmp_path / "new.toml").write_text("[train]\nlr = 1e-4\n")
+    loaded = load(DistillConfig, tmp_path / "new.toml")
+    assert (loaded.train.lr, loaded.train.minutes, loaded.train.ema_half_life_images) == (1e-4, 10.0, 2_000)

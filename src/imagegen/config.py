@@ -259,10 +259,35 @@ class SampleConfig:
 
 
 @dataclass
+class DistillTrainConfig(TrainConfig):
+    """The training settings of a distillation: `imagegen train`'s, with distillation's defaults. The budget is
+    split evenly over the stages (reflow: plus drawing the pairs); each stage has its own warm-up and decay."""
+
+    minutes: Positive | None = 10.0
+    lr: Positive = 5e-4  # peak learning rate of each stage (Adam), after `warmup_images`
+    warmup_images: Natural = 1_000
+    ema_half_life_images: Natural = 2_000
+    log_every: Count = 20
+    eval_samples: Natural = 0  # not read: score a student with `imagegen eval`
+
+    def __post_init__(self):
+        # the settings of train that a distillation cannot honour (README: nothing is silently ignored)
+        if self.flip:
+            raise UsageError("train.flip is not read by distillation: a student learns its teacher's own images")
+        if self.eval_samples:
+            raise UsageError("train.eval_samples is not read by distillation: score the student with imagegen eval "
+                             "(or imagegen sample, then eval)")
+
+
+@dataclass
 class DistillConfig:
+    # settings that moved into the train section (DistillTrainConfig) in 2026-12: an old file is refused with a line
+    # that says where each went (cli.generators)
+    MOVED: typing.ClassVar[dict[str, str]] = {k: f"train.{k}" for k in (
+        "minutes", "batch_size", "lr", "warmup_images", "schedule", "grad_clip", "ema_half_life_images", "bf16")}
+
     method: Literal["progressive", "reflow"] = "progressive"
     steps: Count = 4  # the student's sampler steps (network calls per image): 1, 2, 4, ...
-    minutes: Positive = 10.0  # training time, split evenly over the stages (reflow: plus drawing the pairs)
     guidance: float | None = None  # the teacher's guidance scale folded into the student (None: the run's)
     guidance_interval: tuple[NoiseLevel, ...] | None = None  # ... applied at lo < sigma <= hi (None: the run's)
     teacher_steps: Count = 8  # progressive: the teacher's steps; halved each stage down to `steps`
@@ -279,15 +304,10 @@ class DistillConfig:
     # from (the other weights kept), a cheaper network that the distillation teaches to do without
     pairs: Count = 10_000  # reflow: (noise, image) pairs drawn by the teacher
     pair_steps: Count | None = None  # reflow: teacher steps per pair (None: the run's sampler and steps)
-    batch_size: Count = 128
-    lr: Positive = 5e-4  # peak learning rate of each stage (Adam), after `warmup_images`, cosine to zero
-    warmup_images: Natural = 1_000
-    schedule: Schedule = "cosine"
-    grad_clip: NonNegative = 1.0
-    ema_half_life_images: Natural = 2_000
-    # bf16 autocast for the teacher's and the student's forward passes (the samplers' and the loss's arithmetic
-    # stay float32); "auto": where the device has bf16 units, resolved when the run starts, as for training
-    bf16: Bf16 = "auto"
+    # the training loop's settings, as `imagegen train` has them (budget, batch size, lr, EMA, checkpoints, ...);
+    # train.bf16 autocasts the teacher's and the student's forward passes (the samplers' and the loss's arithmetic
+    # stay float32)
+    train: DistillTrainConfig = field(default_factory=DistillTrainConfig)
     seed: Natural = 0
     device: Device = "auto"
 

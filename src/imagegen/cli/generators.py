@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import tomllib
 from pathlib import Path
 
 from ..config import DistillConfig, GenConfig, load
@@ -65,10 +66,11 @@ def register_distill(sub, fmt) -> None:
     d = DistillConfig()
     p = sub.add_parser("distill", parents=[config_flags()], formatter_class=fmt,
                        help="distil a trained flow model into a 1-4 step generator (guidance folded in)")
-    p.add_argument("model", help="the teacher: a flow run directory or its model.json")
+    p.add_argument("model", nargs="?", help="the teacher: a flow run directory or its model.json")
     p.add_argument("--method", choices=("progressive", "reflow"), help=f"(default: {d.method})")
     p.add_argument("--steps", type=int, help=f"the student's steps = network calls per image (default: {d.steps})")
-    p.add_argument("--minutes", type=float, help=f"training time (default: {d.minutes})")
+    p.add_argument("--minutes", type=float, help=f"training time (default: {d.train.minutes})")
+    p.add_argument("--images", type=int, help="budget in training images instead of minutes")
     p.add_argument("--guidance", type=float, help="the guidance scale to fold in (default: the teacher's; a "
                    "stronger one can make a better student: 2 for the default recipe, which samples with 1.4)")
     p.add_argument("--guidance-interval", metavar="LO,HI",
@@ -81,25 +83,60 @@ def register_distill(sub, fmt) -> None:
                    help="start the student from this flow run's network, of any UNet design, trained on the same "
                         "data (e.g. a cheaper one; default: a copy of the teacher)")
     p.add_argument("--out", default=None, help="run directory (default: TEACHER-METHOD-STEPS)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue a distillation from its last checkpoint with its own teacher and settings "
+                        "(--minutes/--images set the new total budget; --device may change too)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--config", default=None, help="a TOML file of DistillConfig settings (flags and --set win)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any DistillConfig setting, e.g. --set lr=1e-4 (repeatable)")
+                   help="any DistillConfig setting, e.g. --set train.lr=1e-4 or --set teacher_steps=4 (repeatable)")
     p.set_defaults(func=run_distill)
 
 
 def run_distill(args):
     from ..train.distill import distill
 
-    flags = {"method": args.method, "steps": args.steps, "minutes": args.minutes, "guidance": args.guidance,
-             "guidance_interval": _interval(args.guidance_interval), "pairs": args.pairs, "seed": args.seed,
-             "device": args.device, "student_channels": _widths(args.student_channels),
-             "student_init": args.student_init}
-    cfg = load(DistillConfig, args.config, args.set, flags)
-    model = Path(args.model)
-    teacher = model.parent if model.suffix == ".json" else model
-    out = args.out or f"{teacher}-{cfg.method}-{cfg.steps}"
-    return distill(teacher, out, cfg, overwrite=args.overwrite, show_progress=not args.no_progress, log=log_for(args))
+    log, show = log_for(args), not args.no_progress
+    if args.resume:
+        if args.model:
+            raise UsageError("--resume RUN_DIR continues that distillation with its own teacher; do not also give "
+                             "a teacher")
+        _check_resume_flags(args)
+        changes = {"minutes": args.minutes, "images": args.images, "device": args.device}  # None: not given
+        result = distill(None, args.resume, None, resume=True, budget=changes, show_progress=show, log=log)
+    else:
+        if not args.model:
+            raise UsageError("distill needs the teacher: a flow run directory or its model.json (or --resume RUN)")
+        flags = {"method": args.method, "steps": args.steps, "train.minutes": args.minutes,
+                 "train.images": args.images, "guidance": args.guidance,
+                 "guidance_interval": _interval(args.guidance_interval), "pairs": args.pairs, "seed": args.seed,
+                 "device": args.device, "student_channels": _widths(args.student_channels),
+                 "student_init": args.student_init}
+        _check_moved(args.config, args.set)
+        cfg = load(DistillConfig, args.config, args.set, flags)
+        model = Path(args.model)
+        teacher = model.parent if model.suffix == ".json" else model
+        out = args.out or f"{teacher}-{cfg.method}-{cfg.steps}"
+        result = distill(teacher, out, cfg, overwrite=args.overwrite, show_progress=show, log=log)
+    if result.get("interrupted"):
+        raise KeyboardInterrupt
+    return result
+
+
+def _check_moved(path: str | None, overrides: list[str]) -> None:
+    """A setting that moved into DistillConfig's train section (DistillConfig.MOVED) is refused with a line that
+    says where it went, for a config file written before the move as for --set."""
+    keys = [item.removeprefix("--").partition("=")[0] for item in overrides]
+    if path:
+        try:
+            keys += list(tomllib.loads(Path(path).read_text()))
+        except (OSError, ValueError):  # a missing or bad file: `load` says so
+            pass
+    for key in keys:
+        if key in DistillConfig.MOVED:
+            new = DistillConfig.MOVED[key]
+            raise UsageError(f"config key {key} moved to {new}: distillation shares imagegen train's training "
+                             f"settings (in a config file: {key} under [train]; on the command line: --set {new}=...)")
 
 
 def train_config(args) -> GenConfig:

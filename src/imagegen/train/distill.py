@@ -1,30 +1,35 @@
 """`imagegen distill`: turn a trained flow model into a k-step student (progressive distillation, or reflow then
-distillation; the objectives are in `imagegen.methods.distill`). One function with labelled phases, like the
-training loop; the student starts from the teacher's EMA weights and is written as an ordinary flow artifact
-whose default sampling is Euler with k steps and no guidance (it is folded in)."""
+distillation; the objectives are in `imagegen.methods.distill`), as a task of the one training loop
+(`loop.run_loop`): the same non-finite guard, EMA, log lines, grids, checkpoints, resume and stop requests as
+`imagegen train`. The stages of progressive distillation are part of the run's progress (each has its own
+optimiser, warm-up and decay); the student starts from the teacher's EMA weights and is written as an ordinary
+flow artifact whose default sampling is Euler with k steps and no guidance (it is folded in)."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import json
 import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
 
-from ..artifacts import read_header, save_artifact
-from ..config import DistillConfig, to_dict
+from ..artifacts import artifact_paths, read_header, save_artifact
+from ..config import DistillConfig, checked, from_dict, to_dict
 from ..data import load_dataset
 from ..errors import ImagegenError, UsageError
 from ..methods.distill import guided_velocity, progressive_loss, reflow_loss
-from ..methods.guidance import EVERYWHERE, band, check_interval, interval_json
+from ..methods.guidance import band, check_interval, interval_json
 from ..methods.samplers import SAMPLERS
 from ..models import build_model
 from ..models.unet import attention_keys
-from ..pixels import grid, save_png, to_float
+from ..pixels import to_float
 from ..sampling import (
     Generator,
     StackedRandom,
@@ -35,9 +40,19 @@ from ..sampling import (
     run_settings,
     sample_labels,
 )
-from ..utils import append_jsonl, has_bf16_units, prepare_run_dir, progress, write_json
-from .ema import ema_beta, ema_update, make_ema
-from .loop import StopRequest, batch_indices, lr_at
+from ..utils import has_bf16_units, write_json
+from . import checkpoint
+from .ema import make_ema
+from .loop import (
+    StopRequest,
+    batch_indices,
+    budget_of,
+    budget_text,
+    check_budget,
+    run_loop,
+    with_resume_changes,
+    write_grid,
+)
 from .recipes import update
 
 
@@ -57,112 +72,206 @@ def stages(cfg: DistillConfig) -> list[int]:
     return [cfg.teacher_steps >> i for i in range(1, round(math.log2(ratio)) + 1)]
 
 
-def teacher_pairs(gen: Generator, teacher: Path, cfg: DistillConfig, guidance: float, interval,
+def teacher_digest(teacher: Path) -> str:
+    """SHA-256 over the teacher's artifact: the JSON that rebuilds its network and its weights."""
+    weights, header = artifact_paths(Path(teacher), create=False)
+    h = hashlib.sha256()
+    for path in (header, weights):
+        with open(path, "rb") as f:
+            h.update(hashlib.file_digest(f, "sha256").digest())
+    return h.hexdigest()
+
+
+def teacher_pairs(gen: Generator, teacher: Path, cfg: DistillConfig, guidance: float, interval, digest: str,
                   show_progress: bool, log) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8, labels) that the teacher draws from the latents of images 0..pairs-1 of seed `seed`
-    (classes in turn); cached beside the teacher in pairs/, since every student of this teacher can reuse them."""
+    (classes in turn); cached beside the teacher in pairs/, since every student of this teacher can reuse them.
+    The cache is keyed by what the pairs are computed from: the teacher's artifact (`digest`) and the settings
+    that draw them, so a retrained teacher, or other settings, never reuse them."""
     s = run_settings(gen, steps=cfg.pair_steps, guidance=guidance, guidance_interval=interval)
     sampler, steps = s["sampler"], s["steps"]
-    span = "" if interval == EVERYWHERE else f"-i{interval[0]:g}-{interval[1]:g}"  # a file name, not a message
-    path = teacher / "pairs" / f"seed{cfg.seed}-n{cfg.pairs}-{sampler}{steps}-g{guidance:g}{span}.safetensors"
-    if path.is_file():
+    settings = {"teacher": digest, "seed": cfg.seed, "pairs": cfg.pairs, "sampler": sampler, "steps": steps,
+                "guidance": guidance, "guidance_interval": interval_json(interval)}
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    path = teacher / "pairs" / f"{key[:32]}.safetensors"
+    cached = _cached_pairs(path, key, log)
+    if cached is not None:
         log(f"reusing the teacher's pairs in {path}")
-        d = load_file(str(path))
-        return d["images"], d["labels"]
+        return cached
     log(f"drawing {cfg.pairs:,} (noise, image) pairs with the teacher ({sampler}, {steps} steps, "
-        f"guidance {guidance:g}); cached in {path}")
+        f"guidance {guidance:g}{band(interval)}); cached in {path}")
     labels = sample_labels(gen, cfg.pairs)
     images = generate(gen, labels, seed=cfg.seed, show_progress=show_progress, **s)
     path.parent.mkdir(exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file({"images": images, "labels": labels.astype(np.int64)}, str(tmp))
+    save_file({"images": images, "labels": labels.astype(np.int64)}, str(tmp),
+              metadata={"key": key, "settings": json.dumps(settings, sort_keys=True)})
     tmp.replace(path)
     return images, labels
 
 
-def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwrite: bool = False,
-            show_progress: bool = True, log=print, stop: StopRequest | None = None) -> dict:
-    """Distil the flow model in run `teacher` into a `cfg.steps`-step student in run directory `out`."""
-    # -- set-up: teacher, settings checked before the run directory exists, student and its EMA, training data
-    teacher = Path(teacher)
-    gen = load_generator(teacher, cfg.device, backend="torch")  # the student may start as a copy of this module
-    plan, guidance, interval, (solver, substeps) = _checked_settings(gen, teacher, cfg)
-    bf16 = has_bf16_units(gen.device) if cfg.bf16 == "auto" else cfg.bf16
-    cfg = dataclasses.replace(cfg, teacher_sampler=solver, teacher_substeps=substeps, bf16=bf16)  # results.json
-    torch.manual_seed(cfg.seed)
-    student, student_config = _student(gen, teacher, cfg)  # refuses a bad student_channels or student_init
-    run = prepare_run_dir(out, overwrite)
-    device, null = gen.device, gen.num_classes
-    generator = torch.Generator(device).manual_seed(cfg.seed)
-    ema = make_ema(student)
-    t0 = time.perf_counter()
-    images_t, labels_t, z_all = _training_data(gen, teacher, cfg, guidance, interval, show_progress, log)
-    pair_seconds = time.perf_counter() - t0
-    teacher_v = lambda x, t, y: guided_velocity(gen.net, x, t, y, guidance, null, interval)  # noqa: E731
-    teacher_steps = (solver, substeps)  # how progressive targets step the teacher: its sampler, steps per step
-    beta = ema_beta(cfg.batch_size, cfg.ema_half_life_images)
-    target = (f"; first target: the teacher's {solver}, {cfg.teacher_substeps} steps per student step"
-              if cfg.method == "progressive" else "")
-    folded = _folded(gen, guidance, interval)
-    log(f"{cfg.method} distillation of {teacher} ({folded['text']}): student steps "
-        f"{' -> '.join(map(str, plan))}, {cfg.minutes:g} min{target}{', bf16 autocast' if bf16 else ''}")
-    seconds_per_stage = 60 * cfg.minutes / len(plan)
-    total = {"images": 0, "seconds": 0.0}
-    stop = stop or StopRequest()
+def _cached_pairs(path: Path, key: str, log) -> tuple[np.ndarray, np.ndarray] | None:
+    """The pairs in `path` if it holds those of `key`; None when there are none (or they are unreadable)."""
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), "np") as f:
+            if (f.metadata() or {}).get("key") != key:
+                return None
+            return f.get_tensor("images"), f.get_tensor("labels")
+    except (SafetensorError, OSError) as e:
+        log(f"the cached pairs in {path} are unreadable ({e}); drawing them again")
+        return None
 
-    # -- stages: each trains the student for its share of the time, with its own warm-up and cosine decay
-    with stop:
-        for stage, k in enumerate(plan):
-            opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
-            state, losses = {"images": 0, "seconds": 0.0}, []
-            bar = progress(total=round(seconds_per_stage), enabled=show_progress, unit="s",
-                           desc=f"distil {cfg.method} -> {k} step{'s' if k > 1 else ''}",
-                           bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]")
-            while state["seconds"] < seconds_per_stage and not stop.requested:
-                t_step = time.perf_counter()
-                for group in opt.param_groups:
-                    group["lr"] = lr_at(state["images"], state["seconds"] / seconds_per_stage, cfg)
-                idx = torch.from_numpy(batch_indices(cfg.seed + stage, len(images_t), state["images"],
-                                                     cfg.batch_size))
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    loss = _loss(cfg, student, teacher_v, teacher_steps, (images_t, labels_t, z_all), idx, k,
-                                 generator, device)
-                if update(loss, opt, student, cfg.grad_clip):
-                    ema_update(ema, student, beta if state["images"] >= cfg.warmup_images else 0.0)
-                    losses.append(loss.item())
-                state["images"] += cfg.batch_size
-                dt = time.perf_counter() - t_step
-                state["seconds"] += dt
-                bar.update(min(dt, max(0.0, seconds_per_stage - bar.n)))
-                if len(losses) == 20:
-                    _log_line(run, stage, k, state, float(np.mean(losses)))
-                    bar.set_postfix(loss=f"{np.mean(losses):.4f}")
-                    losses = []
-            bar.close()
-            total["images"] += state["images"]
-            total["seconds"] += state["seconds"]
-            if stop.requested:
-                break
-            # the next stage's teacher: this stage's EMA student, guidance already folded in
-            frozen = copy.deepcopy(ema).eval().requires_grad_(False)
-            teacher_v = lambda x, t, y, net=frozen: net(x, t, y).float()  # noqa: E731
-            teacher_steps = ("euler", 2)  # a student is an Euler sampler, good only on its own grid
 
-    # -- the end: the student as a flow artifact (Euler, k steps, no guidance), its grid, the summary
-    k = plan[stage] if stop.requested else plan[-1]
-    distilled = {"method": cfg.method, "teacher": str(teacher), "guidance_folded": folded["guidance"],
-                 "stages": plan, "interrupted": stop.requested, "guidance_interval": folded["interval"],
-                 "student_channels": student_config["channels"], "student_init": cfg.student_init}
-    if cfg.method == "progressive":
-        distilled["teacher_solver"] = {"sampler": cfg.teacher_sampler, "substeps": cfg.teacher_substeps}
-    grid_png = _write_student(run, gen.meta, ema, student_config, k, distilled, str(device))
-    result = {"out": str(run), "method": cfg.method, "steps": k, "stages": plan, "guidance_folded": folded["guidance"],
-              "interrupted": stop.requested, "pair_seconds": pair_seconds, **total, "grid": str(grid_png),
-              "config": to_dict(cfg)}
-    write_json(result, run / "results.json")
-    log(f"{'stopped early; ' if stop.requested else ''}student ({k} step{'s' if k > 1 else ''}) in {run}: "
-        f"{total['images']:,} images in {total['seconds'] / 60:.1f} min; grid: {run / 'grid.png'}")
-    return result
+def distill(teacher: str | Path | None, out: str | Path, cfg: DistillConfig | None, *, resume: bool = False,
+            budget: dict | None = None, overwrite: bool = False, show_progress: bool = True, log=print,
+            stop: StopRequest | None = None) -> dict:
+    """Distil the flow model in run `teacher` into a `cfg.steps`-step student in run directory `out`.
+
+    `resume` continues the distillation in `out` from its last checkpoint with its own teacher and settings
+    (`teacher` and `cfg` are not used); `budget` ({"minutes": ..., "images": ...}) replaces its budget."""
+    task = DistillTask(teacher, cfg, budget, show_progress, log)
+    return run_loop(task, out, resume=resume, overwrite=overwrite, show_progress=show_progress, log=log, stop=stop)
+
+
+class DistillTask:
+    """Distillation as a task of `loop.run_loop`: the student, its EMA and its stage's optimiser; each step one
+    batch of the route's loss (`_loss`). Its progress adds the stage and where it began (images and seconds);
+    a stage ends at its share of the budget, and the next one's teacher is the last one's EMA student."""
+
+    command = "distill"
+
+    def __init__(self, teacher: str | Path | None, cfg: DistillConfig | None, budget: dict | None,
+                 show_progress: bool, log):
+        self.teacher = None if teacher is None else Path(teacher)
+        self.cfg, self.budget, self.show_progress, self.log = cfg, budget, show_progress, log
+        self.start = {"stage": 0, "stage_images": 0, "stage_seconds": 0.0}
+
+    def configure(self, doc: dict | None) -> dict:
+        """The teacher and the settings checked before the run directory exists; a resumed run's own, whose
+        teacher must be the one it began with."""
+        if doc is not None:
+            self.teacher = Path(doc["config"]["teacher"])
+            cfg = with_resume_changes(from_dict(DistillConfig, doc["config"]["distill"]), self.budget)
+        elif self.teacher is None or self.cfg is None:
+            raise UsageError("a new distillation needs a teacher and a DistillConfig (or resume=True)")
+        else:
+            cfg = self.cfg
+        cfg = checked(cfg)
+        check_budget(cfg.train)
+        gen = load_generator(self.teacher, cfg.device, backend="torch")  # the student may start as a copy of it
+        plan, guidance, interval, (solver, substeps) = _checked_settings(gen, self.teacher, cfg)
+        digest = teacher_digest(self.teacher)
+        if doc is not None and digest != doc["config"]["teacher_digest"]:
+            raise ImagegenError(f"the teacher {self.teacher} has changed since this distillation began (its "
+                                "artifact's digest differs); a resumed student keeps its teacher: start a new "
+                                "distillation instead")
+        train = cfg.train
+        if train.bf16 == "auto":  # resolved once and saved, so a resumed run computes as it began
+            train = dataclasses.replace(train, bf16=has_bf16_units(gen.device))
+        cfg = dataclasses.replace(cfg, teacher_sampler=solver, teacher_substeps=substeps, train=train)
+        torch.manual_seed(cfg.seed)
+        self.student, self.student_config = _student(gen, self.teacher, cfg)  # refuses a bad student network
+        self.gen, self.plan, self.guidance, self.interval, self.digest = gen, plan, guidance, interval, digest
+        self.cfg, self.train = cfg, cfg.train
+        self.label = f"distil {cfg.method} -> {cfg.steps} step{'s' if cfg.steps > 1 else ''}"
+        return {"distill": to_dict(cfg), "teacher": str(self.teacher), "teacher_digest": digest}
+
+    def build(self, run: Path, doc: dict | None, tensors: dict | None) -> None:
+        cfg, gen = self.cfg, self.gen
+        self.device = gen.device
+        self.generator = torch.Generator(self.device).manual_seed(cfg.seed)
+        self.net, self.ema = self.student, make_ema(self.student)
+        t0 = time.perf_counter()
+        self.data = _training_data(gen, self.teacher, cfg, self.guidance, self.interval, self.digest,
+                                   self.show_progress, self.log)
+        self.pair_seconds = time.perf_counter() - t0
+        self.nets, self.optimizers = {"student": self.student}, {"student": self._optimizer()}
+        self.teacher_v = lambda x, t, y: guided_velocity(gen.net, x, t, y, self.guidance, gen.num_classes,
+                                                         self.interval)
+        self.teacher_steps = (cfg.teacher_sampler, cfg.teacher_substeps)  # how targets step the teacher
+        if doc is not None and doc["progress"]["stage"] > 0:
+            self._students_teacher(copy.deepcopy(self.ema))  # its weights are the checkpoint's
+        if doc is not None:
+            checkpoint.restore(doc, tensors, nets=self.nets, ema=self.ema, optimizers=self.optimizers,
+                               generator=self.generator)
+        self.folded = _folded(gen, self.guidance, self.interval)
+        target = (f"; first target: the teacher's {cfg.teacher_sampler}, {cfg.teacher_substeps} steps per student "
+                  "step" if cfg.method == "progressive" else "")
+        self.log(f"{cfg.method} distillation of {self.teacher} ({self.folded['text']}): student steps "
+                 f"{' -> '.join(map(str, self.plan))}, {budget_text(cfg.train)}{target}"
+                 f"{', bf16 autocast' if cfg.train.bf16 is True else ''}; full config: {run / 'config.json'}")
+
+    def schedule(self, state: dict) -> tuple[int, float] | None:
+        """(images into the stage, fraction of its share of the budget done); the next stage once it is done."""
+        kind, total = budget_of(self.train)
+        while True:
+            seen = state["images"] - state["stage_images"]
+            done = seen if kind == "images" else state["seconds"] - state["stage_seconds"]
+            fraction = done / (total / len(self.plan))
+            if fraction < 1.0:
+                return seen, fraction
+            if state["stage"] + 1 >= len(self.plan):
+                return None
+            self._next_stage(state)
+
+    def _next_stage(self, state: dict) -> None:
+        """This stage's EMA student (guidance already folded in) teaches the next stage, with a fresh optimiser."""
+        self._students_teacher(copy.deepcopy(self.ema))
+        self.optimizers = {"student": self._optimizer()}
+        state.update(stage=state["stage"] + 1, stage_images=state["images"], stage_seconds=state["seconds"])
+
+    def _students_teacher(self, frozen: torch.nn.Module) -> None:
+        frozen.eval().requires_grad_(False)
+        self.nets = {"student": self.student, "teacher": frozen}
+        self.teacher_v = lambda x, t, y: frozen(x, t, y).float()
+        self.teacher_steps = ("euler", 2)  # a student is an Euler sampler, good only on its own grid
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.student.parameters(), lr=self.train.lr)
+
+    def step(self, state: dict) -> dict[str, float] | None:
+        cfg, stage = self.cfg, state["stage"]
+        idx = torch.from_numpy(batch_indices(cfg.seed + stage, len(self.data[0]), state["images"] -
+                                             state["stage_images"], cfg.train.batch_size))
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.train.bf16 is True):
+            loss = _loss(cfg, self.student, self.teacher_v, self.teacher_steps, self.data, idx, self.plan[stage],
+                         self.generator, self.device)
+        ok = update(loss, self.optimizers["student"], self.student, cfg.train.grad_clip)
+        return {"loss": loss.item()} if ok else None
+
+    def position(self, state: dict) -> dict:
+        return {"stage": state["stage"], "student_steps": self.plan[state["stage"]]}
+
+    def _meta(self, state: dict) -> dict:
+        """The student's artifact meta: the teacher's, sampled with Euler at this stage's k steps, no guidance."""
+        cfg, k = self.cfg, self.plan[state["stage"]]
+        distilled = {"method": cfg.method, "teacher": str(self.teacher), "guidance_folded": self.folded["guidance"],
+                     "stages": self.plan, "guidance_interval": self.folded["interval"],
+                     "student_channels": self.student_config["channels"], "student_init": cfg.student_init,
+                     "images": state["images"]}
+        if cfg.method == "progressive":
+            distilled["teacher_solver"] = {"sampler": cfg.teacher_sampler, "substeps": cfg.teacher_substeps}
+        return {**self.gen.meta, "sample": {"sampler": "euler", "steps": k, "guidance": 1.0, "batch_size": 250},
+                "distilled": distilled}
+
+    def write_artifact(self, run: Path, state: dict) -> None:
+        save_artifact(run / "model.json", "unet", self.student_config, self.ema, self._meta(state))
+
+    def grid(self, run: Path, state: dict) -> Path:
+        gen = Generator(self.ema, "flow", self.gen.classes, self.gen.image_shape, self._meta(state), self.device)
+        return write_grid(run, gen, state, None)
+
+    def finish(self, run: Path, state: dict) -> dict:
+        cfg, k, grid_png = self.cfg, self.plan[-1], self.grid(run, state)
+        result = {"out": str(run), "interrupted": False, "method": cfg.method, "steps": k, "stages": self.plan,
+                  "guidance_folded": self.folded["guidance"], "pair_seconds": self.pair_seconds, **state,
+                  "grid": str(grid_png), "config": to_dict(cfg)}
+        write_json(result, run / "results.json")
+        self.log(f"student ({k} step{'s' if k > 1 else ''}) in {run}: {state['images']:,} images in "
+                 f"{state['seconds'] / 60:.1f} min; grid: {grid_png}")
+        return result
 
 
 def _checked_settings(gen: Generator, teacher: Path, cfg: DistillConfig) -> tuple[list[int], float, tuple,
@@ -181,8 +290,6 @@ def _checked_settings(gen: Generator, teacher: Path, cfg: DistillConfig) -> tupl
     substeps = cfg.teacher_substeps if cfg.teacher_substeps is not None else 2 if "distilled" in gen.meta else 4
     if substeps < 1:
         raise UsageError(f"teacher_substeps must be >= 1, got {substeps}")
-    if cfg.bf16 not in (True, False, "auto"):
-        raise UsageError(f"bf16 must be true, false or \"auto\", got {cfg.bf16!r}")
     return plan, s["guidance"], check_interval(s["guidance_interval"]), (solver, substeps)
 
 
@@ -199,12 +306,12 @@ def _folded(gen: Generator, guidance: float, interval) -> dict:
             "text": f"guidance {guidance:g}{band(interval)} folded in"}
 
 
-def _training_data(gen: Generator, teacher: Path, cfg: DistillConfig, guidance: float, interval, show_progress,
-                   log) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def _training_data(gen: Generator, teacher: Path, cfg: DistillConfig, guidance: float, interval, digest: str,
+                   show_progress: bool, log) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(uint8 images, labels, starting latents): reflow's teacher pairs with the latents they came from, or
     progressive distillation's training images (no latents: the loss draws its own noise)."""
     if cfg.method == "reflow":
-        images, labels = teacher_pairs(gen, teacher, cfg, guidance, interval, show_progress, log)
+        images, labels = teacher_pairs(gen, teacher, cfg, guidance, interval, digest, show_progress, log)
         z_all = StackedRandom(cfg.seed, range(len(images)), torch.device("cpu")).randn(*latent_shape(gen))
     else:
         train = load_dataset(gen.meta["dataset"], "train", show_progress=show_progress)
@@ -239,7 +346,8 @@ def _student(gen: Generator, teacher: Path, cfg: DistillConfig) -> tuple[torch.n
         student = build_model("unet", config).to(gen.device)
     if not cfg.student_attention:
         student, config = _without_attention(student, config)
-    return student.train().requires_grad_(True).to(memory_format=torch.channels_last), config
+    student.train().requires_grad_(True)
+    return (student.to(memory_format=torch.channels_last) if cfg.train.channels_last else student), config
 
 
 def _without_attention(net: torch.nn.Module, config: dict) -> tuple[torch.nn.Module, dict]:
@@ -260,26 +368,12 @@ def _loss(cfg: DistillConfig, student, teacher_v, teacher_steps: tuple[str, int]
     """The batch `idx` of the training images (or teacher pairs) and the route's loss on it; progressive targets
     take `teacher_steps` = (sampler, steps per student step) of the teacher."""
     images_t, labels_t, z_all = data
-    x0 = to_float(images_t[idx]).to(device).contiguous(memory_format=torch.channels_last)
+    x0 = to_float(images_t[idx]).to(device)
+    if cfg.train.channels_last:
+        x0 = x0.contiguous(memory_format=torch.channels_last)
     y = labels_t[idx].to(device)
     if cfg.method == "reflow":
         return reflow_loss(student, z_all[idx].to(device), x0, y, k, generator=generator).mean()
     sampler, substeps = teacher_steps
     return progressive_loss(student, teacher_v, x0, y, k, generator=generator, substeps=substeps,
                             sampler=sampler).mean()
-
-
-def _write_student(run: Path, teacher_meta: dict, ema, config: dict, k: int, distilled: dict, device: str) -> Path:
-    """The student as a flow artifact (its UNet config, the teacher's meta; Euler, k steps, no guidance) and its
-    grid."""
-    meta = {**teacher_meta, "sample": {"sampler": "euler", "steps": k, "guidance": 1.0, "batch_size": 250},
-            "distilled": distilled}
-    save_artifact(run / "model.json", "unet", config, ema, meta)
-    student = load_generator(run, device)
-    images = generate(student, np.repeat(np.arange(student.num_classes), 10), steps=k, sampler="euler")
-    return save_png(grid(images, nrow=10, scale=2), run / "grid.png")
-
-
-def _log_line(run: Path, stage: int, k: int, state: dict, loss: float) -> None:
-    append_jsonl({"stage": stage, "student_steps": k, "images": state["images"],
-                  "seconds": round(state["seconds"], 2), "loss": loss}, run / "metrics.jsonl")

@@ -1,7 +1,9 @@
-"""The training loop shared by every generator: one function with labelled phases (EDM's training_loop and
-nanoGPT's train.py are the models). Progress is counted in images seen; the data order and every random draw
-are functions of the seed and of the saved generator state, so a resumed run reaches the same weights as an
-uninterrupted one."""
+"""The one training loop: a function with labelled phases (EDM's training_loop and nanoGPT's train.py are the
+models) that every kind of run shares through a small `Task`: `imagegen train`'s GeneratorTask below, `imagegen
+distill`'s DistillTask (train/distill.py). The loop owns what they have in common: the learning-rate schedule, the
+non-finite guard, the EMA, log lines, grids, checkpoints, resume and stop requests. Progress is counted in images
+seen; the data order and every random draw are functions of the seed and of the saved generator state, so a
+resumed run reaches the same weights as an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -11,12 +13,14 @@ import shutil
 import signal
 import time
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..artifacts import save_artifact
-from ..config import GenConfig, checked, saved_config, to_dict
+from ..config import GenConfig, TrainConfig, checked, saved_config, to_dict
 from ..data import load_splits
 from ..errors import ImagegenError, UsageError
 from ..pixels import grid, save_png, to_float
@@ -26,6 +30,7 @@ from .ema import ema_beta, ema_update, make_ema
 
 RUN_FILES = ("state.json", "state.safetensors", "metrics.jsonl", "results.json", "model.json", "model.safetensors",
              "grid.png", "config.json")
+COMMANDS = {"train": "a training run", "distill": "a distillation run"}  # Task.command: what resumes a run
 
 
 def lr_at(images: int, fraction: float, cfg) -> float:
@@ -71,150 +76,257 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
+class Task(Protocol):
+    """What one kind of run does inside `run_loop`; the loop does the rest. `build` sets the attributes below;
+    a task may replace them between steps (a distillation's next stage brings a new optimiser)."""
+
+    command: str  # the CLI command of the run, in COMMANDS: `imagegen COMMAND --resume RUN` continues it
+    label: str  # the progress bar's
+    train: TrainConfig  # the loop's settings: budget, batch size, learning rate, EMA, cadences, guard
+    start: dict  # the task's own progress counters and their starting values (kept in the checkpoint)
+    nets: dict[str, nn.Module]  # every network of the checkpoint (trained or not)
+    net: nn.Module  # the network the EMA follows
+    ema: nn.Module  # its average: the artifact's weights
+    optimizers: dict[str, torch.optim.Optimizer]
+    generator: torch.Generator  # every random draw of the steps
+
+    def configure(self, doc: dict | None) -> dict:
+        """The whole config settled and checked (a resumed run's own, from its checkpoint `doc`) before any file
+        is touched; returns it as the run's config.json and checkpoint hold it."""
+
+    def build(self, run: Path, doc: dict | None, tensors: dict | None) -> None:
+        """Data, networks, optimisers, EMA and generator, restored from the checkpoint when resuming."""
+
+    def schedule(self, state: dict) -> tuple[int, float] | None:
+        """(images seen, fraction done) of the schedule the next step is on (the run, or a distillation's stage,
+        moving on to the next here), or None when the run is done."""
+
+    def step(self, state: dict) -> dict[str, float] | None:
+        """One optimisation step and its losses; None when a non-finite loss or gradient skipped it."""
+
+    def position(self, state: dict) -> dict:
+        """What a log line adds to images and seconds (a distillation's stage)."""
+
+    def write_artifact(self, run: Path, state: dict) -> None:
+        """The inference artifact (EMA weights + the JSON that rebuilds the model), beside every checkpoint."""
+
+    def grid(self, run: Path, state: dict) -> Path:
+        """A sample grid of the EMA network (grid.png and grids/IMAGES.png)."""
+
+    def finish(self, run: Path, state: dict) -> dict:
+        """The end of a complete run: final grid, evaluation, results.json and the closing log line; the summary."""
+
+
+def run_loop(task: Task, out: str | Path, *, resume: bool = False, overwrite: bool = False,
+             show_progress: bool = True, log=print, stop: StopRequest | None = None) -> dict:
+    """Run `task` into run directory `out` (continue the run there from its last checkpoint with `resume`);
+    returns its summary, or `{"interrupted": True, ...}` when a stop request ended it after a checkpoint."""
+    # -- set-up: the config checked, then the run directory; the task's networks, restored when resuming
+    run = Path(out)
+    config, doc, tensors = _open_run(task, run, resume, overwrite)
+    task.build(run, doc, tensors)
+    state = {"step": 0, "images": 0, "seconds": 0.0, "bad_steps": 0, **task.start}
+    if doc is not None:
+        state.update(doc["progress"])
+        log(f"resumed {run} at {state['images']:,} images ({state['seconds'] / 60:.1f} min of training)")
+    cfg = task.train
+    beta = ema_beta(cfg.batch_size, cfg.ema_half_life_images)
+
+    last = {"grid": time.monotonic(), "ckpt": time.monotonic(), "ckpt_images": state["images"],
+            "log_seconds": state["seconds"], "saved": doc is not None}
+
+    def save_checkpoint():
+        checkpoint.save_state(run, nets=task.nets, ema=task.ema, optimizers=task.optimizers,
+                              generator=task.generator, progress=state, config=config)
+        task.write_artifact(run, state)
+        last.update(ckpt=time.monotonic(), ckpt_images=state["images"], saved=True)
+
+    # -- the loop: learning rate -> step -> non-finite guard -> EMA -> maintenance at a cadence
+    total = budget_of(cfg)
+    unit = "img" if total[0] == "images" else "s"
+    bar = progress(total=total[1], enabled=show_progress, desc=task.label, unit=unit, initial=_done(state, total),
+                   bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} " + unit + " [{elapsed}<{remaining}{postfix}]")
+    losses: list[dict] = []
+    stop = stop or StopRequest()
+    with stop:
+        while (where := task.schedule(state)) is not None:
+            t0 = time.perf_counter()
+            # -- learning rate: warm-up, then decay over the schedule the step is on
+            seen, fraction = where
+            lr = lr_at(seen, fraction, cfg)
+            for opt in task.optimizers.values():
+                for group in opt.param_groups:
+                    group["lr"] = lr * group.get("lr_scale", 1.0)  # absent from checkpoints before it existed
+            # -- step: the method's train_step, or a distillation loss
+            stats = task.step(state)
+            # -- non-finite guard: the step was skipped; too many in a row stop the run, its checkpoint intact
+            if stats is None:
+                state["bad_steps"] += 1
+                if state["bad_steps"] >= cfg.max_bad_steps:
+                    kept = (f"its last checkpoint ({last['ckpt_images']:,} images) is intact" if last["saved"]
+                            else "no checkpoint was written yet")
+                    raise ImagegenError(
+                        f"{state['bad_steps']} training steps in a row had a non-finite loss or gradient "
+                        f"(lr {lr:.2e}); stopped {run}: {kept}; try a lower train.lr")
+            else:
+                state["bad_steps"] = 0
+                # -- EMA: none during warm-up (the average starts from the warmed-up network)
+                ema_update(task.ema, task.net, beta if seen >= cfg.warmup_images else 0.0)
+                losses.append(stats)
+            state["step"] += 1
+            state["images"] += cfg.batch_size
+            dt = time.perf_counter() - t0
+            state["seconds"] += dt
+            bar.update(min(cfg.batch_size if total[0] == "images" else dt, max(0.0, total[1] - bar.n)))
+            # -- maintenance: log line, sample grid, checkpoint, stop request
+            if state["step"] % cfg.log_every == 0 and losses:
+                line = {**_log_line(state, lr, losses, cfg.log_every * cfg.batch_size,
+                                    state["seconds"] - last["log_seconds"]), **task.position(state)}
+                last["log_seconds"] = state["seconds"]
+                bar.set_postfix(loss=f"{line['loss']:.4f}", img_s=f"{line['images_per_second']:.0f}")
+                append_jsonl(line, run / "metrics.jsonl")
+                losses = []
+            now = time.monotonic()
+            if now - last["grid"] > 60 * cfg.grid_minutes:
+                task.grid(run, state)
+                last["grid"] = time.monotonic()
+            every = cfg.checkpoint_images
+            if (now - last["ckpt"] > 60 * cfg.checkpoint_minutes
+                    or (every and state["images"] - last["ckpt_images"] >= every)):
+                save_checkpoint()
+            if stop.requested:
+                save_checkpoint()
+                bar.close()
+                log(f"stopped at {state['images']:,} images; checkpoint written. "
+                    f"Continue with: imagegen {task.command} --resume {run}")
+                return {"out": str(run), "interrupted": True, **state}
+    bar.close()
+
+    # -- the end: checkpoint and artifact, then the task's final grid, evaluation and summary
+    save_checkpoint()
+    return task.finish(run, state)
+
+
 def train(cfg: GenConfig | None, out: str | Path, *, resume: bool = False, budget: dict | None = None,
           overwrite: bool = False, show_progress: bool = True, log=print, stop: StopRequest | None = None) -> dict:
     """Train `cfg.method` on `cfg.data` into run directory `out`; returns a summary (also in results.json).
 
     `resume` continues the run in `out` with its own saved config (`cfg` is not used); `budget`
     ({"minutes": ..., "images": ...}) replaces its training budget, e.g. to train it longer."""
-    # -- set-up: run directory, config, data, networks, optimisers, EMA; the checkpoint when resuming
-    run = Path(out)
-    cfg, doc, tensors = _open_run(cfg, run, resume, budget, overwrite)
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    train_ds, _ = load_splits(cfg.data, show_progress)
-    images_u8 = torch.from_numpy(train_ds.images)
-    labels_all = torch.from_numpy(train_ds.labels)
-    num_classes = len(train_ds.classes)
-    net_configs = recipes.network_configs(cfg, train_ds.shape, num_classes)
-    nets = {k: v.to(device) for k, v in recipes.build_networks(net_configs).items()}
-    if cfg.train.channels_last:
-        nets = {k: v.to(memory_format=torch.channels_last) for k, v in nets.items()}
-    opts = recipes.build_optimizers(cfg, nets)
-    infer_name, infer_kind = recipes.INFERENCE[cfg.method.name]
-    ema = make_ema(nets[infer_name])
-    generator = torch.Generator(device).manual_seed(cfg.seed)
-    state = {"step": 0, "images": 0, "seconds": 0.0, "bad_steps": 0}
-    if doc is not None:
-        checkpoint.restore(doc, tensors, nets=nets, ema=ema, optimizers=opts, generator=generator)
-        state.update(doc["progress"])
-        log(f"resumed {run} at {state['images']:,} images ({state['seconds'] / 60:.1f} min of training)")
-    beta = ema_beta(cfg.train.batch_size, cfg.train.ema_half_life_images)
-    meta = {"method": cfg.method.name, "classes": list(train_ds.classes), "image_shape": list(train_ds.shape),
-            "dataset": cfg.data.dataset, **recipes.method_meta(cfg), "sample": to_dict(cfg.sample)}
-    n_params = sum(p.numel() for p in nets[infer_name].parameters())
-    log(f"{cfg.method.name} on {cfg.data.dataset}: {len(train_ds):,} images {train_ds.shape}, "
-        f"{n_params / 1e6:.2f}M parameters; budget {_budget_text(cfg)}, batch {cfg.train.batch_size}, "
-        f"device {device}{', bf16 autocast' if cfg.train.bf16 is True else ''}; full config: {run / 'config.json'}")
+    task = GeneratorTask(cfg, budget, show_progress, log)
+    return run_loop(task, out, resume=resume, overwrite=overwrite, show_progress=show_progress, log=log, stop=stop)
 
-    def save_checkpoint():
-        checkpoint.save_state(run, nets=nets, ema=ema, optimizers=opts, generator=generator, progress=state,
-                              config=to_dict(cfg))
-        save_artifact(run / "model.json", infer_kind, net_configs[infer_name][1], ema,
-                      {**meta, "images": state["images"]})
 
-    evaluator = _cached_evaluator(cfg.data, train_ds.shape, device)
+class GeneratorTask:
+    """`imagegen train`: the networks of `cfg.method` (flow, edm, gan, vae), each step its `recipes.train_step`;
+    the artifact is the EMA of the network that draws images."""
 
-    def save_grid():
+    command = "train"
+
+    def __init__(self, cfg: GenConfig | None, budget: dict | None, show_progress: bool, log):
+        self.cfg, self.budget, self.show_progress, self.log = cfg, budget, show_progress, log
+        self.start: dict = {}
+
+    def configure(self, doc: dict | None) -> dict:
+        cfg = self.cfg if doc is None else _resumed_config(doc, self.budget)
+        cfg = checked(cfg)  # a config changed in code since it was loaded passes the same checks
+        _check_budget(cfg)
+        _check_data_and_networks(cfg)
+        if doc is None and cfg.train.bf16 == "auto":  # resolved once and saved, so a resumed run computes as it began
+            cfg.train.bf16 = has_bf16_units(resolve_device(cfg.device))
+        self.cfg, self.train, self.label = cfg, cfg.train, f"train {cfg.method.name}"
+        return to_dict(cfg)
+
+    def build(self, run: Path, doc: dict | None, tensors: dict | None) -> None:
+        cfg = self.cfg
+        self.device = device = resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        train_ds, _ = load_splits(cfg.data, self.show_progress)
+        self.images_u8, self.labels = torch.from_numpy(train_ds.images), torch.from_numpy(train_ds.labels)
+        self.num_classes, self.shape = len(train_ds.classes), train_ds.shape
+        self.net_configs = recipes.network_configs(cfg, train_ds.shape, self.num_classes)
+        nets = {k: v.to(device) for k, v in recipes.build_networks(self.net_configs).items()}
+        if cfg.train.channels_last:
+            nets = {k: v.to(memory_format=torch.channels_last) for k, v in nets.items()}
+        self.nets, self.optimizers = nets, recipes.build_optimizers(cfg, nets)
+        self.infer_name, self.infer_kind = recipes.INFERENCE[cfg.method.name]
+        self.net = nets[self.infer_name]
+        self.ema = make_ema(self.net)
+        self.generator = torch.Generator(device).manual_seed(cfg.seed)
+        if doc is not None:
+            checkpoint.restore(doc, tensors, nets=nets, ema=self.ema, optimizers=self.optimizers,
+                               generator=self.generator)
+        self.meta = {"method": cfg.method.name, "classes": list(train_ds.classes), "image_shape": list(train_ds.shape),
+                     "dataset": cfg.data.dataset, **recipes.method_meta(cfg), "sample": to_dict(cfg.sample)}
+        self.parameters = sum(p.numel() for p in self.net.parameters())
+        self.log(f"{cfg.method.name} on {cfg.data.dataset}: {len(train_ds):,} images {train_ds.shape}, "
+                 f"{self.parameters / 1e6:.2f}M parameters; budget {budget_text(cfg.train)}, batch "
+                 f"{cfg.train.batch_size}, device {device}{', bf16 autocast' if cfg.train.bf16 is True else ''}; "
+                 f"full config: {run / 'config.json'}")
+        self.evaluator = _cached_evaluator(cfg.data, train_ds.shape, device)
+
+    def schedule(self, state: dict) -> tuple[int, float] | None:
+        fraction = fraction_done(state, self.cfg.train)
+        return (state["images"], fraction) if fraction < 1.0 else None
+
+    def step(self, state: dict) -> dict[str, float] | None:
+        x, y = _batch(self.cfg, self.images_u8, self.labels, state["images"], self.generator, self.device)
+        return recipes.train_step(self.cfg, self.nets, self.optimizers, x, y, self.generator, self.num_classes)
+
+    def position(self, state: dict) -> dict:
+        return {}
+
+    def write_artifact(self, run: Path, state: dict) -> None:
+        save_artifact(run / "model.json", self.infer_kind, self.net_configs[self.infer_name][1], self.ema,
+                      {**self.meta, "images": state["images"]})
+
+    def grid(self, run: Path, state: dict) -> Path:
         from ..sampling import Generator
 
-        gen = Generator(ema, cfg.method.name, tuple(train_ds.classes), train_ds.shape, meta, device)
-        return write_grid(run, gen, cfg, state, evaluator)
+        gen = Generator(self.ema, self.cfg.method.name, tuple(self.meta["classes"]), self.shape, self.meta,
+                        self.device)
+        return write_grid(run, gen, state, self.evaluator)
 
-    # -- the loop: learning rate -> step -> non-finite guard -> EMA -> maintenance at a cadence
-    total = _budget(cfg)
-    bar = progress(total=total[1], enabled=show_progress, desc=f"train {cfg.method.name}",
-                   unit="img" if total[0] == "images" else "s", initial=_done(state, total),
-                   bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} " + ("img" if total[0] == "images" else "s")
-                   + " [{elapsed}<{remaining}{postfix}]")
-    last = {"grid": time.monotonic(), "ckpt": time.monotonic(), "ckpt_images": state["images"],
-            "log_seconds": state["seconds"]}
-    losses: list[dict] = []
-    stop = stop or StopRequest()
-    with stop:
-        while _fraction(state, cfg) < 1.0:
-            t0 = time.perf_counter()
-            lr = lr_at(state["images"], _fraction(state, cfg), cfg.train)
-            for opt in opts.values():
-                for group in opt.param_groups:
-                    group["lr"] = lr * group.get("lr_scale", 1.0)  # absent from checkpoints before it existed
-            x, y = _batch(cfg, images_u8, labels_all, state["images"], generator, device)
-            stats = recipes.train_step(cfg, nets, opts, x, y, generator, num_classes)
-            if stats is None:
-                state["bad_steps"] += 1
-                if state["bad_steps"] >= cfg.train.max_bad_steps:
-                    raise ImagegenError(
-                        f"{state['bad_steps']} training steps in a row had a non-finite loss or gradient "
-                        f"(lr {lr:.2e}); stopped. The last checkpoint in {run} is intact; try a lower train.lr")
-            else:
-                state["bad_steps"] = 0
-                ema_update(ema, nets[infer_name], beta if state["images"] >= cfg.train.warmup_images else 0.0)
-                losses.append(stats)
-            state["step"] += 1
-            state["images"] += cfg.train.batch_size
-            dt = time.perf_counter() - t0
-            state["seconds"] += dt
-            bar.update(min(cfg.train.batch_size if total[0] == "images" else dt, max(0.0, total[1] - bar.n)))
-            # -- maintenance: log line, sample grid, checkpoint, stop request
-            if state["step"] % cfg.train.log_every == 0 and losses:
-                line = _log_line(state, lr, losses, cfg.train.log_every * cfg.train.batch_size,
-                                 state["seconds"] - last["log_seconds"])
-                last["log_seconds"] = state["seconds"]
-                bar.set_postfix(loss=f"{line['loss']:.4f}", img_s=f"{line['images_per_second']:.0f}")
-                append_jsonl(line, run / "metrics.jsonl")
-                losses = []
-            now = time.monotonic()
-            if now - last["grid"] > 60 * cfg.train.grid_minutes:
-                save_grid()
-                last["grid"] = time.monotonic()
-            every = cfg.train.checkpoint_images
-            if (now - last["ckpt"] > 60 * cfg.train.checkpoint_minutes
-                    or (every and state["images"] - last["ckpt_images"] >= every)):
-                save_checkpoint()
-                last.update(ckpt=time.monotonic(), ckpt_images=state["images"])
-            if stop.requested:
-                save_checkpoint()
-                bar.close()
-                log(f"stopped at {state['images']:,} images; checkpoint written. "
-                    f"Continue with: imagegen train --resume {run}")
-                return {"out": str(run), "interrupted": True, **state}
-    bar.close()
-
-    # -- the end: checkpoint, artifact, grid, evaluation against the real-data floor
-    save_checkpoint()
-    grid_png = save_grid()
-    result = {"out": str(run), "interrupted": False, "method": cfg.method.name, "dataset": cfg.data.dataset,
-              "parameters": n_params, **state, "images_per_second": state["images"] / max(state["seconds"], 1e-9),
-              "grid": str(grid_png)}
-    if cfg.train.eval_samples > 0:
-        result["evaluation"] = _final_evaluation(run, cfg, device, show_progress, log)
-    write_json(result, run / "results.json")
-    log(f"trained {state['images']:,} images in {state['seconds'] / 60:.1f} min "
-        f"({result['images_per_second']:.0f} img/s); grid: {grid_png}")
-    return result
+    def finish(self, run: Path, state: dict) -> dict:
+        cfg, grid_png = self.cfg, self.grid(run, state)
+        result = {"out": str(run), "interrupted": False, "method": cfg.method.name, "dataset": cfg.data.dataset,
+                  "parameters": self.parameters, **state,
+                  "images_per_second": state["images"] / max(state["seconds"], 1e-9), "grid": str(grid_png)}
+        if cfg.train.eval_samples > 0:
+            result["evaluation"] = _final_evaluation(run, cfg, self.device, self.show_progress, self.log)
+        write_json(result, run / "results.json")
+        self.log(f"trained {state['images']:,} images in {state['seconds'] / 60:.1f} min "
+                 f"({result['images_per_second']:.0f} img/s); grid: {grid_png}")
+        return result
 
 
-def _open_run(cfg: GenConfig | None, run: Path, resume: bool, budget: dict | None, overwrite: bool):
-    """(config, saved state doc, saved tensors): the run's own when resuming, else `cfg` in a fresh directory.
-    Everything is checked before the first file is removed or written: the whole config, the device, the data
-    set, the networks the config builds for it and the output location."""
+def _open_run(task: Task, run: Path, resume: bool, overwrite: bool):
+    """(the run's config as saved, its checkpoint's doc and tensors) when resuming, else (config, None, None) and
+    a fresh run directory. Everything is checked before the first file is removed or written: the task's whole
+    config (for a generator: the device, the data set, the networks the config builds for it) and the output
+    location."""
     doc = tensors = None
     if resume:
         doc, tensors = checkpoint.load_state(run)
-        cfg = _resumed_config(doc, budget)
-    cfg = checked(cfg)  # a config changed in code since it was loaded passes the same checks
-    _check_budget(cfg)
-    _check_data_and_networks(cfg)
+        _check_command(doc, task.command, run)
+    config = task.configure(doc)
     if not resume:
         _check_out(run)
         prepare_run_dir(run, overwrite)
         for stale in RUN_FILES:  # --overwrite: nothing of the old run may be mistaken for the new one
             (run / stale).unlink(missing_ok=True)
         shutil.rmtree(run / "grids", ignore_errors=True)
-        if cfg.train.bf16 == "auto":  # resolved once and saved, so a resumed run computes as it began
-            cfg.train.bf16 = has_bf16_units(resolve_device(cfg.device))
-    write_json(to_dict(cfg), run / "config.json")
-    return cfg, doc, tensors
+        shutil.rmtree(run / "pairs", ignore_errors=True)  # a teacher's cached distillation pairs (train/distill.py)
+    write_json(config, run / "config.json")
+    return config, doc, tensors
+
+
+def _check_command(doc: dict, command: str, run: Path) -> None:
+    """A checkpoint is resumed by the command that wrote it: one line naming the right one, never a config error."""
+    saved = "distill" if "distill" in doc.get("config", {}) else "train"
+    if saved != command:
+        raise UsageError(f"{run} is {COMMANDS[saved]}, not {COMMANDS[command]}; continue it with: imagegen {saved} "
+                         f"--resume {run}")
 
 
 def _batch(cfg: GenConfig, images_u8: torch.Tensor, labels: torch.Tensor, start: int, generator, device):
@@ -230,7 +342,7 @@ def _batch(cfg: GenConfig, images_u8: torch.Tensor, labels: torch.Tensor, start:
     return x, labels[idx].to(device)
 
 
-def write_grid(run: Path, gen, cfg: GenConfig, state: dict, evaluator) -> Path:
+def write_grid(run: Path, gen, state: dict, evaluator) -> Path:
     """The fixed-seed grid (10 per class, one row per class) as grid.png and grids/IMAGES.png; with an evaluator,
     the grid's FID and class accuracy go to metrics.jsonl: at n=100 FID is biased upward, but the bias is the
     same at every point of a run, so the line shows the trend of quality over training at no extra sampling."""
@@ -294,9 +406,14 @@ RESUME_CHANGES = ("minutes", "images", "device")
 
 
 def _resumed_config(doc: dict, changes: dict | None) -> GenConfig:
-    """The run's own config. A resumed run may change only its budget ("minutes", "images": given either, both are
-    replaced) and its "device"; None values are not given."""
-    saved = saved_config(doc["config"])  # saved by this version or an earlier one
+    """The run's own config, with the `changes` a resumed run may make (`with_resume_changes`)."""
+    return with_resume_changes(saved_config(doc["config"]), changes)  # saved by this version or an earlier one
+
+
+def with_resume_changes(saved, changes: dict | None):
+    """`saved` (a run's own config: anything with `train` settings and a `device`) as a resumed run may change it:
+    its budget ("minutes", "images": given either, both are replaced) and its "device"; None values are not
+    given."""
     changes = {k: v for k, v in (changes or {}).items() if v is not None}
     unknown = sorted(set(changes) - set(RESUME_CHANGES))
     if unknown:
@@ -310,8 +427,7 @@ def _resumed_config(doc: dict, changes: dict | None) -> GenConfig:
 
 def _check_budget(cfg: GenConfig) -> None:
     """What the types of the config's fields cannot say (each value's own range is checked when it is built)."""
-    if cfg.train.images is None and cfg.train.minutes is None:
-        raise UsageError("no training budget: set train.images or train.minutes")
+    check_budget(cfg.train)
     m = cfg.model
     if cfg.method.name in ("flow", "edm") and len(m.attention) != len(m.channels):  # the UNet's settings
         raise UsageError(f"model.attention needs one flag per level ({len(m.channels)}), got {len(m.attention)}")
@@ -347,19 +463,25 @@ def _check_sampling(cfg: GenConfig) -> None:
                    batch_size=s.batch_size, prefix="sample.")
 
 
-def _budget_text(cfg: GenConfig) -> str:
-    kind, total = _budget(cfg)
-    return f"{total:,} images" if kind == "images" else f"{cfg.train.minutes:g} min"
+def check_budget(train: TrainConfig) -> None:
+    if train.images is None and train.minutes is None:
+        raise UsageError("no training budget: set train.images or train.minutes")
 
 
-def _budget(cfg: GenConfig) -> tuple[str, float]:
-    if cfg.train.images is not None:
-        return "images", cfg.train.images
-    return "seconds", 60 * cfg.train.minutes
+def budget_text(train: TrainConfig) -> str:
+    kind, total = budget_of(train)
+    return f"{total:,} images" if kind == "images" else f"{train.minutes:g} min"
 
 
-def _fraction(state: dict, cfg: GenConfig) -> float:
-    kind, total = _budget(cfg)
+def budget_of(train: TrainConfig) -> tuple[str, float]:
+    """("images", how many) or ("seconds", how many) of training: `train.images` wins over `train.minutes`."""
+    if train.images is not None:
+        return "images", train.images
+    return "seconds", 60 * train.minutes
+
+
+def fraction_done(state: dict, train: TrainConfig) -> float:
+    kind, total = budget_of(train)
     return (state["images"] if kind == "images" else state["seconds"]) / total
 
 
