@@ -35,7 +35,15 @@ from ..sampling import (
     run_settings,
     sample_labels,
 )
-from ..utils import append_jsonl, has_bf16_units, prepare_run_dir, progress, write_json
+from ..utils import (
+    append_jsonl,
+    has_bf16_units,
+    lock_run_dir,
+    prepare_run_dir,
+    progress,
+    releases_run_locks,
+    write_json,
+)
 from .ema import ema_beta, ema_update, make_ema
 from .loop import StopRequest, batch_indices, lr_at
 from .recipes import update
@@ -80,6 +88,7 @@ def teacher_pairs(gen: Generator, teacher: Path, cfg: DistillConfig, guidance: f
     return images, labels
 
 
+@releases_run_locks  # the lock on `out` is held until distill returns or raises
 def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwrite: bool = False,
             show_progress: bool = True, log=print, stop: StopRequest | None = None) -> dict:
     """Distil the flow model in run `teacher` into a `cfg.steps`-step student in run directory `out`."""
@@ -91,6 +100,7 @@ def distill(teacher: str | Path, out: str | Path, cfg: DistillConfig, *, overwri
     cfg = dataclasses.replace(cfg, teacher_sampler=solver, teacher_substeps=substeps, bf16=bf16)  # results.json
     torch.manual_seed(cfg.seed)
     student, student_config = _student(gen, teacher, cfg)  # refuses a bad student_channels or student_init
+    lock_run_dir(out)  # one writer per run directory
     run = prepare_run_dir(out, overwrite)
     device, null = gen.device, gen.num_classes
     generator = torch.Generator(device).manual_seed(cfg.seed)

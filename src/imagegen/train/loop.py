@@ -20,7 +20,16 @@ from ..config import GenConfig, checked, from_dict, to_dict
 from ..data import load_splits
 from ..errors import ImagegenError, UsageError
 from ..pixels import grid, save_png, to_float
-from ..utils import append_jsonl, has_bf16_units, prepare_run_dir, progress, resolve_device, write_json
+from ..utils import (
+    append_jsonl,
+    has_bf16_units,
+    lock_run_dir,
+    prepare_run_dir,
+    progress,
+    releases_run_locks,
+    resolve_device,
+    write_json,
+)
 from . import checkpoint, recipes
 from .ema import ema_beta, ema_update, make_ema
 
@@ -71,6 +80,7 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
+@releases_run_locks  # the run directory's lock, taken in _open_run, is held until train returns or raises
 def train(cfg: GenConfig | None, out: str | Path, *, resume: bool = False, budget: dict | None = None,
           overwrite: bool = False, show_progress: bool = True, log=print, stop: StopRequest | None = None) -> dict:
     """Train `cfg.method` on `cfg.data` into run directory `out`; returns a summary (also in results.json).
@@ -201,6 +211,7 @@ def _open_run(cfg: GenConfig | None, run: Path, resume: bool, budget: dict | Non
     set, the networks the config builds for it and the output location."""
     doc = tensors = None
     if resume:
+        lock_run_dir(run, create=False)  # one writer per run directory: before its checkpoint is read
         doc, tensors = checkpoint.load_state(run)
         cfg = _resumed_config(doc, budget)
     cfg = checked(cfg)  # a config changed in code since it was loaded passes the same checks
@@ -208,6 +219,7 @@ def _open_run(cfg: GenConfig | None, run: Path, resume: bool, budget: dict | Non
     _check_data_and_networks(cfg)
     if not resume:
         _check_out(run)
+        lock_run_dir(run)  # before --overwrite removes anything: a run another process writes is refused
         prepare_run_dir(run, overwrite)
         for stale in RUN_FILES:  # --overwrite: nothing of the old run may be mistaken for the new one
             (run / stale).unlink(missing_ok=True)
