@@ -23,7 +23,8 @@ from imagegen.cli import main
 from imagegen.errors import ImagegenError
 from imagegen.sampling import generate, load_generator
 from imagegen.train import checkpoint, loop
-from tests.test_train import TINY, StopAfter, tiny_config
+
+from .test_train import TINY, StopAfter, tiny_config
 
 QUIET = {"show_progress": False, "log": lambda s: None}
 RUN_FILES = ("state.safetensors", "state.json", "model.safetensors", "model.json")
