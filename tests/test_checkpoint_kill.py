@@ -219,7 +219,7 @@ def test_a_failed_write_removes_its_temporary_file_and_keeps_the_old_one(tmp_pat
         write_json({"v": 2}, tmp_path / "a.json")
     with pytest.raises(OSError, match="No space left"):
         save_png(np.ones((4, 4, 3), np.uint8), tmp_path / "a.png")
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(ImagegenError, match="cannot write the model .*model.safetensors: No space left on device"):
         save_artifact(tmp_path / "m", "evaluator", {}, torch.nn.Linear(2, 2), {})
     assert json.loads((tmp_path / "a.json").read_text()) == {"v": 1} and (tmp_path / "a.png").read_bytes() == png
     assert not list(tmp_path.rglob("*.tmp")) and not (tmp_path / "m" / "model.safetensors").exists()
@@ -274,3 +274,21 @@ def _checkpoint_mtime(run) -> int | None:
         return os.stat(run / "state.safetensors").st_mtime_ns
     except FileNotFoundError:
         return None
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_error_and_the_last_checkpoint_resumes(base_run, tmp_path,
+                                                                                     monkeypatch):
+    run = shutil.copytree(base_run, tmp_path / "full")
+
+    def full_disk(tensors, filename, metadata=None):
+        pathlib.Path(filename).write_bytes(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint, "save_file", full_disk)
+        with pytest.raises(ImagegenError, match=r"cannot write a checkpoint into .*full: No space left on device; "
+                                                "the last complete checkpoint there is intact"):
+            loop.train(None, run, resume=True, **QUIET)
+    assert not list(run.glob("*.tmp")) and not (run / ".lock").exists()
+    assert checkpoint.load_state(run)[0]["progress"]["images"] == 64
+    assert loop.train(None, run, resume=True, **QUIET)["images"] == 128

@@ -50,9 +50,12 @@ def save_artifact(path: str | os.PathLike, kind: str, config: dict, model: torch
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     doc = {"format": FORMAT, "version": VERSION, "kind": kind, "config": config, "meta": meta}
     inside = json.dumps(doc, sort_keys=True)
-    _atomic_write(weights, lambda tmp: save_file(state, str(tmp), metadata={DOC_KEY: inside}))
     text = json.dumps({**doc, DIGEST_KEY: _digest(inside)}, indent=2) + "\n"
-    _atomic_write(header, lambda tmp: tmp.write_text(text))
+    try:
+        _atomic_write(weights, lambda tmp: save_file(state, str(tmp), metadata={DOC_KEY: inside}))
+        _atomic_write(header, lambda tmp: tmp.write_text(text))
+    except OSError as e:  # a full disk, say: no temporary file is left, and the weights load with their document
+        raise ImagegenError(f"cannot write the model {weights}: {e.strerror or e}") from None
     return header
 
 

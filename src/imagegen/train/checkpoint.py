@@ -39,8 +39,12 @@ def save_state(run: Path, *, nets: dict, ema: torch.nn.Module | None, optimizers
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     doc = {"format": FORMAT, "progress": progress, "param_groups": groups, "config": config}
     metadata = {DOC_KEY: json.dumps(doc), "step": str(progress["step"])}
-    atomic_write(run / "state.safetensors", lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
-    write_json(doc, run / "state.json")  # for people and tools; load_state does not trust it
+    try:
+        atomic_write(run / "state.safetensors", lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+        write_json(doc, run / "state.json")  # for people and tools; load_state does not trust it
+    except OSError as e:  # a full disk, say: the temporary file is gone, the last commit stands
+        raise ImagegenError(f"cannot write a checkpoint into {run}: {e.strerror or e}; the last complete "
+                            "checkpoint there is intact") from None
     return run / "state.safetensors"
 
 
