@@ -61,7 +61,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     `write(tmp)` fills a temporary file beside it, which is flushed to disk (fsync), renamed over `path` (one atomic
     step: the commit point) and made durable by an fsync of the directory, as SQLite's "Atomic Commit" does. A
     failed write (a full disk, say) removes its temporary file and re-raises; one that a killed writer left behind
-    is simply overwritten by the next write."""
+    is simply overwritten by the next write. Hand-written: `atomicwrites`, the library for this, is archived, and
+    safetensors' save_file needs a path rather than an open file."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -124,7 +125,9 @@ class RunLock:
     or a power cut, so a lock is never left held by a dead process and no pid has to be trusted (a pid can be reused);
     the pid in the file is only there to name the owner. A lock file left by a killed owner is taken over with a
     warning. `create` makes the directory (and its missing parents) first; those are removed again on release if
-    they are still empty, so a start that fails leaves nothing behind."""
+    they are still empty, so a start that fails leaves nothing behind. Hand-written rather than `filelock` (installed
+    with torch; it takes the same flock): that one cannot name the owner in the refusal, nor tell a killed owner's
+    file from a fresh one."""
 
     def __init__(self, path: str | os.PathLike, *, create: bool = True):
         self.path, self.create = Path(path), create
