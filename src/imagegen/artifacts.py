@@ -2,24 +2,37 @@
 
 An artifact is a pair `NAME.safetensors` + `NAME.json` (default NAME is `model`). `load_artifact` accepts the
 directory, either file, or the common stem, and refuses anything else with a message that says what it found.
+
+The pair is written as one commit: the weights' file carries the JSON document in its metadata and is written first
+(temporary file, fsync, rename, fsync of the directory), then NAME.json, a copy that names the digest of the
+document it was written with. A kill between the two leaves weights whose JSON is older (or missing): such a JSON is
+recognised by its digest and the document inside the weights is used, so the weights never load with another
+write's config. A NAME.json of the same write (edited by hand or not) is read as before, and so are artifacts
+written before the document moved into the weights (no digest, no document inside).
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .errors import ImagegenError
 
 FORMAT = "imagegen-artifact"
 VERSION = 1
+DOC_KEY = "imagegen.artifact"  # the metadata key of the JSON document inside NAME.safetensors
+DIGEST_KEY = "weights_doc_sha256"  # in NAME.json: the sha256 of the document inside the weights written with it
 
 
 @dataclass
@@ -31,16 +44,18 @@ class Artifact:
 
 
 def save_artifact(path: str | os.PathLike, kind: str, config: dict, model: torch.nn.Module, meta: dict) -> Path:
-    """Write `path/model.safetensors` and `path/model.json` (or `path.safetensors` + `path.json`) atomically."""
+    """Write `path/model.safetensors` and `path/model.json` (or `path.safetensors` + `path.json`); the weights'
+    file, holding the document too, is the commit point (see the module's docstring)."""
     weights, header = artifact_paths(Path(path), create=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = weights.with_name(weights.name + ".tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, weights)
     doc = {"format": FORMAT, "version": VERSION, "kind": kind, "config": config, "meta": meta}
-    tmp = header.with_name(header.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, header)
+    inside = json.dumps(doc, sort_keys=True)
+    text = json.dumps({**doc, DIGEST_KEY: _digest(inside)}, indent=2) + "\n"
+    try:
+        _atomic_write(weights, lambda tmp: save_file(state, str(tmp), metadata={DOC_KEY: inside}))
+        _atomic_write(header, lambda tmp: tmp.write_text(text))
+    except OSError as e:  # a full disk, say: no temporary file is left, and the weights load with their document
+        raise ImagegenError(f"cannot write the model {weights}: {e.strerror or e}") from None
     return header
 
 
@@ -56,26 +71,82 @@ def load_artifact(path: str | os.PathLike, kind: str | None = None) -> Artifact:
 
 
 def read_header(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
-    """An artifact's JSON header ("kind", "config", "meta") without reading its weights, refused as `load_artifact`
-    refuses it: missing files, a header that is not ours, or a model of another kind than `kind`."""
+    """An artifact's JSON document ("kind", "config", "meta") without reading its weights, refused as `load_artifact`
+    refuses it: missing files, a header that is not ours, or a model of another kind than `kind`. The document is
+    NAME.json when it belongs to the weights beside it, else the copy inside the weights (module docstring)."""
     path = Path(path)
     if not path.exists() and not path.with_suffix(".json").exists():
         raise ImagegenError(f"checkpoint {path} does not exist")
     weights, header = artifact_paths(path, create=False)
-    if not header.is_file() or not weights.is_file():
+    inside = _document_inside(weights) if weights.is_file() else None
+    if not weights.is_file() or not (header.is_file() or inside is not None):
         raise ImagegenError(
             f"{path} is not an imagegen checkpoint: expected {header.name} and {weights.name} side by side "
             "(pickled .pt/.pth/.ckpt files are never loaded)"
         )
-    try:
-        doc = json.loads(header.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ImagegenError(f"{header} is not an imagegen checkpoint header (not JSON: {e})") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ImagegenError(f"{header} is not an imagegen checkpoint header (no 'format': '{FORMAT}')")
+    doc = _checked(_parse(header.read_bytes(), header), header) if header.is_file() else None
+    if inside is not None and (doc is None or doc.get(DIGEST_KEY) != _digest(inside)):
+        if doc is not None:
+            warnings.warn(f"{header} was not written with {weights.name} (a save interrupted between the two "
+                          f"files, or a copied {header.name}); using the document inside {weights.name}",
+                          stacklevel=2)
+        doc = _checked(_parse(inside, weights), weights)
     if kind is not None and doc.get("kind") != kind:
         raise ImagegenError(f"{header} holds a {doc.get('kind')!r} model, but a {kind!r} model is needed here")
     return doc
+
+
+def _parse(text: str | bytes, source: Path):
+    try:
+        return json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ImagegenError(f"{source} is not an imagegen checkpoint header (not JSON: {e})") from None
+
+
+def _checked(doc, source: Path) -> dict[str, Any]:
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ImagegenError(f"{source} is not an imagegen checkpoint header (no 'format': '{FORMAT}')")
+    return doc
+
+
+def _document_inside(weights: Path) -> str | None:
+    """The JSON document in a safetensors file's metadata (its header only is read); None for an artifact written
+    before it held one, or for a file that is not safetensors (`load_artifact` refuses that one by name)."""
+    try:
+        with safe_open(str(weights), "pt") as f:
+            return (f.metadata() or {}).get(DOC_KEY)
+    except (SafetensorError, OSError, ValueError):
+        return None
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """utils.atomic_write, repeated here because utils, pixels and artifacts are one layer and may not import each
+    other (tests/test_layout.py): temporary file, fsync, rename (the commit point), fsync of the directory; a failed
+    write removes its temporary file."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if not (e.errno == errno.EINVAL and path.is_dir()):  # a mount that cannot sync a directory
+            raise
+    finally:
+        os.close(fd)
 
 
 def artifact_paths(path: Path, create: bool) -> tuple[Path, Path]:

@@ -5,6 +5,7 @@ Also image grids and PNG I/O, so that every picture imagegen writes is made the 
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import struct
@@ -52,15 +53,36 @@ def to_pil(array_hwc: np.ndarray) -> Image.Image:
 
 
 def save_png(image: Image.Image | np.ndarray, path: str | os.PathLike) -> Path:
-    """Write a PNG atomically (temporary file, then rename) and return its path."""
+    """Write a PNG atomically (temporary file, fsync, rename, fsync of the directory) and return its path; a failed
+    write removes its temporary file. (utils.atomic_write does the same; pixels may not import utils, one layer.)"""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(image, np.ndarray):
         image = to_pil(image)
     tmp = path.with_name(path.name + ".tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            image.save(f, format="PNG")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
     return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable; a mount that cannot sync a directory (EINVAL) is left as it is."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
+    finally:
+        os.close(fd)
 
 
 def labelled_grid(

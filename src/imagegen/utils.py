@@ -1,9 +1,18 @@
-"""Small shared helpers: device choice, seeding, progress bars, cache folders, atomic writes."""
+"""Small shared helpers: device choice, seeding, progress bars, cache folders, atomic writes, run-directory locks."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import errno
+import fcntl
+import functools
 import json
 import os
+import socket
+import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -47,13 +56,43 @@ def progress(iterable=None, *, enabled: bool = True, **kwargs):
     return tqdm(iterable, disable=off, dynamic_ncols=True, mininterval=0.5, leave=False, **kwargs)
 
 
-def write_json(obj, path: str | os.PathLike) -> Path:
-    """Write JSON atomically (temporary file, then rename)."""
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Replace `path` so that a kill at any instant leaves the old file or the new one, never a part of either:
+    `write(tmp)` fills a temporary file beside it, which is flushed to disk (fsync), renamed over `path` (one atomic
+    step: the commit point) and made durable by an fsync of the directory, as SQLite's "Atomic Commit" does. A
+    failed write (a full disk, say) removes its temporary file and re-raises; one that a killed writer left behind
+    is simply overwritten by the next write. Hand-written: `atomicwrites`, the library for this, is archived, and
+    safetensors' save_file needs a path rather than an open file."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        fsync_path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_path(path.parent)
     return path
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file, or a directory's entries (a rename), to disk; a file system that cannot sync a directory
+    (EINVAL: some network and FUSE mounts) is left as it is."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if not (e.errno == errno.EINVAL and os.path.isdir(path)):
+            raise
+    finally:
+        os.close(fd)
+
+
+def write_json(obj, path: str | os.PathLike) -> Path:
+    """Write JSON atomically (`atomic_write`: temporary file, fsync, rename)."""
+    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def append_jsonl(obj: dict, path: str | os.PathLike) -> None:
@@ -63,11 +102,145 @@ def append_jsonl(obj: dict, path: str | os.PathLike) -> None:
 
 
 def prepare_run_dir(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Create a run directory; refuse one that holds files unless `overwrite` is given."""
+    """Create a run directory; refuse one that holds files unless `overwrite` is given (its lock file is none)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ImagegenError(f"{path} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
+    if path.is_dir() and any(p.name != LOCK_NAME for p in path.iterdir()) and not overwrite:
         raise ImagegenError(f"run directory {path} already exists and is not empty; pass --overwrite to replace it")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# -- one writer per run directory
+
+LOCK_NAME = ".lock"  # RUN/.lock: {"pid", "host", "started"} of the process writing RUN
+_SCOPE: contextvars.ContextVar[contextlib.ExitStack | None] = contextvars.ContextVar("run_locks", default=None)
+
+
+class RunLock:
+    """An exclusive lock on a run directory: `fcntl.flock` on RUN/.lock, which holds the owner's pid, host and start.
+
+    flock rather than a bare O_CREAT|O_EXCL file: the kernel releases a flock when its holder dies, even by SIGKILL
+    or a power cut, so a lock is never left held by a dead process and no pid has to be trusted (a pid can be reused);
+    the pid in the file is only there to name the owner. A lock file left by a killed owner is taken over with a
+    warning. `create` makes the directory (and its missing parents) first; those are removed again on release if
+    they are still empty, so a start that fails leaves nothing behind. Hand-written rather than `filelock` (installed
+    with torch; it takes the same flock): that one cannot name the owner in the refusal, nor tell a killed owner's
+    file from a fresh one."""
+
+    def __init__(self, path: str | os.PathLike, *, create: bool = True):
+        self.path, self.create = Path(path), create
+        self.fd: int | None = None
+        self.made: list[Path] = []  # the directories this lock created, deepest first
+
+    def __enter__(self) -> RunLock:
+        for _ in range(10):  # retried only when the owner released the file between our open and our flock
+            if self.create:
+                self._make_dirs()
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = _read_owner(fd)
+                os.close(fd)
+                self.__exit__()
+                raise ImagegenError(f"run directory {self.path} is in use by {_describe(owner)}; wait for it to "
+                                    "finish, or stop it first") from None
+            if _same_file(fd, self.path / LOCK_NAME):
+                self.fd = fd
+                self._claim(_read_owner(fd))
+                return self
+            os.close(fd)  # the owner removed the file we opened (releasing it): lock the one there now
+        raise ImagegenError(f"could not lock the run directory {self.path}: its lock file keeps changing")
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:  # remove the file while still holding the lock, so no one locks a removed file
+            (self.path / LOCK_NAME).unlink(missing_ok=True)
+            os.close(self.fd)
+            self.fd = None
+        for folder in self.made:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (a run was written) or gone: leave it
+                break
+        self.made = []
+
+    def _make_dirs(self) -> None:
+        missing = [p for p in (self.path, *self.path.parents) if not p.exists()]
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ImagegenError(f"cannot create the run directory {self.path}: {e.strerror or e}") from None
+        self.made = self.made or missing
+
+    def _open(self) -> int:
+        try:
+            return os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            self.__exit__()
+            raise ImagegenError(f"cannot lock the run directory {self.path}: {e.strerror or e}") from None
+
+    def _claim(self, previous: dict | None) -> None:
+        if previous is not None:  # a lock file nobody holds: its owner died without removing it
+            warnings.warn(f"taking over the stale lock of {self.path}: {_describe(previous)} did not release it "
+                          "(killed?)", stacklevel=3)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, (json.dumps(me) + "\n").encode(), 0)
+
+
+def lock_run_dir(path: str | os.PathLike, *, create: bool = True) -> RunLock | None:
+    """Take the run directory's lock (`RunLock`) until the enclosing `@releases_run_locks` function returns or
+    raises. With `create` False a missing directory is not locked (None): the caller reports what it expected."""
+    scope = _SCOPE.get()
+    if scope is None:
+        raise RuntimeError("lock_run_dir needs an enclosing function decorated with @releases_run_locks")
+    if not create and not Path(path).is_dir():
+        return None
+    return scope.enter_context(RunLock(path, create=create))
+
+
+def releases_run_locks(fn):
+    """Decorate a command that writes run directories: every lock it takes with `lock_run_dir` is released when it
+    returns or raises (and by the kernel, should the process be killed)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with contextlib.ExitStack() as scope:
+            token = _SCOPE.set(scope)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _SCOPE.reset(token)
+
+    return wrapper
+
+
+def _read_owner(fd: int) -> dict | None:
+    """The owner a lock file names, {} when it names none readable (being written), None when it is empty."""
+    raw = os.pread(fd, 4096, 0)
+    if not raw.strip():
+        return None
+    try:
+        owner = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
+def _describe(owner: dict | None) -> str:
+    if not owner or "pid" not in owner:
+        return "another process"
+    host = owner.get("host")
+    where = f" on {host}" if host and host != socket.gethostname() else ""
+    return f"process {owner['pid']}{where} (started {owner.get('started', '?')})"
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (mine.st_dev, mine.st_ino) == (st.st_dev, st.st_ino)

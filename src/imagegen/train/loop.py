@@ -24,7 +24,16 @@ from ..config import GenConfig, TrainConfig, checked, saved_config, to_dict
 from ..data import load_splits
 from ..errors import ImagegenError, UsageError
 from ..pixels import grid, save_png, to_float
-from ..utils import append_jsonl, has_bf16_units, prepare_run_dir, progress, resolve_device, write_json
+from ..utils import (
+    append_jsonl,
+    has_bf16_units,
+    lock_run_dir,
+    prepare_run_dir,
+    progress,
+    releases_run_locks,
+    resolve_device,
+    write_json,
+)
 from . import checkpoint, recipes
 from .ema import ema_beta, ema_update, make_ema
 
@@ -117,6 +126,7 @@ class Task(Protocol):
         """The end of a complete run: final grid, evaluation, results.json and the closing log line; the summary."""
 
 
+@releases_run_locks  # the run directory's lock, taken in _open_run, is held until the run ends or raises
 def run_loop(task: Task, out: str | Path, *, resume: bool = False, overwrite: bool = False,
              show_progress: bool = True, log=print, stop: StopRequest | None = None) -> dict:
     """Run `task` into run directory `out` (continue the run there from its last checkpoint with `resume`);
@@ -307,11 +317,13 @@ def _open_run(task: Task, run: Path, resume: bool, overwrite: bool):
     location."""
     doc = tensors = None
     if resume:
+        lock_run_dir(run, create=False)  # one writer per run directory: before its checkpoint is read
         doc, tensors = checkpoint.load_state(run)
         _check_command(doc, task.command, run)
     config = task.configure(doc)
     if not resume:
         _check_out(run)
+        lock_run_dir(run)  # before --overwrite removes anything: a run another process writes is refused
         prepare_run_dir(run, overwrite)
         for stale in RUN_FILES:  # --overwrite: nothing of the old run may be mistaken for the new one
             (run / stale).unlink(missing_ok=True)
