@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from ..config import EVALUATOR_FIT, EVALUATOR_WIDTH
-from ..errors import UsageError
-from .shared import data_config, log_for
+from .shared import MAX_EPOCHS, MAX_PICTURE, MAX_WIDTH, check_output, count, data_config, log_for
 
 
 def register(sub, common, data, fmt) -> None:
@@ -18,8 +17,9 @@ def _evaluator(sub, common, data, fmt) -> None:
     esub = p.add_subparsers(title="commands", metavar="COMMAND", required=True)
     t = esub.add_parser("train", parents=[common, data], formatter_class=fmt,
                         help="train and cache the evaluator and its reference features")
-    t.add_argument("--epochs", type=int, default=EVALUATOR_FIT.epochs)
-    t.add_argument("--width", type=int, default=EVALUATOR_WIDTH, help="channels of the first stage (then x2, x4)")
+    t.add_argument("--epochs", type=count(MAX_EPOCHS), default=EVALUATOR_FIT.epochs)
+    t.add_argument("--width", type=count(MAX_WIDTH), default=EVALUATOR_WIDTH,
+                   help="channels of the first stage (then x2, x4)")
     t.add_argument("--out", default=None, help="where to save it (default: the cache, where eval looks)")
     t.set_defaults(func=evaluator_train)
 
@@ -29,8 +29,7 @@ def evaluator_train(args):
 
     from ..train.evaluator import train_evaluator
 
-    if args.epochs < 1 or args.width < 1:
-        raise UsageError("--epochs and --width must be >= 1")
+    check_output(args.out, folder=True)
     fit_cfg = dataclasses.replace(EVALUATOR_FIT, epochs=args.epochs)
     return train_evaluator(data_config(args), fit_cfg, width=args.width, seed=args.seed, device=args.device,
                            out=args.out, show_progress=not args.no_progress, log=log_for(args))
@@ -41,7 +40,7 @@ def _eval(sub, common, data, fmt) -> None:
                        help="score samples: FID, KID, precision/recall, IS, class accuracy, memorisation")
     p.add_argument("samples", help=".npz with images (uint8 N,C,H,W) and optional labels, or a folder of PNGs")
     p.add_argument("--evaluator", default=None, help="evaluator folder (default: the cached one for --dataset)")
-    p.add_argument("--k", type=int, default=3, help="neighbours for precision and recall")
+    p.add_argument("--k", type=count(MAX_PICTURE), default=3, help="neighbours for precision and recall")
     p.add_argument("--no-memorization", action="store_true", help="skip the nearest-training-image check")
     p.add_argument("--pairs", default=None, help="PNG of the samples closest to a training image")
     p.set_defaults(func=run_eval)
@@ -52,6 +51,7 @@ def run_eval(args):
     from ..metrics import evaluate, format_report, load_evaluator, load_samples
 
     dc = data_config(args)
+    check_output(args.pairs, flag="--pairs")
     images, labels = load_samples(args.samples)
     ev = load_evaluator(dc.dataset, args.evaluator, args.device, size=dc.size, channels=dc.channels)
     ev.check(images)

@@ -9,8 +9,21 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImagegenError, UsageError
-from .shared import (MAX_GUIDANCE, MAX_INDEX, MAX_PICTURE, MAX_SEED, MAX_STEPS, check_output, common_flags, count,
-                     log_for, natural, non_negative, numbers, whole)
+from .shared import (
+    MAX_GUIDANCE,
+    MAX_INDEX,
+    MAX_PICTURE,
+    MAX_SEED,
+    MAX_STEPS,
+    check_output,
+    common_flags,
+    count,
+    log_for,
+    natural,
+    non_negative,
+    numbers,
+    whole,
+)
 
 CLASSIFIER_HELP = "a seed-classifier or evaluator run/model.json, or 'evaluator' (the cached one for --dataset)"
 
@@ -184,7 +197,8 @@ def run_generator_picture(args):
     out = check_output(_out(args))
     gen = load_generator(args.model, args.device)
     guidance = getattr(args, "guidance", None)  # `explain guidance` takes --scales instead
-    given = [f for f, v in (("--steps", args.steps), ("--sampler", args.sampler), ("--guidance", guidance)) if v is not None]
+    flags = (("--steps", args.steps), ("--sampler", args.sampler), ("--guidance", guidance))
+    given = [f for f, v in flags if v is not None]
     if gen.method in ONE_CALL and given:
         raise UsageError(f"a {gen.method} model draws each image in one network call: {given[0]} does not apply")
     sample_labels(gen, 1, args.class_index)  # checks the class
