@@ -102,6 +102,12 @@ def _verb(e: OSError, name: str, shown: str) -> str:
 class Parser(argparse.ArgumentParser):
     """argparse, with a usage error as one line on stderr (exit 2) that says where the help is."""
 
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and " " in self.prog:  # a sub-command's leftovers: name that command, not the top level
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
     def error(self, message: str):
         self.exit(2, f"imagegen: error: {message} (see: {self.prog} --help)\n")
 
