@@ -164,7 +164,7 @@ NUMBERS = [
 ]
 
 FILES = [
-    ("sample-truncated", "sample {z}/cut --out {t}/s.npz", 1, "is not a complete safetensors file"),
+    ("sample-truncated", "sample {z}/cut --out {t}/s.npz", 1, "is not a safetensors file, or is cut short"),
     ("sample-truncated-header", "sample {z}/cut-header --out {t}/s.npz", 1, "is not a safetensors file"),
     ("sample-not-ours", "sample {z}/foreign --out {t}/s.npz", 1, "is not an imagegen checkpoint header"),
     ("sample-pickle", "sample {z}/pickle/model.pt --out {t}/s.npz", 1, "pickled .pt/.pth/.ckpt files are never"),
@@ -174,8 +174,8 @@ FILES = [
     ("sample-absurd-size", "sample {z}/absurd --out {t}/s.npz", 1, "parameters (at most 2,000,000,000)"),
     ("sample-unknown-keyword", "sample {z}/bad-config --out {t}/s.npz", 1, "its config does not build a unet"),
     ("sample-classifier", "sample {z}/clf --out {t}/s.npz", 1,
-     "holds a 'seed-classifier' model; an imagegen generator is needed here"),
-    ("sample-evaluator", "sample {z}/ev --out {t}/s.npz", 1, "holds an 'evaluator' model; an imagegen generator"),
+     "holds a model of kind 'seed-classifier'; an imagegen generator is needed here"),
+    ("sample-evaluator", "sample {z}/ev --out {t}/s.npz", 1, "holds a model of kind 'evaluator'; an imagegen generator"),
     ("sample-meta-shape", "sample {z}/bad-shape-meta --out {t}/s.npz", 1, "does not fit its own description"),
     ("sample-meta-classes", "sample {z}/bad-classes --out {t}/s.npz", 1, "it names 4 classes, but its network"),
     ("sample-meta-method", "sample {z}/bad-method --out {t}/s.npz", 1, "names method 'gan'"),
@@ -192,7 +192,7 @@ FILES = [
     ("explain-filters-truncated", "explain filters {z}/cut-clf --out {t}/x.png", 1, "safetensors file"),
     ("explain-attributions-pickle", "explain attributions {z}/pickle/model.pt --out {t}/x.png", 1, "never loaded"),
     ("eval-generator-as-evaluator", "eval {z}/s.npz --evaluator {z}/gen --no-memorization", 1,
-     "holds a 'unet' model; an evaluator (imagegen evaluator train) is needed here"),
+     "holds a model of kind 'unet'; an evaluator (imagegen evaluator train) is needed here"),
     ("eval-evaluator-wrong-shape", "eval {z}/s.npz --evaluator {z}/ev-wrong-shape --no-memorization", 1,
      "does not hold the weights"),
     ("eval-reference-missing", "eval {z}/s.npz --evaluator {z}/ev-no-ref --no-memorization", 1,
@@ -213,7 +213,7 @@ FILES = [
 ]
 
 PLACES = [
-    ("train-out-is-a-file", "train --dataset digits --images 32 --out {z}/afile", 1, "exists and is not a directory"),
+    ("train-out-is-a-file", "train --dataset digits --images 32 --out {z}/afile", 1, "{z}/afile is a file"),
     ("train-out-under-a-file", "train --dataset digits --images 32 --out {z}/afile/run", 1, "afile"),
     ("sample-out-under-a-file", "sample {z}/gen --n 2 --out {z}/afile/s.npz", 1, "afile"),
     ("distill-out-is-a-file", "distill {z}/gen --out {z}/afile", 1, "afile"),
@@ -230,10 +230,10 @@ PLACES = [
 ]
 
 IMAGES = [
-    ("classify-predict-empty-image", "classify predict {z}/clf {z}/empty.png", 1, "empty.png (empty file)"),
+    ("classify-predict-empty-image", "classify predict {z}/clf {z}/empty.png", 1, "empty.png: empty file"),
     ("classify-predict-missing-image", "classify predict {z}/clf {t}/none.png", 1, "none.png"),
     ("explain-attributions-empty-image", "explain attributions {z}/clf {z}/empty.png --out {t}/a.png", 1,
-     "empty.png (empty file)"),
+     "empty.png: empty file"),
     ("explain-attributions-big-image", "explain attributions {z}/clf {t}/big.png --out {t}/a.png", 2, "--resize"),
 ]
 
@@ -422,8 +422,8 @@ def test_a_read_only_folder_is_one_line_before_any_work(zoo, tmp_path, capsys, r
     with tmpfs(tmp_path / "ro", read_only=True) as ro:
         argv = [a.format(z=zoo, d=ro, run=report_run) for a in WRITERS[name].split()]
         code, _, err = run_cli(capsys, argv)
-        assert_one_line(code, err, 1, str(ro))
-        assert "read-only file system" in err.lower()
+        assert_one_line(code, err, 1, "cannot write")
+        assert str(ro) in err and not [p for p in ro.rglob("*")]
 
 
 def test_a_missing_parent_is_created(zoo, tmp_path, capsys, report_run):
@@ -445,7 +445,8 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_it(zoo, capsys, monkeyp
 
     monkeypatch.setattr(imagegen.report, "build_report", broken)
     code, _, err = run_cli(capsys, ["report", str(zoo / "clf")])
-    assert code == 1 and err == "imagegen: internal error: RuntimeError: a bug (set IMAGEGEN_DEBUG=1 for the traceback)\n"
+    assert code == 1 and err == ("imagegen: internal error: RuntimeError: a bug "
+                                 "(set IMAGEGEN_DEBUG=1 for the traceback)\n")
     monkeypatch.setenv("IMAGEGEN_DEBUG", "1")
     with pytest.raises(RuntimeError, match="a bug"):
         main(["report", str(zoo / "clf")])
@@ -469,7 +470,7 @@ def _subprocess(*argv: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize(("argv", "want", "phrase"), [
-    (["sample", "{z}/cut", "--out", "{z}/never.npz"], 1, "is not a complete safetensors file"),
+    (["sample", "{z}/cut", "--out", "{z}/never.npz"], 1, "is not a safetensors file, or is cut short"),
     (["explain", "trajectory", "{z}/gen", "--frames", "3"], 2, "unrecognized arguments: --frames 3"),
     (["train", "--dataset", "digits", "--lr", "-1"], 2, "argument --lr: must be > 0"),
     (["eval", "{z}/s.npz", "--evaluator", "{z}/ev-wrong-shape"], 1, "does not hold the weights"),

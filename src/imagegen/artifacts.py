@@ -110,9 +110,7 @@ def restore(path: str | os.PathLike, build: Callable[[str, dict], torch.nn.Modul
     doc = read_header(path)
     weights, header = artifact_paths(Path(path), create=False)
     if doc.get("kind") not in kinds:
-        kind = doc.get("kind")
-        article = "an" if str(kind)[:1] in "aeiou" else "a"
-        raise ImagegenError(f"{header} holds {article} {kind!r} model; {need} is needed here "
+        raise ImagegenError(f"{header} holds a model of kind {doc.get('kind')!r}; {need} is needed here "
                             f"({' or '.join(kinds)})")
     kind, config, meta = doc["kind"], doc.get("config", {}), doc.get("meta", {})
     if not isinstance(config, dict) or not isinstance(meta, dict):
@@ -153,14 +151,14 @@ def _shapes(weights: Path) -> dict[str, tuple[int, ...]]:
         with safe_open(str(weights), "pt") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
     except (SafetensorError, OSError, ValueError) as e:
-        raise ImagegenError(f"{weights} is not a safetensors file ({_first(e)})") from None
+        raise ImagegenError(f"{weights} is not a safetensors file, or is cut short ({_first(e)})") from None
 
 
 def _read_tensors(weights: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:  # truncated after its header, say
-        raise ImagegenError(f"{weights} is not a complete safetensors file ({_first(e)})") from None
+        raise ImagegenError(f"{weights} is not a safetensors file, or is cut short ({_first(e)})") from None
 
 
 def _compare(expected: dict[str, torch.Tensor], found: dict[str, tuple[int, ...]], weights: Path) -> None:

@@ -13,6 +13,8 @@ import re
 import sys
 import warnings
 
+from safetensors import SafetensorError
+
 from .. import __version__
 from ..errors import ImagegenError, UsageError
 from . import classify, evaluate, explain, generators
@@ -42,23 +44,27 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"imagegen: error: {e}", 1)
     except KeyboardInterrupt:
         return _fail("imagegen: interrupted", 130)
-    except OSError as e:  # a full disk, a read-only folder, a file where a folder belongs: the user's to fix
+    except Exception as e:  # noqa: BLE001 (one line for the user; IMAGEGEN_DEBUG=1 for the traceback)
         if os.environ.get(DEBUG) == "1":
             raise
-        return _fail(f"imagegen: error: {os_error_line(e, getattr(args, 'out', None))}", 1)
-    except MemoryError as e:
-        if os.environ.get(DEBUG) == "1":
-            raise
-        return _fail(f"imagegen: error: not enough memory for this request ({e}); ask for fewer or smaller "
-                     "images, a smaller batch or a smaller model", 1)
-    except Exception as e:  # a bug: one line, and the traceback on request
-        if os.environ.get(DEBUG) == "1":
-            raise
-        return _fail(f"imagegen: internal error: {type(e).__name__}: {_first_line(e)} "
-                     f"(set {DEBUG}=1 for the traceback)", 1)
+        return _fail(unexpected_line(e, getattr(args, "out", None)), 1)
     if args.json and result is not None:
         print(json.dumps(result, sort_keys=True))
     return 0
+
+
+def unexpected_line(e: Exception, out=None) -> str:
+    """The one line for an exception no command raised on purpose: a failed write or read (the user's to fix:
+    a full disk, a read-only folder), too little memory, or else a bug."""
+    if isinstance(e, OSError):
+        return f"imagegen: error: {os_error_line(e, out)}"
+    if isinstance(e, SafetensorError) and "I/O error: " in str(e):  # safetensors' own words for a failed write
+        return f"imagegen: error: cannot write{f' {out}' if out else ''}: {str(e).split('I/O error: ', 1)[1]}"
+    out_of_memory = type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(e)  # torch's words
+    if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and out_of_memory):
+        return (f"imagegen: error: not enough memory for this request ({_first_line(e)}); ask for fewer or "
+                "smaller images, a smaller batch or a smaller model")
+    return f"imagegen: internal error: {type(e).__name__}: {_first_line(e)} (set {DEBUG}=1 for the traceback)"
 
 
 def _fail(line: str, code: int) -> int:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..config import EVALUATOR_FIT, EVALUATOR_WIDTH
+from ..errors import ImagegenError, UsageError
 from .shared import MAX_EPOCHS, MAX_PICTURE, MAX_WIDTH, check_output, count, data_config, log_for
 
 
@@ -25,8 +28,6 @@ def _evaluator(sub, common, data, fmt) -> None:
 
 
 def evaluator_train(args):
-    import dataclasses
-
     from ..train.evaluator import train_evaluator
 
     check_output(args.out, folder=True)
@@ -50,14 +51,24 @@ def run_eval(args):
     from ..data import load_splits
     from ..metrics import evaluate, format_report, load_evaluator, load_samples
 
+    if args.pairs and args.no_memorization:
+        raise UsageError("--pairs draws the memorisation check's closest pairs; it cannot go with --no-memorization")
     dc = data_config(args)
     check_output(args.pairs, flag="--pairs")
     images, labels = load_samples(args.samples)
     ev = load_evaluator(dc.dataset, args.evaluator, args.device, size=dc.size, channels=dc.channels)
     ev.check(images)
+    if args.evaluator and args.dataset is None:  # the memorisation check reads the evaluator's own data set
+        dc = dataclasses.replace(dc, dataset=ev.dataset)
+    elif ev.dataset != dc.dataset:
+        raise UsageError(f"the evaluator in {args.evaluator} was trained on {ev.dataset}, not on --dataset "
+                         f"{dc.dataset}")
     train = test = None
     if not args.no_memorization:
         train, test = load_splits(dc, not args.no_progress)
+        if tuple(train.shape) != tuple(ev.image_shape):
+            raise ImagegenError(f"{dc.dataset} images are {tuple(train.shape)}, but the evaluator takes "
+                                f"{tuple(ev.image_shape)}")
     report = evaluate(images, labels, ev, train_images=None if train is None else train.images,
                       test_images=None if test is None else test.images, k=args.k, seed=args.seed,
                       pairs_png=args.pairs, show_progress=not args.no_progress)

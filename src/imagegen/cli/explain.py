@@ -233,7 +233,8 @@ def _done(args, path: Path) -> dict:
 def run_report(args):
     from ..report import build_report
 
-    check_output(args.out)
+    if check_output(args.out) is not None:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # as a PNG's writer does
     path = build_report(args.run, args.out, explain=not args.no_explain, device=args.device, log=log_for(args))
     log_for(args)(f"wrote {path} (open it in a browser; it needs no server)")
     return {"path": str(path)}
