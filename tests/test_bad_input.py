@@ -20,9 +20,12 @@ from PIL import Image
 from safetensors.numpy import save_file as save_numpy
 
 import imagegen
+import imagegen.metrics.samples
+import imagegen.utils
 from imagegen import cli
 from imagegen.artifacts import save_artifact
 from imagegen.cli import main
+from imagegen.data import load_dataset
 from imagegen.models import EvaluatorNet, Generator, SeedClassifier, UNet
 
 CLASSES = [str(i) for i in range(10)]
@@ -70,11 +73,11 @@ def zoo(tmp_path_factory) -> Path:
     ev = EvaluatorNet(**EVAL)
     save_artifact(z / "ev", "evaluator", EVAL, ev, {"classes": CLASSES, "dataset": "digits",
                                                     "image_shape": [1, 8, 8], "test_accuracy": 0.5})
-    d = ev.feature_dim
-    save_numpy({"test_features": np.ones((20, d), np.float32), "train_features": np.ones((20, d), np.float32),
-                "train_probs": np.full((20, 10), 0.1, np.float32), "train_labels": np.arange(20) % 10,
-                "test_labels": np.arange(20) % 10, "test_probs": np.full((20, 10), 0.1, np.float32)},
-               str(z / "ev" / "reference.safetensors"))
+    d, rng = ev.feature_dim, np.random.default_rng(0)
+    n = {split: len(load_dataset("digits", split)) for split in ("train", "test")}  # as the metrics index them
+    save_numpy({f"{split}_{what}": rng.random((n[split], width), np.float32) for split in n
+                for what, width in (("features", d), ("probs", 10))}
+               | {f"{split}_labels": np.arange(n[split]) % 10 for split in n}, str(z / "ev" / "reference.safetensors"))
 
     truncate(copy_run(z / "gen", z / "cut") / "model.safetensors", 0.5)  # the header survives, tensors do not
     truncate(copy_run(z / "gen", z / "cut-header") / "model.safetensors", 0.0001)
@@ -369,8 +372,9 @@ def tmpfs(path: Path, size: str = "1m", read_only: bool = False):
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     try:
         yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=True)
+    finally:  # lazily where a file is still open there (the failure under test may leak one)
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], check=True)
 
 
 def fill(folder: Path) -> Path:
@@ -405,7 +409,19 @@ def report_run(zoo, tmp_path):
     return copy_run(zoo / "clf", tmp_path / "clf-run")
 
 
-@pytest.mark.parametrize("name", sorted(WRITERS))
+# Writers that clean up a failed temporary file come with other parts of issue 22: utils.atomic_write (and the
+# same in pixels.save_png and artifacts) with h-ckpt, metrics.samples.save_samples with h-honest. Until those are
+# here, those commands leave their .tmp file on a full disk: expected to fail, and the mark lifts itself.
+ATOMIC_WRITE = hasattr(imagegen.utils, "atomic_write")
+SAMPLE_WRITER = hasattr(imagegen.metrics.samples, "save_sample_folder")
+NEEDS = {"train": ATOMIC_WRITE, "classify": ATOMIC_WRITE, "evaluator": ATOMIC_WRITE, "data": ATOMIC_WRITE,
+         "eval": ATOMIC_WRITE, "sample-pngs": ATOMIC_WRITE and SAMPLE_WRITER, "sample": SAMPLE_WRITER}
+WITHOUT_CLEANUP = pytest.mark.xfail(strict=True, reason="this command's writer leaves its .tmp file on a full "
+                                    "disk until h-ckpt's atomic_write / h-honest's save_samples are merged")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[] if NEEDS.get(n, True) else [WITHOUT_CLEANUP])
+                                  for n in sorted(WRITERS)])
 def test_a_full_disk_is_one_line_and_leaves_no_partial_file(zoo, tmp_path, capsys, report_run, name):
     with tmpfs(tmp_path / "disk") as disk:
         filler = fill(disk)

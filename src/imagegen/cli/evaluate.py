@@ -69,6 +69,12 @@ def run_eval(args):
         if tuple(train.shape) != tuple(ev.image_shape):
             raise ImagegenError(f"{dc.dataset} images are {tuple(train.shape)}, but the evaluator takes "
                                 f"{tuple(ev.image_shape)}")
+        for split, ds in (("train", train), ("test", test)):
+            n = len(ev.reference[f"{split}_features"])
+            if n != len(ds):
+                raise ImagegenError(f"the evaluator's reference features are of {n} {split} images, but the "
+                                    f"{dc.dataset} {split} split has {len(ds)}; retrain it with: imagegen "
+                                    f"evaluator train --dataset {dc.dataset}")
     report = evaluate(images, labels, ev, train_images=None if train is None else train.images,
                       test_images=None if test is None else test.images, k=args.k, seed=args.seed,
                       pairs_png=args.pairs, show_progress=not args.no_progress)
