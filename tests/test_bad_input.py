@@ -178,7 +178,7 @@ FILES = [
     ("sample-unknown-keyword", "sample {z}/bad-config --out {t}/s.npz", 1, "its config does not build a unet"),
     ("sample-classifier", "sample {z}/clf --out {t}/s.npz", 1,
      "holds a model of kind 'seed-classifier'; an imagegen generator is needed here"),
-    ("sample-evaluator", "sample {z}/ev --out {t}/s.npz", 1, "holds a model of kind 'evaluator'; an imagegen generator"),
+    ("sample-evaluator", "sample {z}/ev --out {t}/s.npz", 1, "holds a model of kind 'evaluator'; an imagegen"),
     ("sample-meta-shape", "sample {z}/bad-shape-meta --out {t}/s.npz", 1, "does not fit its own description"),
     ("sample-meta-classes", "sample {z}/bad-classes --out {t}/s.npz", 1, "it names 4 classes, but its network"),
     ("sample-meta-method", "sample {z}/bad-method --out {t}/s.npz", 1, "names method 'gan'"),
@@ -414,8 +414,8 @@ def report_run(zoo, tmp_path):
 # here, those commands leave their .tmp file on a full disk: expected to fail, and the mark lifts itself.
 ATOMIC_WRITE = hasattr(imagegen.utils, "atomic_write")
 SAMPLE_WRITER = hasattr(imagegen.metrics.samples, "save_sample_folder")
-NEEDS = {"train": ATOMIC_WRITE, "classify": ATOMIC_WRITE, "evaluator": ATOMIC_WRITE, "data": ATOMIC_WRITE,
-         "eval": ATOMIC_WRITE, "sample-pngs": ATOMIC_WRITE and SAMPLE_WRITER, "sample": SAMPLE_WRITER}
+NEEDS = {"train": ATOMIC_WRITE, "data": ATOMIC_WRITE, "eval": ATOMIC_WRITE,
+         "sample-pngs": ATOMIC_WRITE and SAMPLE_WRITER, "sample": SAMPLE_WRITER}
 WITHOUT_CLEANUP = pytest.mark.xfail(strict=True, reason="this command's writer leaves its .tmp file on a full "
                                     "disk until h-ckpt's atomic_write / h-honest's save_samples are merged")
 
