@@ -100,6 +100,7 @@ def zoo(tmp_path_factory) -> Path:
 
     images = np.random.default_rng(0).integers(0, 256, (20, 1, 8, 8), dtype=np.uint8)
     np.savez(z / "s.npz", images=images, labels=np.arange(20) % 10)
+    np.savez(z / "bad-labels.npz", images=images[:2], labels=np.array([-1, 99]))
     np.savez(z / "s28.npz", images=np.zeros((4, 1, 28, 28), np.uint8))
     np.save(z / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     (z / "objects.npz").write_bytes((z / "objects.npy").read_bytes())  # a pickle under an .npz name
@@ -193,6 +194,8 @@ FILES = [
     ("explain-trajectory-truncated", "explain trajectory {z}/cut --out {t}/x.png", 1, "safetensors file"),
     ("explain-features-generator", "explain features {z}/gen --out {t}/x.png", 1, "holds a 'unet' model"),
     ("explain-filters-truncated", "explain filters {z}/cut-clf --out {t}/x.png", 1, "safetensors file"),
+    ("explain-attributions-labels", "explain attributions {z}/clf --samples {z}/bad-labels.npz --out {t}/x.png", 1,
+     "labels must lie in 0..9"),
     ("explain-attributions-pickle", "explain attributions {z}/pickle/model.pt --out {t}/x.png", 1, "never loaded"),
     ("eval-generator-as-evaluator", "eval {z}/s.npz --evaluator {z}/gen --no-memorization", 1,
      "holds a model of kind 'unet'; an evaluator (imagegen evaluator train) is needed here"),

@@ -151,6 +151,9 @@ def run_attributions(args):
     elif args.samples:
         images, labels = load_samples(args.samples)
         images, labels = images[:n], labels[:n] if labels is not None else None
+        if labels is not None and not ((labels >= 0) & (labels < len(clf.classes))).all():
+            raise ImagegenError(f"{args.samples}: labels must lie in 0..{len(clf.classes) - 1} for this "
+                                f"{len(clf.classes)}-class model")
     else:
         test = _test_split(clf)
         idx = np.sort(np.random.default_rng(args.seed).choice(len(test), min(n, len(test)), replace=False))
