@@ -29,7 +29,7 @@ def test_bad_usage_exits_2(capsys):
     code, _, err = run(capsys, "classify", "train", "--dataset", "digits", "--set", "fit.epochs=0")
     assert code == 2 and err == "imagegen: error: config key fit.epochs must be >= 1; got 0\n"
     code, _, err = run(capsys, "classify", "train", "--dataset", "digits", "--epochs", "0")
-    assert code == 2 and err == ("imagegen: error: argument --epochs: must be >= 1, got 0 "
+    assert code == 2 and err == ("imagegen: error: --epochs must be >= 1, got 0 "
                                  "(see: imagegen classify train --help)\n")
 
 

@@ -314,7 +314,7 @@ def untouched(run, files) -> bool:
     (["--set", "method.name=diffusion"], 2, "method.name must be one of flow, edm, gan, vae; got 'diffusion'"),
     (["--method", "gan", "--set", "method.p_mean=3"], 2, "method.p_mean is an edm setting; the gan method does not"),
     (["--set", "train.lr=nan"], 2, "train.lr must be a number; got 'nan'"),
-    (["--lr", "nan"], 2, "argument --lr: must be a finite number, got 'nan'"),
+    (["--lr", "nan"], 2, "--lr must be a finite number, got 'nan'"),
     (["--set", "model.channels=60000,60000", "--set", "model.attention=false,false"], 2,
      "parameters (at most 2,000,000,000); choose smaller model"),
     (["--dataset", "folder:/nonexistent/pics"], 1, "does not exist"),

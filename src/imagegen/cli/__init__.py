@@ -115,6 +115,7 @@ class Parser(argparse.ArgumentParser):
         return namespace, extras
 
     def error(self, message: str):
+        message = re.sub(r"^argument (\S+): (must be )", r"\1 \2", message)  # "--n must be >= 1, got 0"
         self.exit(2, f"imagegen: error: {message} (see: {self.prog} --help)\n")
 
 
