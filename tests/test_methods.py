@@ -205,7 +205,7 @@ def test_diffaugment_translation_moves_content_and_cutout_removes_a_quarter():
         gan.diff_augment(x, "rotate", g)
 
 
-def test_dcgan_and_vae_shapes_and_conditioning():
+def test_dcgan_and_vae_shapes():
     for size in (8, 16, 28, 32):
         G, D = Generator(3, size, 4, z_dim=8, width=8), Discriminator(3, size, 4, width=8)
         img = G(torch.randn(2, 8), torch.tensor([0, 3]))
@@ -218,11 +218,72 @@ def test_dcgan_and_vae_shapes_and_conditioning():
         Generator(1, 7, 10)
 
 
-def test_elbo_is_per_image_and_is_reconstruction_plus_kl():
+def used_rows(output: torch.Tensor, table: torch.nn.Embedding) -> list[int]:
+    """The rows of a class table that the output's gradient reaches: the classes the network read."""
+    (grad,) = torch.autograd.grad(output.square().sum(), table.weight)
+    return grad.abs().sum(1).nonzero().flatten().tolist()
+
+
+@pytest.mark.parametrize("conditioning", ["norm", "add"])
+def test_the_gan_generator_reads_the_class_through_its_tables(conditioning):
+    torch.manual_seed(0)
+    G = Generator(1, 8, 5, z_dim=8, width=8, conditioning=conditioning)
+    z = torch.randn(4, 8)
+    a, b = G(z, torch.tensor([0, 3, 0, 3])), G(z, torch.tensor([1, 3, 1, 3]))
+    assert (a - b)[[0, 2]].abs().max() > 1e-4  # another class, another image from the same latent
+    tables = [G.class_emb] if conditioning == "add" else \
+        [t for m in G.modules() if hasattr(m, "scale") for t in (m.scale, m.shift)]
+    assert tables and all(used_rows(G(z, torch.tensor([0, 3, 0, 3])), t) == [0, 3] for t in tables)
+
+
+def test_the_discriminator_and_the_vae_read_the_class_through_their_tables():
+    torch.manual_seed(0)
+    x, y = torch.rand(4, 1, 8, 8) * 2 - 1, torch.tensor([4, 1, 4, 1])
+    D = Discriminator(1, 8, 5, width=8)
+    assert (D(x, y) - D(x, torch.tensor([2, 1, 2, 1])))[[0, 2]].abs().min() > 1e-6
+    assert used_rows(D(x, y), D.class_proj) == [1, 4]
+    v = VAE(1, 8, 5, z_dim=4, width=8)
+    for p in v.parameters():  # away from the tiny initial values, so the class's effect is not lost in rounding
+        torch.nn.init.normal_(p, 0, 0.3)
+    noise = torch.randn(4, 4)
+    recon, mean, _ = v(x, y, noise)
+    recon2, mean2, _ = v(x, torch.tensor([2, 1, 2, 1]), noise)
+    assert (mean - mean2)[[0, 2]].abs().min() > 1e-4 and torch.equal(mean[[1, 3]], mean2[[1, 3]])
+    assert (recon - recon2)[[0, 2]].abs().amax(dim=(1, 2, 3)).min() > 1e-4
+    assert used_rows(v(x, y, noise)[0], v.class_emb) == [1, 4] and used_rows(v.decode(noise, y), v.class_z) == [1, 4]
+
+
+def test_elbo_is_reconstruction_plus_beta_times_the_kl_of_the_posterior_to_the_prior():
+    """The KL term against a hand-computed value (an encoder made to output known means and variances), and on a
+    random encoder against a Monte Carlo estimate of E_q[log q(z) - log p(z)]."""
     torch.manual_seed(0)
     v = VAE(1, 8, 2, z_dim=4, width=8)
-    x = torch.rand(4, 1, 8, 8) * 2 - 1
-    y = torch.tensor([0, 1, 0, 1])
-    full = vae.elbo_loss(v, x, y, generator=torch.Generator().manual_seed(0), beta=1.0)
-    no_kl = vae.elbo_loss(v, x, y, generator=torch.Generator().manual_seed(0), beta=0.0)
-    assert full.shape == (4,) and torch.all(full > no_kl)
+    x, y = torch.rand(4, 1, 8, 8) * 2 - 1, torch.tensor([0, 1, 0, 1])
+
+    def kl_per_image(beta_a=1.0, beta_b=0.0):  # the loss is per pixel: x64 for per image
+        losses = [vae.elbo_loss(v, x, y, generator=torch.Generator().manual_seed(0), beta=b) for b in (beta_a, beta_b)]
+        return (losses[0] - losses[1]) * 64
+
+    with torch.no_grad():
+        v.to_stats.weight.zero_()  # mean (1, 0, -1, 2), log-variance (0, log 4, 0, 0) for every image
+        v.to_stats.bias.copy_(torch.tensor([1.0, 0.0, -1.0, 2.0, 0.0, math.log(4.0), 0.0, 0.0]))
+    # 0.5 (mu^2 + var - 1 - log var) per dimension: 0.5 + (1.5 - log 2) + 0.5 + 2
+    torch.testing.assert_close(kl_per_image(), torch.full((4,), 4.5 - math.log(2.0)), rtol=1e-4, atol=0)
+    torch.testing.assert_close(kl_per_image(2.5), 2.5 * kl_per_image(), rtol=1e-4, atol=0)  # linear in beta
+    recon = v.decode(torch.tensor([1.0, 0.0, -1.0, 2.0]) + torch.tensor([1.0, 2.0, 1.0, 1.0])
+                     * torch.randn(4, 4, generator=torch.Generator().manual_seed(0)), y)
+    torch.testing.assert_close(vae.elbo_loss(v, x, y, generator=torch.Generator().manual_seed(0), beta=0.0) * 64,
+                               (recon - x).square().sum(dim=(1, 2, 3)) / (2 * 0.1**2))  # Gaussian, sigma_x 0.1
+
+    torch.manual_seed(1)
+    v = VAE(1, 8, 2, z_dim=4, width=8)
+    for p in v.encoder.parameters():
+        torch.nn.init.normal_(p, 0, 0.3)
+    kl = kl_per_image()
+    with torch.no_grad():
+        mean, logvar = v.encode(x, y)
+    q, p = torch.distributions.Normal(mean, (0.5 * logvar).exp()), torch.distributions.Normal(0.0, 1.0)
+    z = mean + (0.5 * logvar).exp() * torch.randn(40_000, *mean.shape, generator=torch.Generator().manual_seed(2))
+    terms = (q.log_prob(z) - p.log_prob(z)).sum(-1)  # (samples, images)
+    se = terms.std(0) / math.sqrt(len(terms))
+    assert kl.min() > 0.1 and torch.all((terms.mean(0) - kl).abs() < 4 * se), (kl, terms.mean(0), se)

@@ -174,15 +174,29 @@ class TrainConfig:
     eval_samples: Natural = 2000  # samples for the evaluation at the end (0 = none)
 
 
+# Sampling limits, here and in every sampling request (sampling.check_sampling): beyond them a value is a typo,
+# and NaN or inf guidance drew all-black images without a word.
+MAX_STEPS = 10_000  # sampler steps (1,000 is the longest schedule in the literature, DDPM's)
+MAX_GUIDANCE = 100.0  # classifier-free guidance scale (useful ones are 1-10)
+MAX_BATCH = 16_384  # images per network call
+
+
 @dataclass
 class SampleConfig:
     sampler: Sampler = "dpmpp-2m"  # flow/edm only
-    steps: Count = 8  # sampler steps
-    # classifier-free guidance scale (1 = conditional, no guidance). 1.4 in the band below: measured on the 15-minute
-    # default recipe, its samples are classified about as often as real test images (0.940 vs 0.935; 2.0: 0.96)
-    guidance: float = 1.4
+    steps: Annotated[int, Range(ge=1, le=MAX_STEPS)] = 8  # sampler steps
+    # classifier-free guidance scale (1 = conditional, no guidance; 0 = unconditional). 1.4 in the band below:
+    # measured on the 15-minute default recipe, its samples are classified about as often as real test images
+    # (0.940 vs 0.935; 2.0: 0.96)
+    guidance: Annotated[float, Range(ge=0, le=MAX_GUIDANCE)] = 1.4
     guidance_interval: tuple[NoiseLevel, ...] | None = (0.3, 3.0)  # guide only at lo < sigma <= hi (None: every level)
-    batch_size: Count = 250
+    eta: Fraction = 0.0  # ddim only: 0 = deterministic DDIM, 1 = ancestral (DDPM-like) noise at every step
+    batch_size: Annotated[int, Range(ge=1, le=MAX_BATCH)] = 250
+
+    def __post_init__(self):
+        if self.eta and self.sampler != "ddim":
+            raise UsageError(f"sample.eta is a ddim setting; the {self.sampler} sampler does not read it "
+                             "(set sample.sampler=ddim, or leave eta at 0)")
 
 
 @dataclass
@@ -244,7 +258,8 @@ READ_BY: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(("method.gan_loss", "method.r1_gamma", "method.diffaugment", "method.d_lr_scale"), ("gan",)),
     "method.beta": ("vae",),
     # a GAN or a VAE draws an image in one network call: no sampler, steps or guidance (but sample.batch_size)
-    **dict.fromkeys(("sample.sampler", "sample.steps", "sample.guidance", "sample.guidance_interval"), UNET),
+    **dict.fromkeys(("sample.sampler", "sample.steps", "sample.guidance", "sample.guidance_interval", "sample.eta"),
+                    UNET),
 }
 
 

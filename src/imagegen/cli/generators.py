@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from ..config import DistillConfig, GenConfig, load
-from ..errors import ImagegenError, UsageError
+from ..errors import UsageError
 from .shared import (
     MAX_BATCH,
     MAX_GUIDANCE,
@@ -59,13 +59,18 @@ def register(sub, common, data, fmt) -> None:
                    help=f"classifier-free guidance scale, 1 = none (default: the run's, {d.sample.guidance})")
     s.add_argument("--guidance-interval", default=None, metavar="LO,HI",
                    help="guide only at noise levels LO < sigma <= HI (default: the run's; 0,inf = every level)")
+    s.add_argument("--eta", type=float, default=None,
+                   help="ddim only: noise added at each step, 0 = deterministic, 1 = ancestral (default: the run's, "
+                        f"{d.sample.eta:g})")
     s.add_argument("--batch-size", type=int, default=250)
     s.add_argument("--backend", choices=("auto", "torch", "onnx", "compiled", "cuda-graphs"), default="auto",
                    help="auto: onnxruntime for UNets on the CPU when installed (faster), CUDA graphs on a GPU, "
                         "else PyTorch; compiled: the UNet compiled for this CPU, in bf16 where it has bf16 units "
                         "(fastest; the first time per model takes 30-40 s on 2 cores, needs a C++ compiler)")
-    s.add_argument("--out", default=None, help="a folder for PNGs, or FILE.npz (default: MODEL_DIR/samples)")
-    s.add_argument("--overwrite", action="store_true", help="replace existing output")
+    s.add_argument("--out", default=None, help="a folder for PNGs (CLASS/INDEX.png, grid.png, samples.json), or "
+                   "FILE.npz and its grid FILE.png (default: MODEL_DIR/samples)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace existing output; in a folder, exactly the files an earlier imagegen sample wrote")
     s.set_defaults(func=run_sample)
     register_distill(sub, fmt)
 
@@ -155,45 +160,40 @@ def _check_resume_flags(args) -> None:
 
 
 def run_sample(args):
+    """Build one SampleRequest (validated before anything is loaded or written), check the output, draw, save."""
     from ..methods.guidance import interval_json
-    from ..metrics.samples import save_samples
+    from ..metrics.samples import check_output, save_sample_folder, save_samples
     from ..pixels import grid, save_png
-    from ..sampling import generate, load_generator, run_settings, sample_labels
-    from ..utils import prepare_run_dir
+    from ..sampling import SampleRequest, load_generator, sample
 
-    if args.n < 1:
-        raise UsageError(f"--n must be >= 1, got {args.n}")
-    gen = load_generator(args.model, args.device, args.backend)
-    s = run_settings(gen, steps=args.steps, sampler=args.sampler, guidance=args.guidance,
-                 guidance_interval=_interval(args.guidance_interval))
-    steps, sampler, guidance = s["steps"], s["sampler"], s["guidance"]
+    request = SampleRequest(args.model, n=args.n, classes=None if args.class_index is None else (args.class_index,),
+                            steps=args.steps, sampler=args.sampler, guidance=args.guidance,
+                            guidance_interval=_interval(args.guidance_interval), eta=args.eta, seed=args.seed,
+                            backend=args.backend, batch_size=args.batch_size, device=args.device).check()
+    out = check_output(Path(args.out) if args.out else _default_out(args.model), args.overwrite)
+    gen = load_generator(request.run, request.device, request.backend)
+    request.labels(gen)  # classes exist
+    s = request.settings(gen)
     folded = gen.meta.get("distilled", {}).get("guidance_folded")
-    if folded is not None and guidance != 1.0:
+    if folded is not None and s["guidance"] != 1.0:
         import warnings
 
-        warnings.warn(f"this student has guidance {folded:g} folded in already; --guidance {guidance:g} adds more "
-                      "on top (and a second network call per step)", stacklevel=1)
-    labels = sample_labels(gen, args.n, args.class_index)
-    out = Path(args.out) if args.out else _default_out(args.model)
-    if out.suffix == ".npz" and out.exists() and not args.overwrite:
-        raise ImagegenError(f"{out} exists; pass --overwrite to replace it")
-    if out.suffix != ".npz":
-        prepare_run_dir(out, args.overwrite)
+        warnings.warn(f"this student has guidance {folded:g} folded in already; --guidance {s['guidance']:g} adds "
+                      "more on top (and a second network call per step)", stacklevel=1)
     t0 = time.perf_counter()
-    images = generate(gen, labels, seed=args.seed, batch_size=args.batch_size, show_progress=not args.no_progress,
-                      **s)
+    drawn = sample(request, gen, show_progress=not args.no_progress)
     seconds = time.perf_counter() - t0
-    picture = grid(images[:100], nrow=10, scale=2)
+    picture = grid(drawn.images[:100], nrow=10, scale=2)
     if out.suffix == ".npz":
-        save_samples(out, images, labels)
+        save_samples(out, drawn.images, drawn.labels)
         grid_png = save_png(picture, out.with_suffix(".png"))
-    else:
-        for i, (img, label) in enumerate(zip(images, labels, strict=True)):  # CLASS/INDEX.png, as `eval` reads
-            save_png(img.transpose(1, 2, 0), out / str(label) / f"{i:06d}.png")
-        grid_png = save_png(picture, out / "grid.png")
-    result = {"out": str(out), "grid": str(grid_png), "n": args.n, "method": gen.method, "steps": steps,
-              "sampler": sampler, "guidance": guidance, "guidance_interval": interval_json(s["guidance_interval"]),
-              "seconds": seconds, "images_per_second": args.n / seconds}
+    else:  # CLASS/INDEX.png, as `eval` reads them, replacing only what an earlier `imagegen sample` wrote
+        save_sample_folder(out, drawn.images, drawn.labels, {"grid.png": picture})
+        grid_png = out / "grid.png"
+    result = {"out": str(out), "grid": str(grid_png), "n": args.n, "method": gen.method, "steps": s["steps"],
+              "sampler": s["sampler"], "guidance": s["guidance"], "eta": s["eta"],
+              "guidance_interval": interval_json(s["guidance_interval"]), "seconds": seconds,
+              "images_per_second": args.n / seconds}
     log_for(args)(f"{args.n} images in {seconds:.1f} s ({args.n / seconds:.1f} img/s) -> {out}; grid: {grid_png}")
     return result
 

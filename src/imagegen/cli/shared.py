@@ -16,12 +16,9 @@ from ..errors import ImagegenError
 DATASET_HELP = "fashion-mnist | mnist | mnist-5k | digits | folder:PATH"
 
 # Limits of the numbers a flag takes: beyond them a value is a typo, not a plan, and would only run out of memory
-# or time (the sampler's limits match sampling.check_sampling's).
-MAX_SEED = 2**63 - 1  # seeds are mixed into 63-bit per-image seeds (sampling.image_seed)
-MAX_STEPS = 10_000  # sampler or path steps (1,000 is the longest schedule in the literature, DDPM's)
-MAX_BATCH = 16_384  # images per network call
-MAX_GUIDANCE = 100.0  # classifier-free guidance scale (useful ones are 1-10)
-MAX_IMAGES = 10_000_000  # images to draw or pairs to make in one command (10 million 28x28 images are 8 GB)
+# or time. The sampler's (steps, batch, guidance) are the config's, which sampling.check_sampling applies too.
+MAX_SEED = 2**63 - 1  # as sampling.request.MAX_SEED: seeds are mixed into 63-bit per-image seeds
+MAX_IMAGES = 10_000_000  # as sampling.request.MAX_IMAGES: images to draw or pairs to make in one command
 MAX_TRAIN_IMAGES = 10**12  # a training budget in images (decades on one machine)
 MAX_MINUTES = 60 * 24 * 366  # a training budget in minutes: a year
 MAX_EPOCHS = 100_000

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ImagegenError
+from ..errors import ImagegenError, UsageError
 from ..pixels import labelled_grid, save_png
 from . import stats
 from .evaluator import Evaluator
@@ -24,10 +25,15 @@ def evaluate(images: np.ndarray, labels: np.ndarray | None, ev: Evaluator, *, tr
 
     Memorisation (needs the pixels of the training and test splits): each sample's distance to its nearest
     training image, in pixels (RMS over [0, 1] pixels) and in features; `memorised_fraction` is the share of
-    samples closer to a training image than 99% of real test images are."""
+    samples closer to a training image than 99% of real test images are.
+
+    Precision and recall compare equal numbers of images (`n_precision_recall`: the samples', the floor's and
+    the test split's smallest), the same test images for the samples and the floor."""
     ev.check(images)
     if labels is not None and (labels.min() < 0 or labels.max() >= len(ev.classes)):
         raise ImagegenError(f"sample labels must lie in 0..{len(ev.classes) - 1} for the {ev.dataset} evaluator")
+    _check_settings(len(images), min(len(images), len(ev.reference["train_features"]),
+                                     len(ev.reference["test_features"])), k, seed)
     n = len(images)
     if n < SMALL_N:
         warnings.warn(f"{n} samples: FID and KID are biased upward at small n; use >= {SMALL_N} (10,000 is usual)",
@@ -36,19 +42,33 @@ def evaluate(images: np.ndarray, labels: np.ndarray | None, ev: Evaluator, *, tr
     feats, probs = ev.embed(images, show_progress=show_progress)
     rng = np.random.default_rng(seed)
     floor_idx = np.sort(rng.choice(len(ref["train_features"]), min(n, len(ref["train_features"])), replace=False))
-    sample = _scores(feats, probs, labels, ref["test_features"], k, seed)
+    n_pr = min(n, len(floor_idx), len(ref["test_features"]))
+    sample = _scores(feats, probs, labels, ref["test_features"], k, seed, n_pr)
     floor = _scores(ref["train_features"][floor_idx], ref["train_probs"][floor_idx],
-                    ref["train_labels"][floor_idx] if labels is not None else None, ref["test_features"], k, seed)
+                    ref["train_labels"][floor_idx] if labels is not None else None, ref["test_features"], k, seed,
+                    n_pr)
     if train_images is not None and test_images is not None:
         mem, mem_floor = _memorisation(images, feats, train_images, test_images, ref, n, seed, pairs_png)
         sample.update(mem)
         floor.update(mem_floor)
-    return {"n": n, "n_floor": len(floor_idx), "dataset": ev.dataset, "n_reference": len(ref["test_features"]),
+    return {"n": n, "n_floor": len(floor_idx), "n_precision_recall": n_pr, "dataset": ev.dataset,
+            "n_reference": len(ref["test_features"]),
             "evaluator_accuracy": ev.test_accuracy, "samples": sample, "floor": floor}
 
 
-def _scores(feats, probs, labels, ref_feats, k, seed) -> dict:
-    precision, recall = stats.precision_recall(ref_feats, feats, k)
+def _check_settings(n: int, n_pr: int, k: int, seed: int) -> None:
+    """Refuse, in one line, what would otherwise fail deep inside a metric (or numpy's random generator)."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise UsageError(f"k (neighbours for precision and recall) must be a whole number >= 1, got {k!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise UsageError(f"seed must be a whole number >= 0, got {seed!r}")
+    if n_pr <= k:
+        raise ImagegenError(f"{n} sample(s): precision and recall with k={k} neighbours need more than {k} images "
+                            "on each side (and FID and KID at least 2); draw more samples or lower k")
+
+
+def _scores(feats, probs, labels, ref_feats, k, seed, n_pr) -> dict:
+    precision, recall = stats.precision_recall(ref_feats, feats, k, n=n_pr, seed=seed)
     kid_mean, kid_std = stats.kid(feats, ref_feats, seed=seed)
     is_mean, is_std = stats.inception_score(probs)
     out = {"fid": stats.fid_from_features(feats, ref_feats), "kid_mean": kid_mean, "kid_std": kid_std,
@@ -94,6 +114,8 @@ def format_report(report: dict) -> str:
              f"evaluator test accuracy {report['evaluator_accuracy']:.4f}",
              f"{'metric':<20}{'samples':>12}{'real floor':>14}   (floor: {report['n_floor']} real training images;"
              " memorisation floor: real test images)"]
+    if "n_precision_recall" in report:
+        lines.insert(1, f"precision and recall at n = {report['n_precision_recall']} on each side")
     for key in METRICS:
         if key in report["samples"]:
             lines.append(f"{key:<20}{report['samples'][key]:>12.4f}{report['floor'][key]:>14.4f}")

@@ -8,6 +8,8 @@ import numpy as np
 import scipy.linalg
 import torch
 
+IMAG_ATOL = 1e-3  # pytorch-fid's tolerance on the imaginary part of sqrtm's diagonal
+
 
 def mean_cov(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and (unbiased) covariance of (N, D) features, in float64."""
@@ -18,7 +20,9 @@ def mean_cov(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fid(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """Frechet distance between two Gaussians (Heusel et al. 2017): |mu1-mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2)."""
+    """Frechet distance between two Gaussians (Heusel et al. 2017): |mu1-mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^1/2).
+    A square root with a non-negligible imaginary part (the product has negative eigenvalues: the covariances
+    are not both positive semi-definite, or are badly conditioned) gets a warning before it is dropped."""
     diff = mu1 - mu2
     with warnings.catch_warnings(record=True) as caught:  # singular at small n: regularise, as pytorch-fid does
         warnings.simplefilter("always")
@@ -28,6 +32,10 @@ def fid(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
             covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean) and not np.allclose(np.diagonal(covmean).imag, 0, atol=IMAG_ATOL):
+        warnings.warn(f"FID: the matrix square root has an imaginary part up to {np.abs(covmean.imag).max():.3g} "
+                      f"(pytorch-fid refuses more than {IMAG_ATOL:g} on the diagonal); it is dropped, so this FID "
+                      "may be wrong (too few, constant or non-finite features?)", stacklevel=2)
     covmean = np.real(covmean)
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
@@ -55,11 +63,28 @@ def kid(f1: np.ndarray, f2: np.ndarray, subsets: int = 100, subset_size: int = 1
     return float(np.mean(values)), float(np.std(values))
 
 
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3, *, n: int | None = None,
+                     seed: int = 0) -> tuple[float, float]:
     """Improved precision and recall (Kynkaanniemi et al. 2019): the share of fake samples inside the union of
-    real k-NN balls, and the share of real samples inside the union of fake k-NN balls."""
+    real k-NN balls, and the share of real samples inside the union of fake k-NN balls.
+
+    A k-NN ball shrinks as its side grows, so unequal sides bias precision down and recall up: with `n`, each
+    side is first cut to n points by a fixed random choice from `seed` (what `evaluate` does); without, the
+    points are used as given."""
+    if n is not None:
+        if not 0 < n <= min(len(real), len(fake)):
+            raise ValueError(f"precision/recall at n={n} needs at least n points on each side, got {len(real)} "
+                             f"real and {len(fake)} fake")
+        real, fake = subsample(real, n, seed), subsample(fake, n, seed + 1)
     real_t, fake_t = torch.as_tensor(np.asarray(real, np.float32)), torch.as_tensor(np.asarray(fake, np.float32))
     return _coverage(real_t, fake_t, k), _coverage(fake_t, real_t, k)
+
+
+def subsample(x: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """n rows of x chosen without replacement by `seed`, in their original order; x itself when it has n."""
+    if len(x) == n:
+        return x
+    return x[np.sort(np.random.default_rng(seed).choice(len(x), n, replace=False))]
 
 
 def _coverage(manifold: torch.Tensor, queries: torch.Tensor, k: int, chunk: int = 2048) -> float:

@@ -74,7 +74,9 @@ def evaluation_table(ev: dict) -> str:
     rows = [[k, ev["samples"][k], ev["floor"][k]] for k in keys]
     note = (f"<p>{ev.get('n', '?')} samples vs {ev.get('n_floor', '?')} real training images (the floor), both "
             f"against the {ev.get('n_reference', '?')} test images; evaluator accuracy on real test images "
-            f"{ev.get('evaluator_accuracy', float('nan')):.3f}.</p>")
+            f"{ev.get('evaluator_accuracy', float('nan')):.3f}"
+            + (f"; precision and recall at n = {ev['n_precision_recall']} on each side" if "n_precision_recall" in ev
+               else "") + ".</p>")
     return note + _table(rows, ["metric", "samples", "real-data floor"])
 
 

@@ -8,6 +8,7 @@ any batch size.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from ..artifacts import artifact_paths, restore
+from ..config import MAX_BATCH, MAX_GUIDANCE, MAX_STEPS
 from ..errors import ImagegenError, UsageError
 from ..methods import diffusion
 from ..methods.guidance import EVERYWHERE, check_interval, guided
@@ -166,13 +168,18 @@ def sample_labels(gen: Generator, n: int, class_index: int | None = None) -> np.
 
 
 def run_settings(gen: Generator, *, steps: int | None = None, sampler: str | None = None,
-             guidance: float | None = None, guidance_interval=None) -> dict:
-    """The run's sampling settings (its `sample` section), with each value given here in place of the run's."""
+                 guidance: float | None = None, guidance_interval=None, eta: float | None = None) -> dict:
+    """The run's sampling settings (its `sample` section), with each value given here in place of the run's.
+    The run's `eta` belongs to its own sampler (ddim): another sampler asked for here starts from eta 0."""
     s = gen.meta.get("sample", {})
     interval = guidance_interval or s.get("guidance_interval") or EVERYWHERE
-    return {"steps": s.get("steps", 8) if steps is None else steps, "sampler": sampler or s.get("sampler", "dpmpp-2m"),
+    run_sampler = s.get("sampler", "dpmpp-2m")
+    sampler = sampler or run_sampler
+    if eta is None:
+        eta = s.get("eta", 0.0) if sampler == run_sampler else 0.0
+    return {"steps": s.get("steps", 8) if steps is None else steps, "sampler": sampler,
             "guidance": s.get("guidance", 1.0) if guidance is None else guidance,
-            "guidance_interval": tuple(interval)}
+            "guidance_interval": tuple(interval), "eta": eta}
 
 
 def sigmas_for(gen: Generator, steps: int) -> torch.Tensor:
@@ -180,28 +187,60 @@ def sigmas_for(gen: Generator, steps: int) -> torch.Tensor:
     return flow_sigmas(steps) if gen.method == "flow" else karras_sigmas(steps)
 
 
-def check_sampling(*, steps: int, sampler: str, guidance_interval, batch_size: int = 1, prefix: str = "") -> None:
+def check_sampling(*, steps: int | None = None, sampler: str | None = None, guidance_interval=None,
+                   batch_size: int | None = None, guidance: float | None = None, eta: float | None = None,
+                   prefix: str = "") -> None:
     """Refuse impossible sampling settings with a UsageError naming the setting (`prefix`: e.g. "sample." for a
-    config section): the one check behind `generate`, `imagegen train`'s early check and `imagegen distill`."""
-    if sampler not in SAMPLERS:
+    config section); None is a setting not given. The one check behind a SampleRequest, `generate`, `imagegen
+    train`'s early check and `imagegen distill`: non-finite or absurd numbers are refused here, never drawn."""
+    if sampler is not None and sampler not in SAMPLERS:
         raise UsageError(f"unknown {prefix}sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if steps < 1:
-        raise UsageError(f"{prefix}steps must be >= 1, got {steps}")
-    if batch_size < 1:
-        raise UsageError(f"{prefix}batch_size must be >= 1, got {batch_size}")
-    try:
-        check_interval(guidance_interval)
-    except ValueError as e:
-        raise UsageError(f"{prefix}guidance_interval: {e}") from None
+    if steps is not None:
+        check_whole(steps, f"{prefix}steps", 1, MAX_STEPS)
+    if batch_size is not None:
+        check_whole(batch_size, f"{prefix}batch_size", 1, MAX_BATCH)
+    if guidance is not None:
+        check_number(guidance, f"{prefix}guidance", 0.0, MAX_GUIDANCE, "0 = unconditional, 1 = none")
+    if eta is not None:
+        check_number(eta, f"{prefix}eta", 0.0, 1.0, "0 = deterministic, 1 = ancestral")
+        if eta > 0 and sampler is not None and sampler != "ddim":
+            raise UsageError(f"{prefix}eta is a ddim setting; the {sampler} sampler does not read it")
+    if guidance_interval is not None:
+        try:
+            check_interval(guidance_interval)
+        except ValueError as e:
+            raise UsageError(f"{prefix}guidance_interval: {e}") from None
+
+
+def check_whole(value, name: str, lo: int, hi: int) -> None:
+    """A whole number (not a bool, not a float) in lo..hi, else a UsageError naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise UsageError(f"{name} must be a whole number, got {value!r}")
+    if value < lo:
+        raise UsageError(f"{name} must be >= {lo}, got {value}")
+    if value > hi:
+        raise UsageError(f"{name} must be at most {hi:,}, got {value:,}: more is a typo, not a plan")
+
+
+def check_number(value, name: str, lo: float, hi: float, meaning: str = "") -> None:
+    """A finite real number in [lo, hi], else a UsageError naming it (NaN and inf fail every comparison)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise UsageError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise UsageError(f"{name} must be a finite number, got {value}")
+    if not lo <= value <= hi:
+        raise UsageError(f"{name} must be between {lo:g} and {hi:g}{f' ({meaning})' if meaning else ''}, "
+                         f"got {value:g}")
 
 
 @torch.inference_mode()
 def generate(gen: Generator, labels: np.ndarray, *, seed: int = 0, start: int = 0, steps: int = 8,
-             sampler: str = "dpmpp-2m", guidance: float = 1.0, guidance_interval=EVERYWHERE, batch_size: int = 250,
-             callback=None, show_progress: bool = False) -> np.ndarray:
+             sampler: str = "dpmpp-2m", guidance: float = 1.0, guidance_interval=EVERYWHERE, eta: float = 0.0,
+             batch_size: int = 250, callback=None, show_progress: bool = False) -> np.ndarray:
     """uint8 images (N, C, H, W) for `labels`; image j is image (start + j) of the run seeded `seed`; guidance
-    applies at noise levels lo < sigma <= hi of `guidance_interval`."""
-    check_sampling(steps=steps, sampler=sampler, guidance_interval=guidance_interval, batch_size=batch_size)
+    applies at noise levels lo < sigma <= hi of `guidance_interval`; `eta` is ddim's (0: deterministic)."""
+    check_sampling(steps=steps, sampler=sampler, guidance_interval=guidance_interval, batch_size=batch_size,
+                   guidance=guidance, eta=eta)
     out = []
     bar = progress(total=len(labels), enabled=show_progress, desc="sampling", unit="img")
     for lo in range(0, len(labels), batch_size):
@@ -209,7 +248,7 @@ def generate(gen: Generator, labels: np.ndarray, *, seed: int = 0, start: int = 
         rand = StackedRandom(seed, idx + start, gen.device)
         y = torch.as_tensor(labels[idx], dtype=torch.long, device=gen.device)
         z = rand.randn(*latent_shape(gen))
-        out.append(to_uint8(_draw(gen, y, z, rand, steps, sampler, guidance, guidance_interval, callback)))
+        out.append(to_uint8(_draw(gen, y, z, rand, steps, sampler, guidance, guidance_interval, eta, callback)))
         bar.update(len(idx))
     bar.close()
     return np.concatenate(out) if out else np.zeros((0, *gen.image_shape), np.uint8)
@@ -222,26 +261,28 @@ def latent_shape(gen: Generator) -> tuple[int, ...]:
 
 @torch.inference_mode()
 def generate_from(gen: Generator, z: torch.Tensor, labels: np.ndarray, *, seed: int = 0, steps: int = 8,
-                  sampler: str = "dpmpp-2m", guidance: float = 1.0, guidance_interval=EVERYWHERE,
+                  sampler: str = "dpmpp-2m", guidance: float = 1.0, guidance_interval=EVERYWHERE, eta: float = 0.0,
                   callback=None) -> np.ndarray:
     """uint8 images from given unit-Gaussian starting latents z (B, *latent_shape), e.g. points on a latent walk;
     any further sampler noise comes from (seed, i)."""
+    check_sampling(steps=steps, sampler=sampler, guidance_interval=guidance_interval, guidance=guidance, eta=eta)
     if tuple(z.shape[1:]) != latent_shape(gen) or len(z) != len(labels):
         raise UsageError(f"latents must have shape (len(labels), {', '.join(map(str, latent_shape(gen)))}), "
                          f"got {tuple(z.shape)}")
     rand = StackedRandom(seed, range(len(z)), gen.device)
     y = torch.as_tensor(labels, dtype=torch.long, device=gen.device)
-    return to_uint8(_draw(gen, y, z.to(gen.device), rand, steps, sampler, guidance, guidance_interval, callback))
+    return to_uint8(_draw(gen, y, z.to(gen.device), rand, steps, sampler, guidance, guidance_interval, eta,
+                          callback))
 
 
 def _draw(gen: Generator, y: torch.Tensor, z: torch.Tensor, rand: StackedRandom, steps: int, sampler: str,
-          guidance: float, interval, callback) -> torch.Tensor:
+          guidance: float, interval, eta: float, callback) -> torch.Tensor:
     # on CUDA the networks run in float16 autocast (tensor cores); the sampler's own arithmetic stays float32
     with torch.autocast("cuda", dtype=torch.float16, enabled=gen.device.type == "cuda"):
-        return _draw_with(gen, y, z, rand, steps, sampler, guidance, interval, callback).float()
+        return _draw_with(gen, y, z, rand, steps, sampler, guidance, interval, eta, callback).float()
 
 
-def _draw_with(gen: Generator, y, z, rand, steps, sampler, guidance, interval, callback) -> torch.Tensor:
+def _draw_with(gen: Generator, y, z, rand, steps, sampler, guidance, interval, eta, callback) -> torch.Tensor:
     if gen.method == "gan":
         return gen.net(z, y).clamp(-1, 1)
     if gen.method == "vae":
@@ -250,7 +291,8 @@ def _draw_with(gen: Generator, y, z, rand, steps, sampler, guidance, interval, c
     denoiser = guided(denoiser, guidance, null_label=gen.num_classes, interval=interval)
     sigmas = sigmas_for(gen, steps).to(gen.device)
     x = z * sigmas[0]
-    x = SAMPLERS[sampler](denoiser, x, sigmas, cond=y, noise=rand.like, callback=callback)
+    extra = {"eta": eta} if sampler == "ddim" else {}  # the only sampler with a setting of its own
+    x = SAMPLERS[sampler](denoiser, x, sigmas, cond=y, noise=rand.like, callback=callback, **extra)
     return x.clamp(-1, 1)
 
 

@@ -13,9 +13,13 @@ import numpy as np
 from ..errors import UsageError
 from ..methods.guidance import interval_json
 from . import backends
-from .generator import Generator, check_sampling, generate, load_generator, run_settings
+from .generator import Generator, check_sampling, check_whole, generate, load_generator, run_settings
 
 MAX_IMAGES = 10_000_000  # per request: more is a typo, not a plan (10 million 28x28 images are 8 GB)
+MAX_SEED = 2**63 - 1  # seeds are mixed into 63-bit per-image seeds (generator.image_seed); JSON keeps them exact
+ONE_CALL = ("gan", "vae")  # methods that draw an image in one network call: no sampler settings apply
+DEVICES = ("auto", "cpu", "cuda")
+SAMPLER_SETTINGS = ("steps", "sampler", "guidance", "guidance_interval", "eta")
 
 
 @dataclass(frozen=True)
@@ -27,23 +31,27 @@ class SampleRequest:
     sampler: str | None = None  # euler | heun | dpmpp-2m | ddim (None: the run's)
     guidance: float | None = None  # classifier-free guidance scale, 1 = none (None: the run's)
     guidance_interval: tuple[float, float] | None = None  # guide at lo < sigma <= hi (None: the run's)
+    eta: float | None = None  # ddim's noise: 0 deterministic, 1 ancestral (None: the run's for its own sampler, else 0)
     seed: int = 0  # image i depends only on (seed, i)
     backend: str = "auto"  # auto | torch | onnx | compiled | cuda-graphs
     batch_size: int = 250  # images per network call
     device: str = "auto"  # auto | cpu | cuda
 
     def check(self) -> SampleRequest:
-        """The request's own numbers and names, before any model is loaded; returns itself."""
+        """The request's own numbers and names, before any model is loaded; returns itself. Every limit of a
+        sampler setting is `check_sampling`'s, shared with `generate` and the configs."""
+        check_whole(self.n, "n", -math.inf, math.inf)
         if not 1 <= self.n <= MAX_IMAGES:
-            raise UsageError(f"n must be between 1 and {MAX_IMAGES:,}, got {self.n}")
-        if self.seed < 0:
-            raise UsageError(f"seed must be >= 0, got {self.seed}")
+            raise UsageError(f"n must be between 1 and {MAX_IMAGES:,}, got {self.n:,}")
+        check_whole(self.seed, "seed", 0, MAX_SEED)
         if self.backend not in backends.BACKENDS:
             raise UsageError(f"unknown backend {self.backend!r}; choose {', '.join(backends.BACKENDS)}")
-        if self.guidance is not None and not math.isfinite(self.guidance):
-            raise UsageError(f"guidance must be a finite number, got {self.guidance}")
+        if self.device not in DEVICES:
+            raise UsageError(f"unknown device {self.device!r}; choose {', '.join(DEVICES)}")
         if self.classes is not None and not self.classes:
             raise UsageError("classes, when given, must name at least one class")
+        check_sampling(steps=self.steps, sampler=self.sampler, guidance_interval=self.guidance_interval,
+                       batch_size=self.batch_size, guidance=self.guidance, eta=self.eta)
         return self
 
     def labels(self, gen: Generator) -> np.ndarray:
@@ -52,11 +60,15 @@ class SampleRequest:
         return np.resize(np.asarray(wanted, np.int64), self.n)
 
     def settings(self, gen: Generator) -> dict:
-        """The sampler settings this request resolves to for `gen`: its own where given, else the run's."""
+        """The sampler settings this request resolves to for `gen`: its own where given, else the run's. A
+        setting given for a model that draws in one network call (GAN, VAE) is refused, not ignored."""
+        given = [k for k in SAMPLER_SETTINGS if getattr(self, k) is not None]
+        if gen.method in ONE_CALL and given:
+            raise UsageError(f"a {gen.method} model draws each image in one network call: "
+                             f"{given[0].replace('_', ' ')} does not apply to it")
         s = run_settings(gen, steps=self.steps, sampler=self.sampler, guidance=self.guidance,
-                         guidance_interval=self.guidance_interval)
-        check_sampling(steps=s["steps"], sampler=s["sampler"], guidance_interval=s["guidance_interval"],
-                       batch_size=self.batch_size)
+                         guidance_interval=self.guidance_interval, eta=self.eta)
+        check_sampling(batch_size=self.batch_size, **s)
         return s
 
 
@@ -84,7 +96,8 @@ class Samples:
         """What was drawn, as JSON can hold it (for results files, reports and the server)."""
         s = self.settings
         return {**asdict(self.request), "n": len(self.images), "steps": s["steps"], "sampler": s["sampler"],
-                "guidance": s["guidance"], "guidance_interval": interval_json(s["guidance_interval"])}
+                "guidance": s["guidance"], "guidance_interval": interval_json(s["guidance_interval"]),
+                "eta": s["eta"]}
 
 
 def sample(request: SampleRequest, gen: Generator | None = None, *, show_progress: bool = False,
