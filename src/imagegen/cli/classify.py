@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from ..config import ClassifyConfig, load
+from ..config import MAX_BATCH, ClassifyConfig, load
 from .shared import (
-    MAX_BATCH,
     MAX_EPOCHS,
     MAX_LR,
     check_output,

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import MAX_GUIDANCE, MAX_STEPS
 from ..errors import ImagegenError, UsageError
 from .shared import (
-    MAX_GUIDANCE,
     MAX_INDEX,
     MAX_PICTURE,
     MAX_SEED,
-    MAX_STEPS,
     check_output,
     common_flags,
     count,

@@ -5,15 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..config import DistillConfig, GenConfig, load
+from ..config import MAX_BATCH, MAX_GUIDANCE, MAX_STEPS, DistillConfig, GenConfig, load
 from ..errors import UsageError
 from .shared import (
-    MAX_BATCH,
-    MAX_GUIDANCE,
     MAX_IMAGES,
     MAX_LR,
     MAX_MINUTES,
-    MAX_STEPS,
     MAX_TRAIN_IMAGES,
     config_flags,
     count,
