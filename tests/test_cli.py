@@ -26,8 +26,11 @@ def test_bad_usage_exits_2(capsys):
     code, _, err = run(capsys, "classify", "train", "--dataset", "digits", "--set", "fit.nope=1")
     assert code == 2 and err.startswith("imagegen: error: unknown config key 'fit.nope'; known keys: augment, ")
     assert err.count("\n") == 1
-    code, _, err = run(capsys, "classify", "train", "--dataset", "digits", "--epochs", "0")
+    code, _, err = run(capsys, "classify", "train", "--dataset", "digits", "--set", "fit.epochs=0")
     assert code == 2 and err == "imagegen: error: config key fit.epochs must be >= 1; got 0\n"
+    code, _, err = run(capsys, "classify", "train", "--dataset", "digits", "--epochs", "0")
+    assert code == 2 and err == ("imagegen: error: --epochs must be >= 1, got 0 "
+                                 "(see: imagegen classify train --help)\n")
 
 
 def test_user_mistakes_are_one_line_without_traceback(capsys, tmp_path):

@@ -200,8 +200,8 @@ def test_explain_attributions_cli_on_samples_and_files(classifier_run, tmp_path,
 
 
 def test_explain_classifier_pictures_default_into_the_run(classifier_run):
-    for what in ("features", "filters", "mistakes"):
-        assert main(["explain", what, str(classifier_run), "--n", "3"]) == 0
+    for what, flags in (("features", ["--index", "3"]), ("filters", []), ("mistakes", ["--n", "3"])):
+        assert main(["explain", what, str(classifier_run), *flags]) == 0
         assert (classifier_run / "explain" / f"{what}.png").stat().st_size > 1000
     assert main(["explain", "features", str(classifier_run), "--index", "100000"]) == 2
 

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,3 +159,93 @@ def artifact_paths(path: Path, create: bool) -> tuple[Path, Path]:
     else:
         stem = path
     return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+# -- the one checked way from an artifact to a network: build it on the meta device, compare, then load
+
+MAX_PARAMETERS = 2_000_000_000  # as train.recipes.MAX_PARAMETERS: more is a mistyped width (8 GB of float32)
+
+
+def restore(path: str | os.PathLike, build: Callable[[str, dict], torch.nn.Module], kinds: Collection[str],
+            need: str, probe: Callable[[torch.nn.Module, Artifact], None] | None = None
+            ) -> tuple[torch.nn.Module, Artifact]:
+    """The network an artifact describes, with its weights, or one ImagegenError line that says what is wrong.
+
+    `build(kind, config)` makes the network (imagegen.models.build_model; passed in, as models sit above this
+    layer); `kinds` are the model kinds the caller can use, `need` names them for the message ("a generator").
+    The network is built first on PyTorch's meta device (no memory, no arithmetic), refused above
+    MAX_PARAMETERS, checked by `probe(meta_net, artifact)` when given (a forward pass, say), and its tensors'
+    names and shapes compared with those in the weights' header; only then are the weights read and loaded.
+    """
+    doc = read_header(path)
+    weights, header = artifact_paths(Path(path), create=False)
+    if doc.get("kind") not in kinds:
+        raise ImagegenError(f"{header} holds a model of kind {doc.get('kind')!r}; {need} is needed here "
+                            f"({' or '.join(kinds)})")
+    kind, config, meta = doc["kind"], doc.get("config", {}), doc.get("meta", {})
+    if not isinstance(config, dict) or not isinstance(meta, dict):
+        raise ImagegenError(f"{header}: 'config' and 'meta' must be JSON objects")
+    shell = _build_on_meta(build, kind, config, header)
+    if probe is not None:
+        try:
+            with torch.device("meta"):
+                probe(shell, Artifact(kind, config, {}, meta))
+        except ImagegenError as e:
+            raise ImagegenError(f"{header}: {e}") from None
+        except (ValueError, RuntimeError, TypeError, IndexError, KeyError, AttributeError) as e:
+            raise ImagegenError(f"{header}: the {kind} network of this config does not fit its own description: "
+                                f"{_first(e)}") from None
+    _compare(shell.state_dict(), _shapes(weights), weights)
+    state = _read_tensors(weights)
+    net = build(kind, config)
+    net.load_state_dict(state)  # names and shapes were compared above: this only copies
+    return net, Artifact(kind, config, state, meta)
+
+
+def _build_on_meta(build, kind: str, config: dict, header: Path) -> torch.nn.Module:
+    try:
+        with torch.device("meta"):
+            shell = build(kind, config)
+    except (TypeError, ValueError, RuntimeError, KeyError, ZeroDivisionError) as e:
+        raise ImagegenError(f"{header}: its config does not build a {kind} network: {_first(e)}") from None
+    n = sum(p.numel() for p in shell.parameters())
+    if n > MAX_PARAMETERS:
+        raise ImagegenError(f"{header}: its config builds a {kind} network of {n:,} parameters (at most "
+                            f"{MAX_PARAMETERS:,}): not a model imagegen wrote")
+    return shell
+
+
+def _shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes from a safetensors header, without reading the tensors."""
+    try:
+        with safe_open(str(weights), "pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ImagegenError(f"{weights} is not a safetensors file, or is cut short ({_first(e)})") from None
+
+
+def _read_tensors(weights: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:  # truncated after its header, say
+        raise ImagegenError(f"{weights} is not a safetensors file, or is cut short ({_first(e)})") from None
+
+
+def _compare(expected: dict[str, torch.Tensor], found: dict[str, tuple[int, ...]], weights: Path) -> None:
+    """The network's tensors and the file's must have the same names and shapes; say the first differences."""
+    missing = [k for k in expected if k not in found]
+    extra = [k for k in found if k not in expected]
+    wrong = [f"{k} is {list(found[k])} in the file, {list(v.shape)} in the network" for k, v in expected.items()
+             if k in found and tuple(v.shape) != found[k]]
+    problems = ([f"{len(missing)} tensors missing ({', '.join(missing[:3])}{', ...' * (len(missing) > 3)})"]
+                if missing else [])
+    problems += [f"{len(extra)} unexpected ({', '.join(extra[:3])}{', ...' * (len(extra) > 3)})"] if extra else []
+    problems += wrong[:2] + ([f"{len(wrong) - 2} more of another shape"] if len(wrong) > 2 else [])
+    if problems:
+        raise ImagegenError(f"{weights} does not hold the weights of the network its config describes: "
+                            + "; ".join(problems))
+
+
+def _first(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__

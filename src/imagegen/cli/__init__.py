@@ -6,9 +6,14 @@ Exit codes: 0 success, 1 failure (one clear line on stderr), 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
+import re
 import sys
 import warnings
+
+from safetensors import SafetensorError
 
 from .. import __version__
 from ..errors import ImagegenError, UsageError
@@ -16,12 +21,14 @@ from . import classify, evaluate, explain, generators
 from . import data as data_cmds
 from .shared import common_flags, data_flags_parser
 
+DEBUG = "IMAGEGEN_DEBUG"  # =1: an unexpected exception shows its traceback instead of one line
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse: --help (0) or bad usage (2)
+    except SystemExit as e:  # argparse: --help (0) or bad usage (2, one line printed by Parser.error)
         return int(e.code or 0)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
@@ -32,24 +39,92 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = _one_line_warning
             result = args.func(args)
     except UsageError as e:
-        print(f"imagegen: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(f"imagegen: error: {e}", 2)
     except ImagegenError as e:
-        print(f"imagegen: error: {e}", file=sys.stderr)
-        return 1
+        return _fail(f"imagegen: error: {e}", 1)
     except KeyboardInterrupt:
-        print("imagegen: interrupted", file=sys.stderr)
-        return 130
+        return _fail("imagegen: interrupted", 130)
+    except Exception as e:  # noqa: BLE001 (one line for the user; IMAGEGEN_DEBUG=1 for the traceback)
+        if os.environ.get(DEBUG) == "1":
+            raise
+        return _fail(unexpected_line(e, getattr(args, "out", None)), 1)
     if args.json and result is not None:
         print(json.dumps(result, sort_keys=True))
     return 0
+
+
+def unexpected_line(e: Exception, out=None) -> str:
+    """The one line for an exception no command raised on purpose: a failed write or read (the user's to fix:
+    a full disk, a read-only folder), too little memory, or else a bug."""
+    if isinstance(e, OSError):
+        return f"imagegen: error: {os_error_line(e, out)}"
+    if isinstance(e, SafetensorError) and "I/O error: " in str(e):  # safetensors' own words for a failed write
+        return f"imagegen: error: cannot write{f' {out}' if out else ''}: {str(e).split('I/O error: ', 1)[1]}"
+    out_of_memory = type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(e)  # torch's words
+    if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and out_of_memory):
+        return (f"imagegen: error: not enough memory for this request ({_first_line(e)}); ask for fewer or "
+                "smaller images, a smaller batch or a smaller model")
+    return f"imagegen: internal error: {type(e).__name__}: {_first_line(e)} (set {DEBUG}=1 for the traceback)"
+
+
+def _fail(line: str, code: int) -> int:
+    print(line, file=sys.stderr)
+    return code
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else "(no message)"
+
+
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EEXIST, errno.EISDIR, errno.ENOTDIR,
+                errno.EXDEV}
+TEMPORARY = re.compile(r"\.tmp(\.\w+)?$")  # the temporary file beside the one being written (utils.write_json)
+
+
+def os_error_line(e: OSError, out=None) -> str:
+    """One line for an OSError: "cannot write PATH: REASON" when writing, "cannot read ..." when reading. PATH is
+    the file being written (not its temporary name), else the command's --out; REASON the system's words."""
+    name = e.filename2 if e.filename2 is not None else e.filename
+    reason = e.strerror or _first_line(e)
+    if name is None:
+        return f"cannot write{f' {out}' if out else ''}: {reason}"
+    name = os.fsdecode(name)
+    shown = TEMPORARY.sub("", name)
+    return f"cannot {_verb(e, name, shown)} {shown}: {reason}"
+
+
+def _verb(e: OSError, name: str, shown: str) -> str:
+    """Whether the failed call was writing or reading `name`, as far as the error and the file system tell."""
+    if e.errno in WRITE_ERRORS or shown != name or e.filename2 is not None:
+        return "write"
+    if e.errno == errno.ENOENT:  # a missing file in an existing folder was being read; a missing folder, written
+        return "read" if os.path.isdir(os.path.dirname(name) or ".") else "write"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return "read" if os.path.exists(name) and not os.access(name, os.R_OK) else "write"
+    return "access"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line on stderr (exit 2) that says where the help is."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and " " in self.prog:  # a sub-command's leftovers: name that command, not the top level
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+    def error(self, message: str):
+        message = re.sub(r"^argument (\S+): (must be )", r"\1 \2", message)  # "--n must be >= 1, got 0"
+        self.exit(2, f"imagegen: error: {message} (see: {self.prog} --help)\n")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each option's default, except where there is none to show or the help already says it."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False, []) or "(default:" in (action.help or ""):
+        nothing = action.default is None or action.default is False or action.default == []  # 0 is a default
+        if nothing or "(default:" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 
@@ -58,9 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = HelpFormatter
     common, data = common_flags(), data_flags_parser()
 
-    parser = argparse.ArgumentParser(prog="imagegen", description=__doc__.splitlines()[0], formatter_class=fmt)
+    parser = Parser(prog="imagegen", description=__doc__.splitlines()[0], formatter_class=fmt)
     parser.add_argument("--version", action="version", version=f"imagegen {__version__}")
-    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")  # sub-parsers are Parsers too
     for group in (classify, evaluate, data_cmds, generators, explain):
         group.register(sub, common, data, fmt)
     return parser

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from ..config import ClassifyConfig, load
-from .shared import config_flags, data_flags, log_for
+from ..config import MAX_BATCH, ClassifyConfig, load
+from .shared import (
+    MAX_EPOCHS,
+    MAX_LR,
+    check_output,
+    common_flags,
+    config_flags,
+    count,
+    data_flags,
+    log_for,
+    positive,
+)
 
 
 def register(sub, common, data, fmt) -> None:
@@ -22,16 +32,17 @@ def _classify(sub, common, data, fmt) -> None:
     t.add_argument("--pooling", choices=("max", "avg"), help=f"(default: {d.model.pooling})")
     t.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), help=f"(default: {d.fit.optimizer})")
     t.add_argument("--loss", choices=("cross-entropy", "mse"), help=f"(default: {d.fit.loss})")
-    t.add_argument("--lr", type=float, help=f"learning rate (default: {d.fit.lr})")
-    t.add_argument("--epochs", type=int, help=f"(default: {d.fit.epochs})")
-    t.add_argument("--batch-size", type=int, help=f"(default: {d.fit.batch_size})")
+    t.add_argument("--lr", type=positive(MAX_LR), help=f"learning rate (default: {d.fit.lr})")
+    t.add_argument("--epochs", type=count(MAX_EPOCHS), help=f"(default: {d.fit.epochs})")
+    t.add_argument("--batch-size", type=count(MAX_BATCH), help=f"(default: {d.fit.batch_size})")
     t.add_argument("--config", default=None, help="a TOML file of settings (see configs/)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting, e.g. --set fit.schedule=cosine (repeatable)")
     t.add_argument("--out", default=None, help="run directory for the checkpoint, curves and pictures")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     t.set_defaults(func=classify_train)
-    pr = csub.add_parser("predict", parents=[common], formatter_class=fmt, help="label image files")
+    pr = csub.add_parser("predict", parents=[common_flags(seed=False, device=False)], formatter_class=fmt,
+                         help="label image files")
     pr.add_argument("checkpoint", help="a run directory or model.json written by `classify train`")
     pr.add_argument("images", nargs="+", help="image files (PNG, JPEG, WebP)")
     pr.set_defaults(func=classify_predict)
@@ -50,6 +61,7 @@ def classify_train(args):
     from ..train.classify import train_seed_classifier
 
     cfg = classify_config(args)
+    check_output(args.out, folder=True)
     log = log_for(args)
     log(summary(cfg, args.out))
     result = train_seed_classifier(cfg, args.out, overwrite=args.overwrite, show_progress=not args.no_progress,

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 from ..config import load
-from ..errors import UsageError
-from .shared import data_config, data_flags, log_for
+from .shared import (
+    MAX_IMAGES,
+    MAX_MINUTES,
+    check_output,
+    common_flags,
+    data_config,
+    data_flags,
+    log_for,
+    natural,
+    positive,
+)
 
 
 def register(sub, common, data, fmt) -> None:
@@ -14,7 +23,7 @@ def register(sub, common, data, fmt) -> None:
 
 # --- data and demo --------------------------------------------------------------------------------------------
 def _data(sub, common, data, fmt) -> None:
-    p = sub.add_parser("data", parents=[common, data], formatter_class=fmt,
+    p = sub.add_parser("data", parents=[common_flags(seed=False, device=False), data], formatter_class=fmt,
                        help="load a dataset: counts per class and a grid of examples")
     p.add_argument("--grid", default=None, help="write a PNG grid of examples, one row per class")
     p.set_defaults(func=run_data)
@@ -26,6 +35,7 @@ def run_data(args):
     from ..data import load_splits
     from ..pixels import grid, save_png
 
+    check_output(args.grid, flag="--grid")
     out = {}
     for split, ds in zip(("train", "test"), load_splits(data_config(args), not args.no_progress), strict=True):
         counts = np.bincount(ds.labels, minlength=len(ds.classes)).tolist()
@@ -43,8 +53,9 @@ def _demo(sub, common, data, fmt) -> None:
     p = sub.add_parser("demo", parents=[common, data], formatter_class=fmt,
                        help="train the default generator for a few minutes, draw a class grid, score it")
     p.add_argument("--out", default="runs/demo", help="the demo's run directory (replaced on every demo)")
-    p.add_argument("--minutes", type=float, default=3.0, help="generator training time")
-    p.add_argument("--eval-samples", type=int, default=2000, help="samples scored against the real-data floor")
+    p.add_argument("--minutes", type=positive(MAX_MINUTES), default=3.0, help="generator training time")
+    p.add_argument("--eval-samples", type=natural(MAX_IMAGES), default=2000,
+                   help="samples scored against the real-data floor")
     p.set_defaults(func=run_demo)
 
 
@@ -54,8 +65,7 @@ def run_demo(args):
     from ..train.evaluator import train_evaluator
     from ..train.loop import train
 
-    if args.minutes <= 0 or args.eval_samples < 0:
-        raise UsageError("--minutes must be > 0 and --eval-samples >= 0")
+    check_output(args.out, folder=True)
     log = log_for(args)
     cfg = load(GenConfig, flags={"train.minutes": args.minutes, "train.eval_samples": args.eval_samples,
                                  "seed": args.seed, "device": args.device,

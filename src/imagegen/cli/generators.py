@@ -6,9 +6,20 @@ import time
 import tomllib
 from pathlib import Path
 
-from ..config import DistillConfig, GenConfig, load
+from ..config import MAX_BATCH, MAX_GUIDANCE, MAX_STEPS, DistillConfig, GenConfig, load
 from ..errors import UsageError
-from .shared import config_flags, data_flags, log_for
+from .shared import (
+    MAX_IMAGES,
+    MAX_LR,
+    MAX_MINUTES,
+    MAX_TRAIN_IMAGES,
+    config_flags,
+    count,
+    data_flags,
+    log_for,
+    non_negative,
+    positive,
+)
 
 # what `train --resume` may change: the budget and where and how it runs, not what it trains
 RESUME_MAY_CHANGE = {"resume", "out", "minutes", "images", "device", "no_progress", "json", "func"}
@@ -19,10 +30,10 @@ def register(sub, common, data, fmt) -> None:
     t = sub.add_parser("train", parents=[config_flags(), data], formatter_class=fmt,
                        help="train a generator (flow, edm, gan, vae) into a run directory")
     t.add_argument("--method", choices=("flow", "edm", "gan", "vae"), help=f"(default: {d.method.name})")
-    t.add_argument("--minutes", type=float, help=f"training time budget (default: {d.train.minutes})")
-    t.add_argument("--images", type=int, help="budget in training images instead of minutes")
-    t.add_argument("--batch-size", type=int, help=f"(default: {d.train.batch_size})")
-    t.add_argument("--lr", type=float, help=f"peak learning rate (default: {d.train.lr})")
+    t.add_argument("--minutes", type=positive(MAX_MINUTES), help=f"training time budget (default: {d.train.minutes})")
+    t.add_argument("--images", type=count(MAX_TRAIN_IMAGES), help="budget in training images instead of minutes")
+    t.add_argument("--batch-size", type=count(MAX_BATCH), help=f"(default: {d.train.batch_size})")
+    t.add_argument("--lr", type=positive(MAX_LR), help=f"peak learning rate (default: {d.train.lr})")
     t.add_argument("--out", default=None, help="run directory (default: runs/METHOD-DATASET)")
     t.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue a run from its last checkpoint with its own settings (--minutes/--images set the "
@@ -68,14 +79,16 @@ def register_distill(sub, fmt) -> None:
                        help="distil a trained flow model into a 1-4 step generator (guidance folded in)")
     p.add_argument("model", nargs="?", help="the teacher: a flow run directory or its model.json")
     p.add_argument("--method", choices=("progressive", "reflow"), help=f"(default: {d.method})")
-    p.add_argument("--steps", type=int, help=f"the student's steps = network calls per image (default: {d.steps})")
-    p.add_argument("--minutes", type=float, help=f"training time (default: {d.train.minutes})")
-    p.add_argument("--images", type=int, help="budget in training images instead of minutes")
-    p.add_argument("--guidance", type=float, help="the guidance scale to fold in (default: the teacher's; a "
-                   "stronger one can make a better student: 2 for the default recipe, which samples with 1.4)")
+    p.add_argument("--steps", type=count(MAX_STEPS),
+                   help=f"the student's steps = network calls per image (default: {d.steps})")
+    p.add_argument("--minutes", type=positive(MAX_MINUTES), help=f"training time (default: {d.train.minutes})")
+    p.add_argument("--images", type=count(MAX_TRAIN_IMAGES), help="budget in training images instead of minutes")
+    p.add_argument("--guidance", type=non_negative(MAX_GUIDANCE),
+                   help="the guidance scale to fold in (default: the teacher's; a stronger one can make a better "
+                        "student: 2 for the default recipe, which samples with 1.4)")
     p.add_argument("--guidance-interval", metavar="LO,HI",
                    help="the teacher's guidance only at LO < sigma <= HI (default: the teacher's; 0,inf = all)")
-    p.add_argument("--pairs", type=int, help=f"reflow: teacher (noise, image) pairs (default: {d.pairs})")
+    p.add_argument("--pairs", type=count(MAX_IMAGES), help=f"reflow: teacher (noise, image) pairs (default: {d.pairs})")
     p.add_argument("--student-channels", metavar="C1,C2,...",
                    help="a cheaper student: its UNet widths per level, trained from scratch (default: a copy of "
                         "the teacher)")

@@ -1,21 +1,117 @@
-"""What every command shares: the parent parsers of common and data flags, and the few helpers that turn parsed
-flags into config values and log lines."""
+"""What every command shares: the parent parsers of common and data flags, the one set of number types every
+command's flags use, the check of an output location, and the few helpers that turn parsed flags into config
+values and log lines."""
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+from pathlib import Path
 
 from ..config import DataConfig, load
+from ..errors import ImagegenError
 
 DATASET_HELP = "fashion-mnist | mnist | mnist-5k | digits | folder:PATH"
 
+# Limits of the numbers a flag takes: beyond them a value is a typo, not a plan, and would only run out of memory
+# or time. The sampler's (steps, batch, guidance) are the config's, which sampling.check_sampling applies too.
+MAX_SEED = 2**63 - 1  # as sampling.request.MAX_SEED: seeds are mixed into 63-bit per-image seeds
+MAX_IMAGES = 10_000_000  # as sampling.request.MAX_IMAGES: images to draw or pairs to make in one command
+MAX_TRAIN_IMAGES = 10**12  # a training budget in images (decades on one machine)
+MAX_MINUTES = 60 * 24 * 366  # a training budget in minutes: a year
+MAX_EPOCHS = 100_000
+MAX_LR = 10.0  # a learning rate above this diverges with any optimiser here
+MAX_SIDE = 4096  # pixels on an image side
+MAX_WIDTH = 4096  # channels of a layer
+MAX_PICTURE = 1000  # images in one explanation picture
+MAX_INDEX = 2**31 - 1  # an index into a data set or a class
 
-def common_flags() -> argparse.ArgumentParser:
-    """--seed, --device, --json, --no-progress: every command takes them."""
+
+def whole(lo: int, hi: int):
+    """An argparse type: a whole number in lo..hi, or a one-line error that says which."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(_outside(value, lo, hi))
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def count(hi: int):
+    """A positive whole number, at most `hi`."""
+    return whole(1, hi)
+
+
+def natural(hi: int):
+    """A non-negative whole number, at most `hi`."""
+    return whole(0, hi)
+
+
+def number(lo: float, hi: float, *, above: bool = False):
+    """An argparse type: a finite number in [lo, hi] (in (lo, hi] with `above`); NaN and inf are refused."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if not (lo < value if above else lo <= value) or value > hi:
+            raise argparse.ArgumentTypeError(_outside(value, lo, hi, above=above))
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def positive(hi: float):
+    """A finite number > 0, at most `hi`."""
+    return number(0.0, hi, above=True)
+
+
+def non_negative(hi: float):
+    """A finite number >= 0, at most `hi`."""
+    return number(0.0, hi)
+
+
+def numbers(lo: float, hi: float):
+    """An argparse type: comma-separated finite numbers in [lo, hi], e.g. "0,1,1.5"."""
+    one = number(lo, hi)
+
+    def parse(text: str) -> list[float]:
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        if not parts:
+            raise argparse.ArgumentTypeError(f"must be comma-separated numbers, got {text!r}")
+        return [one(p) for p in parts]
+
+    parse.__name__ = "numbers"
+    return parse
+
+
+def _outside(value, lo, hi, *, above: bool = False) -> str:
+    show = (lambda v: f"{v:,}") if isinstance(value, int) else (lambda v: f"{v:g}")
+    if value > hi:
+        return f"must be at most {show(hi)}, got {show(value)}: more is a typo, not a plan"
+    return f"must be {'>' if above else '>='} {show(lo)}, got {show(value)}"
+
+
+def common_flags(*, seed: bool = True, device: bool = True) -> argparse.ArgumentParser:
+    """--seed, --device, --json, --no-progress: every command takes them, but --seed and --device only where they
+    change something."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--seed", type=int, default=0, help="random seed")
-    common.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to compute")
+    if seed:
+        common.add_argument("--seed", type=natural(MAX_SEED), default=0, help="random seed")
+    if device:
+        common.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to compute")
     common.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout")
     common.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return common
@@ -35,7 +131,7 @@ def data_flags_parser() -> argparse.ArgumentParser:
     data.add_argument("--dataset", default=None, help=DATASET_HELP + " (default: fashion-mnist)")
     data.add_argument("--data-dir", default=None, help="folder with the dataset's files (else $IMAGEGEN_DATA)")
     data.add_argument("--download", action="store_true", help="download the dataset if it is not found")
-    data.add_argument("--size", type=int, default=None,
+    data.add_argument("--size", type=count(MAX_SIDE), default=None,
                       help="folder datasets: image side after resize and crop (default: 32)")
     data.add_argument("--channels", type=int, choices=(1, 3), default=None, help="folder datasets: 1 or 3")
     data.add_argument("--strict", action="store_true", help="folder datasets: unreadable files are an error")
@@ -56,3 +152,32 @@ def data_flags(args) -> dict:
 
 def data_config(args) -> DataConfig:
     return load(DataConfig, flags={k.removeprefix("data."): v for k, v in data_flags(args).items()})
+
+
+def check_output(path: str | os.PathLike | None, *, folder: bool = False, flag: str = "--out") -> Path | None:
+    """Refuse an output location before any work: an existing folder where a file belongs (or a file where a
+    folder belongs), a file among its parents, or a parent that cannot be written (read-only, no permission).
+    Missing parents are fine: the writers create them. None (not given) passes."""
+    if path is None:
+        return None
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise ImagegenError(f"{flag} {path} is a file; a directory is needed here")
+    if not folder and path.is_dir():
+        raise ImagegenError(f"{flag} {path} is a directory; give a file name (e.g. {path / 'out'}{path.suffix})")
+    parent = next(p for p in (path.parent, *path.parent.parents) if p.exists() or p == p.parent)
+    if not parent.is_dir():
+        raise ImagegenError(f"cannot write {path}: {parent} is a file, not a directory")
+    target = path if path.exists() else parent
+    if not os.access(target, os.W_OK):
+        raise ImagegenError(f"cannot write {path}: {_why_not_writable(target)}")
+    return path
+
+
+def _why_not_writable(path: Path) -> str:
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return f"{path} is on a read-only file system"
+    except OSError:
+        pass
+    return f"no permission to write in {path}" if path.is_dir() else f"no permission to write {path}"

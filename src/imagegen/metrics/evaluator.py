@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.numpy import load_file
+from torch import nn
 
-from ..artifacts import load_artifact
+from ..artifacts import restore
 from ..config import DataConfig
 from ..data.folder import folder_digest
 from ..errors import ImagegenError
@@ -85,11 +87,54 @@ def load_evaluator(dataset: str, path: str | Path | None = None, device: str = "
     if not (folder / "model.json").is_file():
         raise ImagegenError(f"no evaluator for {dataset!r} in {folder}; train it once with: "
                             f"imagegen evaluator train --dataset {dataset}")
-    art = load_artifact(folder, KIND)
-    model = build_model(KIND, art.config)
-    model.load_state_dict(art.state)
-    ref_path = folder / "reference.safetensors"
-    if not ref_path.is_file():
-        raise ImagegenError(f"{ref_path} is missing; retrain with: imagegen evaluator train --dataset {dataset}")
-    return Evaluator(model.eval(), tuple(art.meta["classes"]), tuple(art.meta["image_shape"]), art.meta["dataset"],
-                     float(art.meta["test_accuracy"]), load_file(str(ref_path)), resolve_device(device))
+    model, art = restore(folder, build_model, (KIND,), "an evaluator (imagegen evaluator train)",
+                         probe=check_evaluator)
+    reference = read_reference(folder / "reference.safetensors", model.feature_dim, dataset)
+    m = art.meta
+    return Evaluator(model.eval(), tuple(m["classes"]), tuple(m["image_shape"]), m["dataset"],
+                     float(m["test_accuracy"]), reference, resolve_device(device))
+
+
+REFERENCE = ("test_features", "train_features", "train_probs", "train_labels")  # what the metrics read
+
+
+def check_evaluator(net: nn.Module, art) -> None:
+    """An evaluator artifact describes itself consistently: classes, image shape, dataset and test accuracy as its
+    network was built for them, checked by a forward pass (on the meta device, where `artifacts.restore` calls
+    this)."""
+    m = art.meta
+    classes, shape = m.get("classes"), m.get("image_shape")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise ImagegenError(f"its meta 'classes' must be a list of class names, got {classes!r}")
+    if (not isinstance(shape, list) or len(shape) != 3 or not all(isinstance(v, int) and v > 0 for v in shape)
+            or shape[0] not in (1, 3)):
+        raise ImagegenError(f"its meta 'image_shape' must be [C, H, W] with C = 1 or 3, got {shape!r}")
+    if not isinstance(m.get("dataset"), str) or not isinstance(m.get("test_accuracy"), int | float):
+        raise ImagegenError("its meta must name its 'dataset' and 'test_accuracy'")
+    logits = net(torch.zeros(2, *shape))
+    if tuple(logits.shape) != (2, len(classes)):
+        raise ImagegenError(f"its network scores {logits.shape[1]} classes, but it names {len(classes)}")
+
+
+def read_reference(path: Path, feature_dim: int, dataset: str) -> dict[str, np.ndarray]:
+    """The cached reference features beside an evaluator, refused in one line when missing, unreadable or not of
+    this evaluator's feature size."""
+    retrain = f"retrain with: imagegen evaluator train --dataset {dataset}"
+    if not path.is_file():
+        raise ImagegenError(f"{path} is missing; {retrain}")
+    try:
+        ref = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ImagegenError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0]}); {retrain}"
+                            ) from None
+    missing = [k for k in REFERENCE if k not in ref]
+    if missing:
+        raise ImagegenError(f"{path} has no {missing[0]!r}; {retrain}")
+    for split in ("test", "train"):
+        feats = ref[f"{split}_features"]
+        if feats.ndim != 2 or feats.shape[1] != feature_dim or len(feats) == 0:
+            raise ImagegenError(f"{path}: {split}_features are {feats.shape}, not (N, {feature_dim}) features of "
+                                f"this evaluator; {retrain}")
+    if len(ref["train_probs"]) != len(ref["train_features"]) or len(ref["train_labels"]) != len(ref["train_features"]):
+        raise ImagegenError(f"{path}: train_features, train_probs and train_labels differ in length; {retrain}")
+    return ref

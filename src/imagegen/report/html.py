@@ -39,8 +39,12 @@ def build_report(run: str | os.PathLike, out: str | os.PathLike | None = None, *
             + "".join(body) + "</body></html>\n")
     path = Path(out) if out else run / "report.html"
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(page)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, say: no partial file stays behind
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -1,0 +1,500 @@
+"""Every bad input is a clear error: for each command, bad numbers, wrong files, wrong places, awkward images and
+wrong flags give exit 2 (usage) or 1 (failure) and one line on stderr that names the problem, never a traceback.
+
+The table runs the CLI in-process (`main(argv)`); a few cases run it as a real process, where a traceback would
+show; a full disk and a read-only folder are small tmpfs mounts, skipped where this process cannot mount."""
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.numpy import save_file as save_numpy
+
+import imagegen
+import imagegen.metrics.samples
+import imagegen.utils
+from imagegen import cli
+from imagegen.artifacts import save_artifact
+from imagegen.cli import main
+from imagegen.data import load_dataset
+from imagegen.models import EvaluatorNet, Generator, SeedClassifier, UNet
+
+CLASSES = [str(i) for i in range(10)]
+UNET = {"in_channels": 1, "image_size": 8, "num_classes": 10, "channels": [8, 16], "blocks": 1,
+        "attention": [False, False], "mid_attention": False}
+GAN = {"out_channels": 1, "image_size": 8, "num_classes": 10, "z_dim": 8, "width": 8, "conditioning": "norm"}
+CLF = {"in_channels": 1, "image_size": 8, "num_classes": 10, "filters": 4, "hidden": 8}
+EVAL = {"in_channels": 1, "image_size": 8, "num_classes": 10, "width": 4}
+SAMPLE = {"steps": 2, "sampler": "euler", "guidance": 1.0, "guidance_interval": None, "batch_size": 50}
+
+
+def gen_meta(**changes):
+    return {"method": "flow", "classes": CLASSES, "image_shape": [1, 8, 8], "dataset": "digits", "sample": SAMPLE,
+            **changes}
+
+
+def rewrite_header(run: Path, **changes) -> Path:
+    """The run's model.json with top-level entries (or meta entries, given as meta={...}) replaced."""
+    doc = json.loads((run / "model.json").read_text())
+    doc["meta"].update(changes.pop("meta", {}))
+    doc.update(changes)
+    (run / "model.json").write_text(json.dumps(doc))
+    return run
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def truncate(path: Path, keep: float) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory) -> Path:
+    """Tiny models of every kind, and wrong files of every kind next to them."""
+    z = tmp_path_factory.mktemp("zoo")
+    torch.manual_seed(0)
+    save_artifact(z / "gen", "unet", UNET, UNet(**UNET), gen_meta())
+    save_artifact(z / "gan", "dcgan-generator", GAN, Generator(**GAN), gen_meta(method="gan"))
+    save_artifact(z / "clf", "seed-classifier", CLF, SeedClassifier(**CLF),
+                  {"classes": CLASSES, "dataset": "digits", "image_shape": [1, 8, 8]})
+    ev = EvaluatorNet(**EVAL)
+    save_artifact(z / "ev", "evaluator", EVAL, ev, {"classes": CLASSES, "dataset": "digits",
+                                                    "image_shape": [1, 8, 8], "test_accuracy": 0.5})
+    d, rng = ev.feature_dim, np.random.default_rng(0)
+    n = {split: len(load_dataset("digits", split)) for split in ("train", "test")}  # as the metrics index them
+    save_numpy({f"{split}_{what}": rng.random((n[split], width), np.float32) for split in n
+                for what, width in (("features", d), ("probs", 10))}
+               | {f"{split}_labels": np.arange(n[split]) % 10 for split in n}, str(z / "ev" / "reference.safetensors"))
+
+    truncate(copy_run(z / "gen", z / "cut") / "model.safetensors", 0.5)  # the header survives, tensors do not
+    truncate(copy_run(z / "gen", z / "cut-header") / "model.safetensors", 0.0001)
+    truncate(copy_run(z / "clf", z / "cut-clf") / "model.safetensors", 0.5)
+    rewrite_header(copy_run(z / "gen", z / "foreign"), format="pytorch-lightning")
+    (z / "pickle").mkdir()
+    torch.save(UNet(**UNET).state_dict(), z / "pickle" / "model.pt")
+    copy_run(z / "gen", z / "pickled")
+    (z / "pickled" / "model.safetensors").write_bytes((z / "pickle" / "model.pt").read_bytes())
+    rewrite_header(copy_run(z / "gen", z / "wrong-shape"), config={**UNET, "channels": [8, 32]})
+    rewrite_header(copy_run(z / "gen", z / "absurd"), config={**UNET, "channels": [100_000, 100_000]})
+    rewrite_header(copy_run(z / "gen", z / "bad-config"), config={**UNET, "wings": 2})
+    rewrite_header(copy_run(z / "gen", z / "bad-shape-meta"), meta={"image_shape": [3, 8, 8]})
+    rewrite_header(copy_run(z / "gen", z / "bad-classes"), meta={"classes": CLASSES[:4]})
+    rewrite_header(copy_run(z / "gen", z / "bad-method"), meta={"method": "gan"})
+    rewrite_header(copy_run(z / "gen", z / "bad-sample"), meta={"sample": {**SAMPLE, "steps": 0}})
+    rewrite_header(copy_run(z / "ev", z / "ev-wrong-shape"), config={**EVAL, "width": 8})
+    (copy_run(z / "ev", z / "ev-no-ref") / "reference.safetensors").unlink()
+    truncate(copy_run(z / "ev", z / "ev-cut-ref") / "reference.safetensors", 0.5)
+
+    images = np.random.default_rng(0).integers(0, 256, (20, 1, 8, 8), dtype=np.uint8)
+    np.savez(z / "s.npz", images=images, labels=np.arange(20) % 10)
+    np.savez(z / "bad-labels.npz", images=images[:2], labels=np.array([-1, 99]))
+    np.savez(z / "s28.npz", images=np.zeros((4, 1, 28, 28), np.uint8))
+    np.save(z / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    (z / "objects.npz").write_bytes((z / "objects.npy").read_bytes())  # a pickle under an .npz name
+    (z / "junk.npz").write_bytes(os.urandom(300))
+    Image.new("L", (8, 8), 128).save(z / "img.png")
+    (z / "empty.png").write_bytes(b"")
+    (z / "afile").write_text("a file, not a folder")
+    (z / "adir").mkdir()
+    (z / "bad.toml").write_text("[train\nlr = ")
+    return z
+
+
+def run_cli(capsys, argv: list[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line(code: int, err: str, want_code: int, phrase: str) -> None:
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if not line.startswith("imagegen: warning:")]
+    assert len(lines) == 1, err
+    assert code == want_code, err
+    assert lines[0].startswith("imagegen: "), err
+    assert phrase in lines[0], err
+
+
+# (id, command line with {z} = the zoo and {t} = this test's folder, exit code, a phrase of the one stderr line)
+NUMBERS = [
+    ("train-lr-nan", "train --dataset digits --lr nan", 2, "--lr must be a finite number, got 'nan'"),
+    ("train-images-zero", "train --dataset digits --images 0", 2, "--images must be >= 1, got 0"),
+    ("train-minutes-negative", "train --dataset digits --minutes -1", 2, "--minutes must be > 0"),
+    ("train-batch-huge", "train --dataset digits --batch-size 100000000000", 2,
+     "--batch-size must be at most 16,384, got 100,000,000,000"),
+    ("train-seed-negative", "train --dataset digits --seed -1", 2, "--seed must be >= 0, got -1"),
+    ("train-images-words", "train --dataset digits --images many", 2, "must be a whole number, got 'many'"),
+    ("train-set-nan", "train --dataset digits --set train.lr=nan", 2, "config key train.lr must be a number"),
+    ("sample-n-zero", "sample {z}/gen --n 0 --out {t}/s.npz", 2, "n must be"),
+    ("sample-seed-huge", "sample {z}/gen --seed 99999999999999999999 --out {t}/s.npz", 2,
+     "--seed must be at most"),
+    ("distill-steps-zero", "distill {z}/gen --steps 0", 2, "--steps must be >= 1, got 0"),
+    ("distill-guidance-inf", "distill {z}/gen --guidance inf", 2, "--guidance must be a finite number"),
+    ("distill-pairs-huge", "distill {z}/gen --pairs 1000000000", 2, "--pairs must be at most 10,000,000"),
+    ("eval-k-zero", "eval {z}/s.npz --evaluator {z}/ev --k 0", 2, "--k must be >= 1, got 0"),
+    ("explain-nearest-k-zero", "explain nearest {z}/gen --k 0", 2, "--k must be >= 1, got 0"),
+    ("explain-nearest-n-negative", "explain nearest {z}/gen --n -2", 2, "--n must be >= 1, got -2"),
+    ("explain-guidance-scales-nan", "explain guidance {z}/gen --scales 0,1,nan", 2,
+     "--scales must be a finite number, got 'nan'"),
+    ("explain-walk-one-frame", "explain walk {z}/gen --frames 1", 2, "--frames must be >= 2, got 1"),
+    ("explain-walk-seed-negative", "explain walk {z}/gen --seeds -1 3", 2, "--seeds must be >= 0"),
+    ("explain-trajectory-steps-huge", "explain trajectory {z}/gen --steps 100000000", 2,
+     "--steps must be at most 10,000"),
+    ("explain-ig-steps-zero", "explain attributions {z}/clf --ig-steps 0", 2, "--ig-steps must be >= 1"),
+    ("explain-features-index-negative", "explain features {z}/clf --index -1", 2, "--index must be >= 0"),
+    ("explain-features-index-past-end", "explain features {z}/clf --index 100000", 2, "--index 100000 is out of range"),
+    ("classify-epochs-zero", "classify train --dataset digits --epochs 0", 2, "--epochs must be >= 1"),
+    ("classify-lr-huge", "classify train --dataset digits --lr 1e9", 2, "--lr must be at most 10"),
+    ("evaluator-width-huge", "evaluator train --dataset digits --width 100000000", 2,
+     "--width must be at most 4,096"),
+    ("evaluator-epochs-negative", "evaluator train --dataset digits --epochs -3", 2, "--epochs must be >= 1"),
+    ("data-size-zero", "data --dataset digits --size 0", 2, "--size must be >= 1, got 0"),
+    ("data-size-huge", "data --dataset digits --size 100000000", 2, "--size must be at most 4,096"),
+    ("demo-minutes-nan", "demo --minutes nan", 2, "--minutes must be a finite number"),
+    ("demo-eval-samples-negative", "demo --eval-samples -1", 2, "--eval-samples must be >= 0"),
+]
+
+FILES = [
+    ("sample-truncated", "sample {z}/cut --out {t}/s.npz", 1, "is not a safetensors file, or is cut short"),
+    ("sample-truncated-header", "sample {z}/cut-header --out {t}/s.npz", 1, "is not a safetensors file"),
+    ("sample-not-ours", "sample {z}/foreign --out {t}/s.npz", 1, "is not an imagegen checkpoint header"),
+    ("sample-pickle", "sample {z}/pickle/model.pt --out {t}/s.npz", 1, "pickled .pt/.pth/.ckpt files are never"),
+    ("sample-pickle-as-safetensors", "sample {z}/pickled --out {t}/s.npz", 1, "is not a safetensors file"),
+    ("sample-wrong-shape", "sample {z}/wrong-shape --out {t}/s.npz", 1,
+     "does not hold the weights of the network its config describes"),
+    ("sample-absurd-size", "sample {z}/absurd --out {t}/s.npz", 1, "parameters (at most 2,000,000,000)"),
+    ("sample-unknown-keyword", "sample {z}/bad-config --out {t}/s.npz", 1, "its config does not build a unet"),
+    ("sample-classifier", "sample {z}/clf --out {t}/s.npz", 1,
+     "holds a model of kind 'seed-classifier'; an imagegen generator is needed here"),
+    ("sample-evaluator", "sample {z}/ev --out {t}/s.npz", 1, "holds a model of kind 'evaluator'; an imagegen"),
+    ("sample-meta-shape", "sample {z}/bad-shape-meta --out {t}/s.npz", 1, "does not fit its own description"),
+    ("sample-meta-classes", "sample {z}/bad-classes --out {t}/s.npz", 1, "it names 4 classes, but its network"),
+    ("sample-meta-method", "sample {z}/bad-method --out {t}/s.npz", 1, "names method 'gan'"),
+    ("sample-meta-steps", "sample {z}/bad-sample --out {t}/s.npz", 1, "its sample.steps must be >= 1"),
+    ("sample-missing", "sample {t}/nothing --out {t}/s.npz", 1, "does not exist"),
+    ("distill-classifier", "distill {z}/clf --out {t}/d", 1, "an imagegen generator is needed"),
+    ("distill-wrong-shape", "distill {z}/wrong-shape --out {t}/d", 1, "does not hold the weights"),
+    ("distill-bad-config-file", "distill {z}/gen --config {z}/bad.toml --out {t}/d", 2, "bad.toml"),
+    ("train-bad-config-file", "train --config {z}/bad.toml --out {t}/r", 2, "bad.toml"),
+    ("train-missing-config-file", "train --config {t}/none.toml --out {t}/r", 2, "none.toml"),
+    ("explain-trajectory-classifier", "explain trajectory {z}/clf --out {t}/x.png", 1, "an imagegen generator"),
+    ("explain-trajectory-truncated", "explain trajectory {z}/cut --out {t}/x.png", 1, "safetensors file"),
+    ("explain-features-generator", "explain features {z}/gen --out {t}/x.png", 1, "holds a 'unet' model"),
+    ("explain-filters-truncated", "explain filters {z}/cut-clf --out {t}/x.png", 1, "safetensors file"),
+    ("explain-attributions-labels", "explain attributions {z}/clf --samples {z}/bad-labels.npz --out {t}/x.png", 1,
+     "labels must lie in 0..9"),
+    ("explain-attributions-pickle", "explain attributions {z}/pickle/model.pt --out {t}/x.png", 1, "never loaded"),
+    ("eval-generator-as-evaluator", "eval {z}/s.npz --evaluator {z}/gen --no-memorization", 1,
+     "holds a model of kind 'unet'; an evaluator (imagegen evaluator train) is needed here"),
+    ("eval-evaluator-wrong-shape", "eval {z}/s.npz --evaluator {z}/ev-wrong-shape --no-memorization", 1,
+     "does not hold the weights"),
+    ("eval-reference-missing", "eval {z}/s.npz --evaluator {z}/ev-no-ref --no-memorization", 1,
+     "reference.safetensors is missing"),
+    ("eval-reference-truncated", "eval {z}/s.npz --evaluator {z}/ev-cut-ref --no-memorization", 1,
+     "reference.safetensors is not a readable safetensors file"),
+    ("eval-samples-junk", "eval {z}/junk.npz --evaluator {z}/ev --no-memorization", 1, "not a readable .npz"),
+    ("eval-samples-pickle", "eval {z}/objects.npz --evaluator {z}/ev --no-memorization", 1, "not a readable .npz"),
+    ("eval-samples-wrong-shape", "eval {z}/s28.npz --evaluator {z}/ev --no-memorization", 1, "needs (N, 1, 8, 8)"),
+    ("report-not-ours", "report {z}/foreign", 1, "is not an imagegen checkpoint header"),
+    ("report-truncated", "report {z}/cut --out {t}/r.html", 1, "safetensors file"),
+    ("report-not-a-run", "report {z}/adir", 1, "is not a run directory"),
+    ("classify-predict-generator", "classify predict {z}/gen {z}/img.png", 1, "'seed-classifier' model is needed"),
+    ("classify-predict-truncated", "classify predict {z}/cut-clf {z}/img.png", 1, "safetensors file"),
+    ("classify-bad-config-file", "classify train --config {z}/bad.toml", 2, "bad.toml"),
+    ("evaluator-folder-is-a-file", "evaluator train --dataset folder:{z}/afile", 1, "afile"),
+    ("data-unknown", "data --dataset cifar10", 1, "unknown dataset 'cifar10'"),
+]
+
+PLACES = [
+    ("train-out-is-a-file", "train --dataset digits --images 32 --out {z}/afile", 1, "{z}/afile is a file"),
+    ("train-out-under-a-file", "train --dataset digits --images 32 --out {z}/afile/run", 1, "afile"),
+    ("sample-out-under-a-file", "sample {z}/gen --n 2 --out {z}/afile/s.npz", 1, "afile"),
+    ("distill-out-is-a-file", "distill {z}/gen --out {z}/afile", 1, "afile"),
+    ("explain-out-is-a-dir", "explain filters {z}/clf --out {z}/adir", 1, "--out {z}/adir is a directory"),
+    ("explain-out-under-a-file", "explain filters {z}/clf --out {z}/afile/x.png", 1,
+     "cannot write {z}/afile/x.png: {z}/afile is a file, not a directory"),
+    ("report-out-is-a-dir", "report {z}/clf --out {z}/adir --no-explain", 1, "--out {z}/adir is a directory"),
+    ("classify-out-is-a-file", "classify train --dataset digits --out {z}/afile", 1,
+     "--out {z}/afile is a file; a directory is needed here"),
+    ("evaluator-out-is-a-file", "evaluator train --dataset digits --out {z}/afile", 1, "--out {z}/afile is a file"),
+    ("eval-pairs-is-a-dir", "eval {z}/s.npz --evaluator {z}/ev --pairs {z}/adir", 1, "--pairs {z}/adir is a directory"),
+    ("data-grid-under-a-file", "data --dataset digits --grid {z}/afile/g.png", 1, "{z}/afile is a file"),
+    ("demo-out-is-a-file", "demo --dataset digits --out {z}/afile", 1, "--out {z}/afile is a file"),
+]
+
+IMAGES = [
+    ("classify-predict-empty-image", "classify predict {z}/clf {z}/empty.png", 1, "empty.png: empty file"),
+    ("classify-predict-missing-image", "classify predict {z}/clf {t}/none.png", 1, "none.png"),
+    ("explain-attributions-empty-image", "explain attributions {z}/clf {z}/empty.png --out {t}/a.png", 1,
+     "empty.png: empty file"),
+    ("explain-attributions-big-image", "explain attributions {z}/clf {t}/big.png --out {t}/a.png", 2, "--resize"),
+]
+
+USAGE = [
+    ("train-unknown-flag", "train --dataset digits --epochs 3", 2,
+     "unrecognized arguments: --epochs 3 (see: imagegen train --help)"),
+    ("train-resume-and-lr", "train --resume {z}/gen --lr 0.1", 2, "--lr cannot be given with --resume"),
+    ("sample-bad-sampler", "sample {z}/gen --sampler rk4", 2, "invalid choice: 'rk4'"),
+    ("distill-bad-method", "distill {z}/gen --method magic", 2, "invalid choice: 'magic'"),
+    ("eval-no-samples", "eval", 2, "the following arguments are required: samples"),
+    ("explain-no-picture", "explain", 2, "the following arguments are required: WHAT"),
+    ("explain-other-pictures-flag", "explain trajectory {z}/gen --frames 4", 2,
+     "unrecognized arguments: --frames 4 (see: imagegen explain trajectory --help)"),
+    ("explain-no-abbreviation", "explain trajectory {z}/gen --sample x", 2, "unrecognized arguments: --sample x"),
+    ("explain-walk-has-no-seed", "explain walk {z}/gen --seed 3", 2, "unrecognized arguments: --seed 3"),
+    ("explain-guidance-has-no-guidance", "explain guidance {z}/gen --guidance 2", 2, "unrecognized arguments"),
+    ("explain-filters-has-no-n", "explain filters {z}/clf --n 3", 2, "unrecognized arguments: --n 3"),
+    ("explain-features-has-no-device", "explain features {z}/clf --device cpu", 2, "unrecognized arguments"),
+    ("explain-dataset-for-a-file", "explain filters {z}/clf --dataset digits", 2,
+     "--dataset chooses the cached evaluator"),
+    ("explain-files-and-samples", "explain attributions {z}/clf {z}/img.png --samples {z}/s.npz", 2,
+     "image files or --samples, not both"),
+    ("explain-layer-without-grad-cam", "explain attributions {z}/clf --methods saliency --layer features.0", 2,
+     "--layer is Grad-CAM's layer"),
+    ("explain-gan-steps", "explain walk {z}/gan --steps 4 --out {t}/w.png", 2,
+     "a gan model draws each image in one network call: --steps does not apply"),
+    ("report-bad-device", "report {z}/clf --device gpu", 2, "invalid choice: 'gpu'"),
+    ("report-has-no-seed", "report {z}/clf --seed 1", 2, "unrecognized arguments: --seed 1"),
+    ("classify-no-command", "classify", 2, "the following arguments are required: COMMAND"),
+    ("classify-predict-has-no-seed", "classify predict {z}/clf {z}/img.png --seed 2", 2, "unrecognized arguments"),
+    ("evaluator-bad-device", "evaluator train --dataset digits --device tpu", 2, "invalid choice: 'tpu'"),
+    ("data-has-no-device", "data --dataset digits --device cpu", 2, "unrecognized arguments: --device cpu"),
+    ("data-bad-channels", "data --dataset digits --channels 2", 2, "invalid choice: 2"),
+]
+
+TABLE = [pytest.param(*case[1:], id=f"{group}:{case[0]}") for group, cases in
+         (("numbers", NUMBERS), ("files", FILES), ("places", PLACES), ("images", IMAGES), ("usage", USAGE))
+         for case in cases]
+
+
+@pytest.mark.parametrize(("line", "want", "phrase"), TABLE)
+def test_bad_input_is_one_line(zoo, tmp_path, capsys, line, want, phrase):
+    if "{t}/big.png" in line:
+        Image.new("L", (20, 12)).save(tmp_path / "big.png")
+    argv = [a.format(z=zoo, t=tmp_path) for a in line.split()]
+    code, _, err = run_cli(capsys, argv)
+    assert_one_line(code, err, want, phrase.format(z=zoo, t=tmp_path))
+    assert not list(tmp_path.rglob("*.tmp*")), "a failed command left a temporary file"
+
+
+def test_the_table_covers_every_group_of_every_command():
+    commands = {"train", "sample", "eval", "distill", "explain", "report", "classify", "evaluator", "data"}
+    need = {"numbers": commands - {"report"}, "files": commands, "places": commands, "usage": commands}
+    for group, cases in (("numbers", NUMBERS), ("files", FILES), ("places", PLACES), ("usage", USAGE)):
+        covered = {case[1].split()[0] for case in cases}  # report takes no number
+        assert need[group] <= covered, f"{group}: no case for {sorted(need[group] - covered)}"
+
+
+# -- awkward images in a folder data set, from the command line ---------------------------------------------------
+
+
+def _folder_with(tmp_path: Path, name: str, write) -> Path:
+    root = tmp_path / "pics"
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.new("L", (10, 10), 60 * i).save(root / cls / f"{i}.png")
+    write(root / "a" / name)
+    return root
+
+
+def _gray16(p):
+    Image.fromarray(np.full((12, 12), 40000, np.uint16)).save(p)
+
+
+def _palette(p):
+    im = Image.new("P", (12, 12), 1)
+    im.putpalette([0, 0, 0, 255, 0, 0])
+    im.save(p)
+
+
+def _bomb(p):
+    Image.new("L", (2000, 2000)).save(p)  # over the limit set below
+
+
+AWKWARD = {  # name -> (write it, decoded (0) or refused by name (1) under --strict)
+    "empty.png": (lambda p: p.write_bytes(b""), 1),
+    "corrupt.png": (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200)), 1),
+    "cut.jpg": (lambda p: p.write_bytes(_jpeg_bytes()[:300]), 1),
+    "huge.png": (_bomb, 1),
+    "gray16.png": (_gray16, 0),
+    "palette.png": (_palette, 0),
+    "cmyk.jpg": (lambda p: Image.new("CMYK", (12, 12), (0, 255, 255, 0)).save(p), 0),
+    "alpha.png": (lambda p: Image.new("RGBA", (12, 12), (255, 0, 0, 128)).save(p), 0),
+}
+
+
+def _jpeg_bytes() -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("name", sorted(AWKWARD))
+def test_awkward_images_in_a_folder_are_one_line(tmp_path, capsys, monkeypatch, name):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)  # so that a "bomb" stays small
+    write, refused = AWKWARD[name]
+    root = _folder_with(tmp_path, name, write)
+    code, out, err = run_cli(capsys, ["data", "--dataset", f"folder:{root}", "--size", "8", "--strict"])
+    if refused:
+        assert_one_line(code, err, 1, f"a/{name} (")
+    else:
+        assert code == 0 and "Traceback" not in err and err.count("\n") <= 1, err
+        assert "train:" in out
+    code, _, err = run_cli(capsys, ["data", "--dataset", f"folder:{root}", "--size", "8"])  # lenient: skipped
+    assert code == 0 and "Traceback" not in err and err.count("\n") == refused, err
+
+
+# -- wrong places that need a mount: a full disk, a read-only folder -----------------------------------------------
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str = "1m", read_only: bool = False):
+    """A small tmpfs at `path`, unmounted afterwards; the test skips where this process cannot mount one."""
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:  # lazily where a file is still open there (the failure under test may leak one)
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def fill(folder: Path) -> Path:
+    """Write a file until the disk is full; returns it."""
+    filler = folder / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+    return filler
+
+
+WRITERS = {  # command lines that write into {d}, the full or read-only folder
+    "train": "train --dataset digits --images 32 --batch-size 32 --set model.channels=8,16 "
+             "--set model.attention=false,false --set train.eval_samples=0 --out {d}/run",
+    "sample": "sample {z}/gen --n 4 --out {d}/s.npz",
+    "sample-pngs": "sample {z}/gen --n 4 --out {d}/pngs",
+    "classify": "classify train --dataset digits --epochs 1 --out {d}/clf",
+    "evaluator": "evaluator train --dataset digits --epochs 1 --width 4 --out {d}/ev",
+    "explain": "explain filters {z}/clf --out {d}/filters.png",
+    "report": "report {run} --no-explain --out {d}/report.html",
+    "data": "data --dataset digits --grid {d}/grid.png",
+    "eval": "eval {z}/s.npz --evaluator {z}/ev --pairs {d}/pairs.png",
+}
+
+
+@pytest.fixture
+def report_run(zoo, tmp_path):
+    return copy_run(zoo / "clf", tmp_path / "clf-run")
+
+
+# Writers that clean up a failed temporary file come with other parts of issue 22: utils.atomic_write (and the
+# same in pixels.save_png and artifacts) with h-ckpt, metrics.samples.save_samples with h-honest. Until those are
+# here, those commands leave their .tmp file on a full disk: expected to fail, and the mark lifts itself.
+ATOMIC_WRITE = hasattr(imagegen.utils, "atomic_write")
+SAMPLE_WRITER = hasattr(imagegen.metrics.samples, "save_sample_folder")
+NEEDS = {"train": ATOMIC_WRITE, "data": ATOMIC_WRITE, "eval": ATOMIC_WRITE,
+         "sample-pngs": ATOMIC_WRITE, "sample": SAMPLE_WRITER}
+WITHOUT_CLEANUP = pytest.mark.xfail(strict=True, reason="this command's writer leaves its .tmp file on a full "
+                                    "disk until h-ckpt's atomic_write / h-honest's save_samples are merged")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[] if NEEDS.get(n, True) else [WITHOUT_CLEANUP])
+                                  for n in sorted(WRITERS)])
+def test_a_full_disk_is_one_line_and_leaves_no_partial_file(zoo, tmp_path, capsys, report_run, name):
+    with tmpfs(tmp_path / "disk") as disk:
+        filler = fill(disk)
+        argv = [a.format(z=zoo, d=disk, run=report_run) for a in WRITERS[name].split()]
+        code, _, err = run_cli(capsys, argv)
+        assert_one_line(code, err, 1, "No space left on device")
+        assert "cannot write" in err
+        files = [p for p in disk.rglob("*") if p.is_file()]
+        assert files == [filler], f"left behind: {[str(p.relative_to(disk)) for p in files if p != filler]}"
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_a_read_only_folder_is_one_line_before_any_work(zoo, tmp_path, capsys, report_run, name):
+    with tmpfs(tmp_path / "ro", read_only=True) as ro:
+        argv = [a.format(z=zoo, d=ro, run=report_run) for a in WRITERS[name].split()]
+        code, _, err = run_cli(capsys, argv)
+        assert_one_line(code, err, 1, "cannot write")
+        assert str(ro) in err and not [p for p in ro.rglob("*")]
+
+
+def test_a_missing_parent_is_created(zoo, tmp_path, capsys, report_run):
+    out = tmp_path / "new" / "deeper" / "report.html"
+    assert main(["report", str(report_run), "--no-explain", "--out", str(out)]) == 0 and out.is_file()
+    out = tmp_path / "other" / "filters.png"
+    assert main(["explain", "filters", str(zoo / "clf"), "--out", str(out)]) == 0 and out.is_file()
+    capsys.readouterr()
+
+
+# -- what no table can show: unexpected errors, and a real process ------------------------------------------------
+
+
+def test_an_unexpected_error_is_one_line_and_debug_shows_it(zoo, capsys, monkeypatch):
+    import imagegen.report
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug\nsecond line")
+
+    monkeypatch.setattr(imagegen.report, "build_report", broken)
+    code, _, err = run_cli(capsys, ["report", str(zoo / "clf")])
+    assert code == 1 and err == ("imagegen: internal error: RuntimeError: a bug "
+                                 "(set IMAGEGEN_DEBUG=1 for the traceback)\n")
+    monkeypatch.setenv("IMAGEGEN_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["report", str(zoo / "clf")])
+
+
+def test_os_errors_name_the_file_being_written_not_its_temporary(tmp_path):
+    e = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "grid.png.tmp"))
+    assert cli.os_error_line(e) == f"cannot write {tmp_path / 'grid.png'}: No space left on device"
+    e = OSError(errno.ENOSPC, "No space left on device")  # a write() names no file: the command's --out stands in
+    assert cli.os_error_line(e, "runs/x") == "cannot write runs/x: No space left on device"
+    e = IsADirectoryError(errno.EISDIR, "Is a directory", str(tmp_path / "a.tmp"), None, str(tmp_path / "a"))
+    assert cli.os_error_line(e) == f"cannot write {tmp_path / 'a'}: Is a directory"
+    e = FileNotFoundError(errno.ENOENT, "No such file or directory", str(tmp_path / "gone.png"))
+    assert cli.os_error_line(e) == f"cannot read {tmp_path / 'gone.png'}: No such file or directory"
+
+
+def _subprocess(*argv: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(Path(imagegen.__file__).parents[1]), "IMAGEGEN_PROGRESS": "0"}
+    return subprocess.run([sys.executable, "-m", "imagegen", *argv], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+@pytest.mark.parametrize(("argv", "want", "phrase"), [
+    (["sample", "{z}/cut", "--out", "{z}/never.npz"], 1, "is not a safetensors file, or is cut short"),
+    (["explain", "trajectory", "{z}/gen", "--frames", "3"], 2, "unrecognized arguments: --frames 3"),
+    (["train", "--dataset", "digits", "--lr", "-1"], 2, "--lr must be > 0"),
+    (["eval", "{z}/s.npz", "--evaluator", "{z}/ev-wrong-shape"], 1, "does not hold the weights"),
+], ids=["truncated", "foreign-flag", "negative-lr", "evaluator-shape"])
+def test_a_real_process_prints_one_line(zoo, argv, want, phrase):
+    done = _subprocess(*[a.format(z=zoo) for a in argv])
+    assert done.returncode == want and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1 and phrase in done.stderr, done.stderr
