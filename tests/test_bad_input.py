@@ -412,19 +412,7 @@ def report_run(zoo, tmp_path):
     return copy_run(zoo / "clf", tmp_path / "clf-run")
 
 
-# Writers that clean up a failed temporary file come with other parts of issue 22: utils.atomic_write (and the
-# same in pixels.save_png and artifacts) with h-ckpt, metrics.samples.save_samples with h-honest. Until those are
-# here, those commands leave their .tmp file on a full disk: expected to fail, and the mark lifts itself.
-ATOMIC_WRITE = hasattr(imagegen.utils, "atomic_write")
-SAMPLE_WRITER = hasattr(imagegen.metrics.samples, "save_sample_folder")
-NEEDS = {"train": ATOMIC_WRITE, "data": ATOMIC_WRITE, "eval": ATOMIC_WRITE,
-         "sample-pngs": ATOMIC_WRITE, "sample": SAMPLE_WRITER}
-WITHOUT_CLEANUP = pytest.mark.xfail(strict=True, reason="this command's writer leaves its .tmp file on a full "
-                                    "disk until h-ckpt's atomic_write / h-honest's save_samples are merged")
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[] if NEEDS.get(n, True) else [WITHOUT_CLEANUP])
-                                  for n in sorted(WRITERS)])
+@pytest.mark.parametrize("name", sorted(WRITERS))
 def test_a_full_disk_is_one_line_and_leaves_no_partial_file(zoo, tmp_path, capsys, report_run, name):
     with tmpfs(tmp_path / "disk") as disk:
         filler = fill(disk)

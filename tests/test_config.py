@@ -229,7 +229,7 @@ FLAT_DEFAULTS = {
               "channels_last": True, "flip": False, "checkpoint_minutes": 5.0, "checkpoint_images": None,
               "grid_minutes": 2.0, "log_every": 50, "max_bad_steps": 5, "eval_samples": 2000},
     "sample": {"sampler": "dpmpp-2m", "steps": 8, "guidance": 1.4, "guidance_interval": [0.3, 3.0],
-               "batch_size": 250},
+               "batch_size": 250, "eta": 0.0},  # eta is new since 007ca4e (ddim's; 0 = what ddim did then)
     "seed": 0, "device": "auto",
 }
 # what `network_configs` built at 007ca4e for each method's defaults, for 28x28 grey images of 10 classes

@@ -372,6 +372,7 @@ def test_a_killed_distillation_resumes_from_its_last_checkpoint_exactly(teacher,
         return progressive_loss(*args, **kwargs)
 
     monkeypatch.setattr(distill_module, "progressive_loss", dies)
+    monkeypatch.setenv("IMAGEGEN_DEBUG", "1")  # the CLI re-raises the "kill" instead of printing it in one line
     run = tmp_path / "killed"
     argv = ["distill", str(teacher), "--out", str(run), "--images", "192", *TINY_DISTILL]
     with pytest.raises(RuntimeError, match="killed"):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from imagegen.cli import main
-from imagegen.config import DistillConfig
+from imagegen.config import DistillConfig, DistillTrainConfig
 from imagegen.errors import ImagegenError
 from imagegen.train import loop
 from imagegen.train.distill import distill
@@ -87,8 +87,8 @@ def test_another_process_holding_a_run_refuses_train_overwrite_resume_and_distil
     teacher = tmp_path / "teacher"
     loop.train(tiny_config(images=32), teacher, **QUIET)
     with pytest.raises(ImagegenError, match=f"is in use by process {proc.pid}"):
-        distill(teacher, run, DistillConfig(method="progressive", steps=2, teacher_steps=4, minutes=0.01,
-                                            batch_size=8), overwrite=True, **QUIET)
+        distill(teacher, run, DistillConfig(method="progressive", steps=2, teacher_steps=4,
+                                            train=DistillTrainConfig(minutes=0.01, batch_size=8)), overwrite=True, **QUIET)
 
 
 def test_the_lock_of_a_killed_owner_is_taken_over_with_a_warning(holder):

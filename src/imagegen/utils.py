@@ -149,7 +149,11 @@ class RunLock:
                                     "finish, or stop it first") from None
             if _same_file(fd, self.path / LOCK_NAME):
                 self.fd = fd
-                self._claim(_read_owner(fd))
+                try:
+                    self._claim(_read_owner(fd))
+                except BaseException:  # e.g. a full disk: release and remove what was made, leaving nothing behind
+                    self.__exit__()
+                    raise
                 return self
             os.close(fd)  # the owner removed the file we opened (releasing it): lock the one there now
         raise ImagegenError(f"could not lock the run directory {self.path}: its lock file keeps changing")
