@@ -133,8 +133,6 @@ def test_a_run_stopped_between_two_log_lines_resumes_to_the_same_weights(tmp_pat
     same_state(*stopped_and_resumed(tmp_path, method))
 
 
-@pytest.mark.xfail(strict=True, reason="train.loop keeps the losses since the last log line in memory only: a run "
-                   "stopped (or killed) between two lines logs, after resuming, the mean of the steps it ran since")
 def test_a_run_stopped_between_two_log_lines_logs_the_same_metrics(tmp_path):
     full, part = stopped_and_resumed(tmp_path, "vae")
     assert metrics(full) == metrics(part)

@@ -136,8 +136,11 @@ def run_loop(task: Task, out: str | Path, *, resume: bool = False, overwrite: bo
     config, doc, tensors = _open_run(task, run, resume, overwrite)
     task.build(run, doc, tensors)
     state = {"step": 0, "images": 0, "seconds": 0.0, "bad_steps": 0, **task.start}
+    losses: list[dict] = []  # the steps' losses since the last log line, saved with each checkpoint
     if doc is not None:
-        state.update(doc["progress"])
+        progress_saved = dict(doc["progress"])
+        losses = progress_saved.pop("window", [])  # absent from checkpoints written before it was saved
+        state.update(progress_saved)
         log(f"resumed {run} at {state['images']:,} images ({state['seconds'] / 60:.1f} min of training)")
     cfg = task.train
     beta = ema_beta(cfg.batch_size, cfg.ema_half_life_images)
@@ -147,7 +150,7 @@ def run_loop(task: Task, out: str | Path, *, resume: bool = False, overwrite: bo
 
     def save_checkpoint():
         checkpoint.save_state(run, nets=task.nets, ema=task.ema, optimizers=task.optimizers,
-                              generator=task.generator, progress=state, config=config)
+                              generator=task.generator, progress={**state, "window": losses}, config=config)
         task.write_artifact(run, state)
         last.update(ckpt=time.monotonic(), ckpt_images=state["images"], saved=True)
 
@@ -156,7 +159,6 @@ def run_loop(task: Task, out: str | Path, *, resume: bool = False, overwrite: bo
     unit = "img" if total[0] == "images" else "s"
     bar = progress(total=total[1], enabled=show_progress, desc=task.label, unit=unit, initial=_done(state, total),
                    bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} " + unit + " [{elapsed}<{remaining}{postfix}]")
-    losses: list[dict] = []
     stop = stop or StopRequest()
     with stop:
         while (where := task.schedule(state)) is not None:
