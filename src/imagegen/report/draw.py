@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..artifacts import load_artifact
+from ..artifacts import restore
 from ..errors import ImagegenError, UsageError
 from ..explain.attribution import ATTRIBUTIONS, attribute, check_target, find_layer
 from ..explain.features import feature_maps, first_filters, mistakes
@@ -42,12 +42,8 @@ def load_classifier(spec: str | os.PathLike, dataset: str | None = None) -> Clas
 
         ev = load_evaluator(dataset or "fashion-mnist", device="cpu")
         return Classifier(ev.model.eval(), tuple(ev.classes), tuple(ev.image_shape), ev.dataset, "evaluator")
-    art = load_artifact(spec)
-    if art.kind not in CLASSIFIER_KINDS:
-        raise ImagegenError(f"{spec} holds a {art.kind!r} model; explain's classifier pictures need a "
-                            f"{' or '.join(CLASSIFIER_KINDS)} (generators: trajectory, walk, guidance, nearest)")
-    model = build_model(art.kind, art.config)
-    model.load_state_dict(art.state)
+    model, art = restore(spec, build_model, tuple(CLASSIFIER_KINDS), "a classifier for explain's classifier "
+                         "pictures (generators: trajectory, walk, guidance, nearest)")
     return Classifier(model.eval(), tuple(art.meta["classes"]), tuple(art.meta["image_shape"]),
                       art.meta.get("dataset"), CLASSIFIER_KINDS[art.kind])
 

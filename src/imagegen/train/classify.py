@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..artifacts import load_artifact, save_artifact
+from ..artifacts import restore, save_artifact
 from ..config import ClassifyConfig, to_dict
 from ..data import Dataset, load_splits
 from ..methods.classification import predict_proba
@@ -67,9 +67,7 @@ def predictions_figure(model, data: Dataset, path: Path, n: int = 40, seed: int 
 
 def load_classifier(path: str | Path) -> tuple[torch.nn.Module, dict]:
     """A trained seed classifier and its metadata (classes, image shape) from an artifact."""
-    art = load_artifact(path, KIND)
-    model = build_model(art.kind, art.config)
-    model.load_state_dict(art.state)
+    model, art = restore(path, build_model, (KIND,), "a seed classifier (imagegen classify train)")
     return model.eval(), art.meta
 
 
