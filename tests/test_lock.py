@@ -87,8 +87,9 @@ def test_another_process_holding_a_run_refuses_train_overwrite_resume_and_distil
     teacher = tmp_path / "teacher"
     loop.train(tiny_config(images=32), teacher, **QUIET)
     with pytest.raises(ImagegenError, match=f"is in use by process {proc.pid}"):
-        distill(teacher, run, DistillConfig(method="progressive", steps=2, teacher_steps=4,
-                                            train=DistillTrainConfig(minutes=0.01, batch_size=8)), overwrite=True, **QUIET)
+        cfg = DistillConfig(method="progressive", steps=2, teacher_steps=4,
+                            train=DistillTrainConfig(minutes=0.01, batch_size=8))
+        distill(teacher, run, cfg, overwrite=True, **QUIET)
 
 
 def test_the_lock_of_a_killed_owner_is_taken_over_with_a_warning(holder):
