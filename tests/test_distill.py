@@ -214,6 +214,8 @@ def test_a_bad_guidance_interval_is_refused_before_the_student_run_exists(teache
     assert main(["distill", str(teacher), "--set", "train.bf16=sometimes", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "train.bf16 must be one of true, false, auto; got 'sometimes'" in err and not out.exists()
+    assert main(["distill", str(teacher), "--set", "guidance=1e9", "--out", str(out)]) == 2  # finite, but absurd
+    assert "guidance" in capsys.readouterr().err and not out.exists()
 
 
 def test_distilling_a_gan_is_a_clear_error(tmp_path, capsys):

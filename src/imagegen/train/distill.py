@@ -283,7 +283,8 @@ def _checked_settings(gen: Generator, teacher: Path, cfg: DistillConfig) -> tupl
                             f"{teacher} holds a {gen.method} model")
     plan = stages(cfg)
     s = run_settings(gen, guidance=cfg.guidance, guidance_interval=cfg.guidance_interval)
-    check_sampling(steps=s["steps"], sampler=s["sampler"], guidance_interval=s["guidance_interval"])
+    check_sampling(steps=s["steps"], sampler=s["sampler"], guidance=s["guidance"],
+                   guidance_interval=s["guidance_interval"])  # e.g. --guidance 1e9 is refused before any work
     solver = cfg.teacher_sampler or s["sampler"]
     if solver not in SAMPLERS:
         raise UsageError(f"teacher_sampler must be one of {', '.join(SAMPLERS)}, got {solver!r}")
