@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import save, table  # noqa: E402
+from common import save, table
 
 GOALS = {"fashion-mnist": 0.91, "mnist-5k": 0.97}
 
@@ -77,7 +77,8 @@ def main() -> None:
                    help="several seeds: one row per framework with mean, min and max accuracy (classifier_seeds.json)")
     args = p.parse_args()
     if args.seeds:
-        return over_seeds(args)
+        over_seeds(args)
+        return
     rows = []
     for dataset in args.datasets:
         for fw in args.frameworks:

@@ -20,13 +20,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import save, table  # noqa: E402
-from imagegen.methods.distill import guided_velocity, student_times, teacher_solve  # noqa: E402
-from imagegen.methods.guidance import check_interval, interval_json  # noqa: E402
-from imagegen.methods.samplers import network_calls  # noqa: E402
-from imagegen.metrics import evaluate, load_evaluator  # noqa: E402
-from imagegen.pixels import to_uint8  # noqa: E402
-from imagegen.sampling import StackedRandom, load_generator, run_settings  # noqa: E402
+from common import save, table
+from imagegen.methods.distill import guided_velocity, student_times, teacher_solve
+from imagegen.methods.guidance import check_interval, interval_json
+from imagegen.methods.samplers import network_calls
+from imagegen.metrics import evaluate, load_evaluator
+from imagegen.pixels import to_uint8
+from imagegen.sampling import StackedRandom, load_generator, run_settings
 
 TARGETS = ["euler:2", "euler:4", "dpmpp-2m:2", "dpmpp-2m:4"]
 

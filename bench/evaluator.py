@@ -16,12 +16,12 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import save, table  # noqa: E402
-from imagegen.config import DataConfig  # noqa: E402
-from imagegen.data import load_dataset  # noqa: E402
-from imagegen.metrics import evaluate, load_evaluator  # noqa: E402
-from imagegen.metrics.evaluator import evaluator_dir  # noqa: E402
-from imagegen.train.evaluator import train_evaluator  # noqa: E402
+from common import save, table
+from imagegen.config import DataConfig
+from imagegen.data import load_dataset
+from imagegen.metrics import evaluate, load_evaluator
+from imagegen.metrics.evaluator import evaluator_dir
+from imagegen.train.evaluator import train_evaluator
 
 
 def degraded(images: np.ndarray, labels: np.ndarray, kind: str, rng) -> tuple[np.ndarray, np.ndarray]:

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import save, table  # noqa: E402
-from imagegen.cli import main as cli  # noqa: E402
+from common import save, table
+from imagegen.cli import main as cli
 
 
 def main() -> None:

@@ -31,14 +31,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import RESULTS, save, table  # noqa: E402
-from imagegen.artifacts import read_header  # noqa: E402
-from imagegen.cli import main as cli  # noqa: E402
-from imagegen.methods.guidance import EVERYWHERE, check_interval, interval_json  # noqa: E402
-from imagegen.methods.samplers import network_calls  # noqa: E402
-from imagegen.metrics import evaluate, load_evaluator  # noqa: E402
-from imagegen.report.plots import plt  # noqa: E402
-from imagegen.sampling import generate, load_generator, run_settings, sigmas_for  # noqa: E402
+from common import RESULTS, save, table
+from imagegen.artifacts import read_header
+from imagegen.cli import main as cli
+from imagegen.methods.guidance import EVERYWHERE, check_interval, interval_json
+from imagegen.methods.samplers import network_calls
+from imagegen.metrics import evaluate, load_evaluator
+from imagegen.report.plots import plt
+from imagegen.sampling import generate, load_generator, run_settings, sigmas_for
 
 
 def settings(run: Path, steps_list, guidance: float | None = None, interval=None) -> list[dict]:

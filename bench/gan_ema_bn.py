@@ -25,13 +25,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import save, table  # noqa: E402
-from imagegen.config import GenConfig, load  # noqa: E402
-from imagegen.metrics import evaluate, load_evaluator  # noqa: E402
-from imagegen.sampling import generate, load_generator  # noqa: E402
-from imagegen.train import checkpoint  # noqa: E402
-from imagegen.train.ema import recompute_bn  # noqa: E402
-from imagegen.train.loop import train  # noqa: E402
+from common import save, table
+from imagegen.config import GenConfig, load
+from imagegen.metrics import evaluate, load_evaluator
+from imagegen.sampling import generate, load_generator
+from imagegen.train import checkpoint
+from imagegen.train.ema import recompute_bn
+from imagegen.train.loop import train
 
 RECIPE = Path(__file__).parent.parent / "configs" / "gan.toml"
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import RESULTS, save, table  # noqa: E402
-from generators import quality, train_run  # noqa: E402
-from imagegen.metrics import load_evaluator  # noqa: E402
+from common import RESULTS, save, table
+from generators import quality, train_run
+from imagegen.metrics import load_evaluator
 
 DEFAULT = ["base=", "no-aug=method.diffaugment=", "sn=model.spectral_norm=true",
            "sn-no-aug=model.spectral_norm=true;method.diffaugment=",

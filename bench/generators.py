@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import RESULTS, save, table  # noqa: E402
-from imagegen.config import GenConfig, load  # noqa: E402
-from imagegen.methods.guidance import band, check_interval  # noqa: E402
-from imagegen.metrics import evaluate, load_evaluator  # noqa: E402
-from imagegen.sampling import generate, load_generator, run_settings  # noqa: E402
-from imagegen.train.loop import train  # noqa: E402
+from common import RESULTS, save, table
+from imagegen.config import GenConfig, load
+from imagegen.methods.guidance import band, check_interval
+from imagegen.metrics import evaluate, load_evaluator
+from imagegen.sampling import generate, load_generator, run_settings
+from imagegen.train.loop import train
 
 SPEED_STEPS = (1, 2, 4, 8, 16, 32)
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import save, table  # noqa: E402
-from fast import end_to_end, quality, settings, speed  # noqa: E402
-from imagegen.config import GenConfig, load  # noqa: E402
-from imagegen.metrics import load_evaluator  # noqa: E402
-from imagegen.train.loop import train  # noqa: E402
+from common import save, table
+from fast import end_to_end, quality, settings, speed
+from imagegen.config import GenConfig, load
+from imagegen.metrics import load_evaluator
+from imagegen.train.loop import train
 
 BACKENDS = ("torch", "cuda-graphs")
 

@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import RESULTS, save, table  # noqa: E402
-from generators import quality  # noqa: E402
-from imagegen.data import load_dataset  # noqa: E402
-from imagegen.metrics import evaluate, load_evaluator  # noqa: E402
-from imagegen.pixels import to_float, to_uint8  # noqa: E402
+from common import RESULTS, save, table
+from generators import quality
+from imagegen.data import load_dataset
+from imagegen.metrics import evaluate, load_evaluator
+from imagegen.pixels import to_float, to_uint8
 
 
 def build(channels: tuple[int, ...], resolution: int):

@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import RESULTS, commit, save, table  # noqa: E402
-from generators import quality  # noqa: E402
-from imagegen.methods.guidance import EVERYWHERE, interval_json  # noqa: E402
-from imagegen.metrics import load_evaluator  # noqa: E402
+from common import RESULTS, commit, save, table
+from generators import quality
+from imagegen.methods.guidance import EVERYWHERE, interval_json
+from imagegen.metrics import load_evaluator
 
 DEFAULT = ["euler:8:1.5", "heun:4:1.5", "heun:8:1.5", "dpmpp-2m:8:1.5", "dpmpp-2m:16:1.5", "heun:8:1.0",
            "heun:8:2.5"]

@@ -383,13 +383,11 @@ def tmpfs(path: Path, size: str = "1m", read_only: bool = False):
 def fill(folder: Path) -> Path:
     """Write a file until the disk is full; returns it."""
     filler = folder / "filler"
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError as e:
-            assert e.errno == errno.ENOSPC
+    with open(filler, "wb") as f, pytest.raises(OSError) as full:  # noqa: PT011, PT012 (writes until the disk is full)
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
+    assert full.value.errno == errno.ENOSPC
     return filler
 
 
@@ -430,7 +428,7 @@ def test_a_read_only_folder_is_one_line_before_any_work(zoo, tmp_path, capsys, r
         argv = [a.format(z=zoo, d=ro, run=report_run) for a in WRITERS[name].split()]
         code, _, err = run_cli(capsys, argv)
         assert_one_line(code, err, 1, "cannot write")
-        assert str(ro) in err and not [p for p in ro.rglob("*")]
+        assert str(ro) in err and not list(ro.rglob("*"))
 
 
 def test_a_missing_parent_is_created(zoo, tmp_path, capsys, report_run):

@@ -232,7 +232,7 @@ def test_a_cheaper_student_has_its_own_widths_and_starts_from_scratch(teacher, t
     assert main(args) == 0
     student = load_generator(out, backend="torch")
     assert student.meta["distilled"]["student_channels"] == [4, 8]
-    assert [m.out_channels for m in student.net.modules() if isinstance(m, torch.nn.Conv2d)][0] == 4  # the stem
+    assert next(m.out_channels for m in student.net.modules() if isinstance(m, torch.nn.Conv2d)) == 4  # the stem
     assert sum(p.numel() for p in student.net.parameters()) < sum(
         p.numel() for p in load_generator(teacher, backend="torch").net.parameters()) / 2
     assert generate(student, np.arange(3), steps=1, sampler="euler").shape == (3, 1, 8, 8)

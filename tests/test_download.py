@@ -1,6 +1,7 @@
 import hashlib
 import http.server
 import threading
+import typing
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from .conftest import make_idx_dir
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    files: dict = {}
+    files: typing.ClassVar[dict] = {}  # what the test serves, set before the server starts
     log_message = lambda *a: None  # noqa: E731
 
     def do_GET(self):

@@ -45,7 +45,7 @@ def test_real_images_sit_near_the_floor_and_noise_does_not(evaluator_path, digit
     with pytest.warns(UserWarning, match="biased upward at small n"):
         good = evaluate(real.images, real.labels, ev, train_images=train.images, test_images=test.images)
     noise = np.random.default_rng(0).integers(0, 256, real.images.shape, dtype=np.uint8)
-    with pytest.warns(UserWarning):
+    with pytest.warns(UserWarning, match="biased upward at small n"):
         bad = evaluate(noise, real.labels, ev)
     assert good["n"] == good["n_floor"] == 300
     assert good["samples"]["fid"] < 3 * good["floor"]["fid"] + 1 and bad["samples"]["fid"] > 10 * good["floor"]["fid"]

@@ -95,9 +95,9 @@ def test_bad_layer_and_class_are_clear_errors(images):
     model = corner_classifier()
     with pytest.raises(UsageError, match=r"layer 'conv9' does not exist; convolutional layers: features\.0"):
         attribute("grad-cam", model, images, layer="conv9")
-    with pytest.raises(UsageError, match=r"class 7 does not exist: valid classes are 0\.\.1"):
-        from imagegen.explain.attribution import check_target
+    from imagegen.explain.attribution import check_target
 
+    with pytest.raises(UsageError, match=r"class 7 does not exist: valid classes are 0\.\.1"):
         check_target(torch.tensor([0, 7]), 2)
     with pytest.raises(UsageError, match="choose from saliency, integrated-gradients, grad-cam"):
         attribute("lime", model, images)

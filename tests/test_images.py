@@ -130,7 +130,7 @@ def _check_refused(files, reasons):
 
 def test_unreadable_files_are_skipped_by_name_and_reason(tmp_path):
     _unreadable_files(tmp_path)
-    with pytest.warns(UserWarning) as caught:
+    with pytest.warns(UserWarning, match="could not be read and were skipped") as caught:
         ds = [load_dataset(f"folder:{tmp_path}", split, size=8) for split in ("train", "test")]
     assert sum(len(d) for d in ds) == 4
     msg = str(caught[0].message)

@@ -86,9 +86,9 @@ def test_another_process_holding_a_run_refuses_train_overwrite_resume_and_distil
     assert (run / "model.json").read_text() == "the other run's"
     teacher = tmp_path / "teacher"
     loop.train(tiny_config(images=32), teacher, **QUIET)
+    cfg = DistillConfig(method="progressive", steps=2, teacher_steps=4,
+                        train=DistillTrainConfig(minutes=0.01, batch_size=8))
     with pytest.raises(ImagegenError, match=f"is in use by process {proc.pid}"):
-        cfg = DistillConfig(method="progressive", steps=2, teacher_steps=4,
-                            train=DistillTrainConfig(minutes=0.01, batch_size=8))
         distill(teacher, run, cfg, overwrite=True, **QUIET)
 
 
@@ -98,9 +98,8 @@ def test_the_lock_of_a_killed_owner_is_taken_over_with_a_warning(holder):
     proc.wait()
     assert json.loads((run / LOCK_NAME).read_text())["pid"] == proc.pid  # left behind, but no longer held
     says = rf"taking over the stale lock of {re.escape(str(run))}: process {proc.pid} \(started "
-    with pytest.warns(UserWarning, match=says):
-        with RunLock(run):
-            assert json.loads((run / LOCK_NAME).read_text())["pid"] == os.getpid()
+    with pytest.warns(UserWarning, match=says), RunLock(run):
+        assert json.loads((run / LOCK_NAME).read_text())["pid"] == os.getpid()
     assert not (run / LOCK_NAME).exists() and (run / "model.json").is_file()
 
 
@@ -109,13 +108,12 @@ def test_a_lock_file_naming_a_dead_process_is_stale(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / LOCK_NAME).write_text(json.dumps({"pid": int(dead.stdout), "host": "elsewhere", "started": "then"}))
-    with pytest.warns(UserWarning, match=rf"process {int(dead.stdout)} on elsewhere \(started then\) did not"):
-        with RunLock(run):
-            pass
+    with pytest.warns(UserWarning, match=rf"process {int(dead.stdout)} on elsewhere \(started then\) did not"), \
+            RunLock(run):
+        pass
     (run / LOCK_NAME).write_text("not json")  # a torn lock file is stale too
-    with pytest.warns(UserWarning, match="another process did not release it"):
-        with RunLock(run):
-            pass
+    with pytest.warns(UserWarning, match="another process did not release it"), RunLock(run):
+        pass
 
 
 def test_the_lock_is_released_when_the_writer_returns_or_raises(tmp_path, monkeypatch):

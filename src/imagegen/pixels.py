@@ -89,7 +89,7 @@ def labelled_grid(
     images: np.ndarray, captions: list[str], nrow: int, colors: list[str] | None = None, scale: int = 3
 ) -> Image.Image:
     """A grid of images, each with a caption underneath (e.g. predicted labels, red when wrong)."""
-    n, c, h, w = images.shape
+    n, _, h, w = images.shape
     cell_w, cell_h, text_h = w * scale + 8, h * scale + 8, 14
     rows = -(-n // nrow)
     canvas = Image.new("RGB", (nrow * cell_w, rows * (cell_h + text_h)), "white")

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"imagegen: error: {e}", 1)
     except KeyboardInterrupt:
         return _fail("imagegen: interrupted", 130)
-    except Exception as e:  # noqa: BLE001 (one line for the user; IMAGEGEN_DEBUG=1 for the traceback)
+    except Exception as e:
         if os.environ.get(DEBUG) == "1":
             raise
         return _fail(unexpected_line(e, getattr(args, "out", None)), 1)

@@ -69,7 +69,7 @@ def run_demo(args):
     log = log_for(args)
     cfg = load(GenConfig, flags={"train.minutes": args.minutes, "train.eval_samples": args.eval_samples,
                                  "seed": args.seed, "device": args.device,
-                                 **{k: v for k, v in data_flags(args).items()}})
+                                 **data_flags(args)})
     name = cfg.data.dataset
     cached = evaluator_dir(name, size=cfg.data.size, channels=cfg.data.channels)
     if (cached / "model.json").is_file():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import tomllib
 from pathlib import Path
@@ -141,10 +142,8 @@ def _check_moved(path: str | None, overrides: list[str]) -> None:
     says where it went, for a config file written before the move as for --set."""
     keys = [item.removeprefix("--").partition("=")[0] for item in overrides]
     if path:
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a missing or bad file: `load` says so
             keys += list(tomllib.loads(Path(path).read_text()))
-        except (OSError, ValueError):  # a missing or bad file: `load` says so
-            pass
     for key in keys:
         if key in DistillConfig.MOVED:
             new = DistillConfig.MOVED[key]

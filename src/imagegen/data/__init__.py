@@ -11,7 +11,7 @@ from .packaged import load_digits, load_mnist_5k
 NAMES = ("fashion-mnist", "mnist", "mnist-5k", "digits", "folder:PATH")
 SPLITS = ("train", "test")
 
-__all__ = ["Dataset", "NAMES", "load_dataset", "load_splits", "stratified_split"]
+__all__ = ["NAMES", "Dataset", "load_dataset", "load_splits", "stratified_split"]
 
 
 def load_dataset(name: str, split: str = "train", *, data_dir: str | None = None, download: bool = False,
@@ -33,6 +33,6 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | None = None
 
 def load_splits(cfg, show_progress: bool = True) -> tuple[Dataset, Dataset]:
     """(train, test) of the dataset a DataConfig describes."""
-    kw = dict(data_dir=cfg.data_dir, download=cfg.download, size=cfg.size, channels=cfg.channels,
-              strict=cfg.strict, show_progress=show_progress)
+    kw = {"data_dir": cfg.data_dir, "download": cfg.download, "size": cfg.size, "channels": cfg.channels,
+          "strict": cfg.strict, "show_progress": show_progress}
     return load_dataset(cfg.dataset, "train", **kw), load_dataset(cfg.dataset, "test", **kw)

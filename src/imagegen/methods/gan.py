@@ -73,7 +73,7 @@ def _translation(x, g, ratio: float = 0.125):
 
 def _cutout(x, g, ratio: float = 0.5):
     """Zero one square of half the image's side, centred anywhere in the image."""
-    b, _, h, w = x.shape
+    _, _, h, w = x.shape
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
     y0 = ((_rand(x, g) * (h + 1 - ch % 2)).long() - ch // 2)[:, None, None]
     x0 = ((_rand(x, g) * (w + 1 - cw % 2)).long() - cw // 2)[:, None, None]

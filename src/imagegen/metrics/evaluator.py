@@ -36,7 +36,7 @@ class Evaluator:
     dataset: str
     test_accuracy: float
     reference: dict[str, np.ndarray]  # test_features, train_features, test_labels, train_labels
-    device: torch.device = torch.device("cpu")
+    device: torch.device = torch.device("cpu")  # noqa: RUF009 (a device is immutable: one shared default is right)
 
     @torch.no_grad()
     def embed(self, images: np.ndarray, batch_size: int = 500, show_progress: bool = False

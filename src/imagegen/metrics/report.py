@@ -116,7 +116,6 @@ def format_report(report: dict) -> str:
              " memorisation floor: real test images)"]
     if "n_precision_recall" in report:
         lines.insert(1, f"precision and recall at n = {report['n_precision_recall']} on each side")
-    for key in METRICS:
-        if key in report["samples"]:
-            lines.append(f"{key:<20}{report['samples'][key]:>12.4f}{report['floor'][key]:>14.4f}")
+    lines += [f"{key:<20}{report['samples'][key]:>12.4f}{report['floor'][key]:>14.4f}"
+              for key in METRICS if key in report["samples"]]
     return "\n".join(lines)

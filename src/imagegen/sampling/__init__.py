@@ -18,6 +18,21 @@ from .generator import (
 )
 from .request import SampleRequest, Samples, class_index, sample
 
-__all__ = ["GENERATOR_KINDS", "Generator", "StackedRandom", "check_sampling", "generate", "generate_from",
-           "image_seed", "latent_shape", "load_generator", "run_settings", "sample_labels", "sigmas_for",
-           "SampleRequest", "Samples", "class_index", "sample"]
+__all__ = [
+    "GENERATOR_KINDS",
+    "Generator",
+    "SampleRequest",
+    "Samples",
+    "StackedRandom",
+    "check_sampling",
+    "class_index",
+    "generate",
+    "generate_from",
+    "image_seed",
+    "latent_shape",
+    "load_generator",
+    "run_settings",
+    "sample",
+    "sample_labels",
+    "sigmas_for",
+]

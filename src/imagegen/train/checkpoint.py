@@ -56,7 +56,7 @@ def load_state(run: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     try:
         with safe_open(str(weights), "pt") as f:  # the tensors and their document, in one read of one file
             metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
         doc = json.loads(metadata[DOC_KEY]) if DOC_KEY in metadata else _old_style_doc(run, metadata.get("step"))
     except (json.JSONDecodeError, UnicodeDecodeError, SafetensorError, OSError) as e:
         raise ImagegenError(f"the checkpoint in {run} is unreadable: {e}") from None

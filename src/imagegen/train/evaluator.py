@@ -27,7 +27,8 @@ def train_evaluator(data: DataConfig, fit_cfg: FitConfig = EVALUATOR_FIT, *, wid
     dev = resolve_device(device)
     train, test = load_splits(data, show_progress)
     torch.manual_seed(seed)
-    config = dict(in_channels=train.shape[0], image_size=train.shape[1], num_classes=len(train.classes), width=width)
+    config = {"in_channels": train.shape[0], "image_size": train.shape[1], "num_classes": len(train.classes),
+              "width": width}
     model = EvaluatorNet(**config)
 
     t0 = time.perf_counter()

@@ -7,6 +7,7 @@ resumed run reaches the same weights as an uninterrupted one."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -71,10 +72,8 @@ class StopRequest:
 
     def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(ValueError):  # not the main thread: signals cannot be caught here
                 self._old[sig] = signal.signal(sig, self._set)
-            except ValueError:  # not the main thread: signals cannot be caught here
-                pass
         return self
 
     def _set(self, signum, frame):
