@@ -10,10 +10,12 @@ import imagegen
 
 SRC = Path(imagegen.__file__).parent
 # Lower layers first; a module may import from its own layer's package and from any layer listed before it.
-# errors <- base helpers <- data <- models <- methods <- sampling <- metrics <- train | explain <- report <- cli
+# errors <- utils (device, progress, atomic writes, locks) <- config, pixels, artifacts <- data <- models <- methods
+# <- sampling <- metrics <- train | explain <- report <- cli
 LAYERS = [
     {"errors"},
-    {"config", "utils", "pixels", "artifacts"},
+    {"utils"},
+    {"config", "pixels", "artifacts"},
     {"data"},
     {"models"},
     {"methods"},

@@ -13,7 +13,6 @@ written before the document moved into the weights (no digest, no document insid
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -28,6 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .errors import ImagegenError
+from .utils import atomic_write
 
 FORMAT = "imagegen-artifact"
 VERSION = 1
@@ -52,8 +52,8 @@ def save_artifact(path: str | os.PathLike, kind: str, config: dict, model: torch
     inside = json.dumps(doc, sort_keys=True)
     text = json.dumps({**doc, DIGEST_KEY: _digest(inside)}, indent=2) + "\n"
     try:
-        _atomic_write(weights, lambda tmp: save_file(state, str(tmp), metadata={DOC_KEY: inside}))
-        _atomic_write(header, lambda tmp: tmp.write_text(text))
+        atomic_write(weights, lambda tmp: save_file(state, str(tmp), metadata={DOC_KEY: inside}))
+        atomic_write(header, lambda tmp: tmp.write_text(text))
     except OSError as e:  # a full disk, say: no temporary file is left, and the weights load with their document
         raise ImagegenError(f"cannot write the model {weights}: {e.strerror or e}") from None
     return header
@@ -121,32 +121,6 @@ def _document_inside(weights: Path) -> str | None:
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """utils.atomic_write, repeated here because utils, pixels and artifacts are one layer and may not import each
-    other (tests/test_layout.py): temporary file, fsync, rename (the commit point), fsync of the directory; a failed
-    write removes its temporary file."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-        _fsync(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync(path.parent)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as e:
-        if not (e.errno == errno.EINVAL and path.is_dir()):  # a mount that cannot sync a directory
-            raise
-    finally:
-        os.close(fd)
 
 
 def artifact_paths(path: Path, create: bool) -> tuple[Path, Path]:

@@ -5,7 +5,6 @@ Also image grids and PNG I/O, so that every picture imagegen writes is made the 
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 import struct
@@ -18,6 +17,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from .errors import ImagegenError, UsageError
+from .utils import atomic_write
 
 
 def to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -53,36 +53,12 @@ def to_pil(array_hwc: np.ndarray) -> Image.Image:
 
 
 def save_png(image: Image.Image | np.ndarray, path: str | os.PathLike) -> Path:
-    """Write a PNG atomically (temporary file, fsync, rename, fsync of the directory) and return its path; a failed
-    write removes its temporary file. (utils.atomic_write does the same; pixels may not import utils, one layer.)"""
+    """Write a PNG atomically (utils.atomic_write: a kill leaves the old file or the new one) and return its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(image, np.ndarray):
         image = to_pil(image)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            image.save(f, format="PNG")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable; a mount that cannot sync a directory (EINVAL) is left as it is."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as e:
-        if e.errno != errno.EINVAL:
-            raise
-    finally:
-        os.close(fd)
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def labelled_grid(
