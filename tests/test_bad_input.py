@@ -265,7 +265,7 @@ USAGE = [
     ("explain-layer-without-grad-cam", "explain attributions {z}/clf --methods saliency --layer features.0", 2,
      "--layer is Grad-CAM's layer"),
     ("explain-gan-steps", "explain walk {z}/gan --steps 4 --out {t}/w.png", 2,
-     "a gan model draws each image in one network call: --steps does not apply"),
+     "a gan model draws each image in one network call: steps does not apply"),
     ("report-bad-device", "report {z}/clf --device gpu", 2, "invalid choice: 'gpu'"),
     ("report-has-no-seed", "report {z}/clf --seed 1", 2, "unrecognized arguments: --seed 1"),
     ("classify-no-command", "classify", 2, "the following arguments are required: COMMAND"),

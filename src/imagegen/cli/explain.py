@@ -29,7 +29,6 @@ CLASSIFIER_HELP = "a seed-classifier or evaluator run/model.json, or 'evaluator'
 
 SAMPLERS = ("euler", "heun", "dpmpp-2m", "ddim")
 GUIDANCE_SCALES = "0,1,1.5,2,3,4,6,8"
-ONE_CALL = ("gan", "vae")  # generators that draw in one network call: no sampler settings apply
 
 
 def register(sub, common, data, fmt) -> None:
@@ -194,17 +193,16 @@ def run_classifier_picture(args):
 
 def run_generator_picture(args):
     from ..report import draw
-    from ..sampling import load_generator, run_settings, sample_labels
+    from ..sampling import SampleRequest, load_generator
 
     out = check_output(_out(args))
+    # the sampler settings as `imagegen sample` takes them: the run's own where a flag is not given
+    request = SampleRequest(args.model, n=1, classes=(args.class_index,), steps=args.steps, sampler=args.sampler,
+                            guidance=getattr(args, "guidance", None),  # `explain guidance` takes --scales instead
+                            device=args.device).check()
     gen = load_generator(args.model, args.device)
-    guidance = getattr(args, "guidance", None)  # `explain guidance` takes --scales instead
-    flags = (("--steps", args.steps), ("--sampler", args.sampler), ("--guidance", guidance))
-    given = [f for f, v in flags if v is not None]
-    if gen.method in ONE_CALL and given:
-        raise UsageError(f"a {gen.method} model draws each image in one network call: {given[0]} does not apply")
-    sample_labels(gen, 1, args.class_index)  # checks the class
-    sampling = run_settings(gen, steps=args.steps, sampler=args.sampler, guidance=guidance)
+    request.labels(gen)  # checks the class
+    sampling = request.settings(gen)
     if args.what == "trajectory":
         path = draw.draw_trajectory(gen, args.class_index, out, seed=args.seed, **sampling)
     elif args.what == "walk":

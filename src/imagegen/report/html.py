@@ -137,11 +137,11 @@ def _generator_sections(run: Path, explain: bool, device: str, log) -> list[str]
 
 def _draw_generator_explanations(run: Path, device: str, log) -> None:
     from ..data import load_dataset
-    from ..sampling import load_generator, run_settings
+    from ..sampling import SampleRequest, load_generator
     from .draw import draw_guidance, draw_nearest, draw_trajectory, draw_walk
 
     gen = load_generator(run, device)
-    sampling = run_settings(gen)
+    sampling = SampleRequest(str(run), device=device).check().settings(gen)  # the run's own settings
     ex = run / "explain"
     log("drawing explanations: nearest training images, latent walk" +
         (", trajectory, guidance" if gen.method in ("flow", "edm") else ""))
