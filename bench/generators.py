@@ -27,7 +27,8 @@ from common import RESULTS, save, table
 from imagegen.config import GenConfig, load
 from imagegen.methods.guidance import band, check_interval
 from imagegen.metrics import evaluate, load_evaluator
-from imagegen.sampling import generate, load_generator, run_settings
+from imagegen.sampling import SampleRequest, generate, load_generator, run_settings, sample
+from imagegen.sampling.request import ONE_CALL
 from imagegen.train.loop import train
 
 SPEED_STEPS = (1, 2, 4, 8, 16, 32)
@@ -47,12 +48,14 @@ def train_run(method: str, minutes: float, dataset: str, out: Path, reuse: bool,
 def quality(run: Path, n: int, ev, steps: int | None, sampler: str | None, guidance: float | None,
             interval=None) -> dict:
     gen = load_generator(run, "cpu")
-    s = run_settings(gen, steps=steps, sampler=sampler, guidance=guidance, guidance_interval=interval)
-    steps, sampler, guidance, interval = s["steps"], s["sampler"], s["guidance"], s["guidance_interval"]
-    labels = np.arange(n) % gen.num_classes
+    given = {} if gen.method in ONE_CALL else {"steps": steps, "sampler": sampler, "guidance": guidance,
+                                               "guidance_interval": interval}  # a GAN or VAE takes none
+    request = SampleRequest(str(run), n=n, seed=0, batch_size=250, device="cpu", **given).check()
     t0 = time.perf_counter()
-    images = generate(gen, labels, seed=0, batch_size=250, **s)
+    drawn = sample(request, gen)  # every class in turn, as the CLI's `imagegen sample` draws them
     seconds = time.perf_counter() - t0
+    images, labels, s = drawn.images, drawn.labels, drawn.settings
+    steps, sampler, guidance, interval = s["steps"], s["sampler"], s["guidance"], s["guidance_interval"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         report = evaluate(images, labels, ev, seed=0)
