@@ -61,6 +61,41 @@ def save_png(image: Image.Image | np.ndarray, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
+def class_rows(images: np.ndarray, labels: np.ndarray, classes, per_row: int = 10, max_rows: int = 20
+               ) -> tuple[np.ndarray, list[str]]:
+    """Up to `per_row` images of each class present (in class order, at most `max_rows` classes), one row per
+    class, blank tiles filling a short row; and the rows' class names, for `class_grid`."""
+    labels = np.asarray(labels)
+    present = np.unique(labels)[:max_rows].tolist()
+    blank = np.full_like(images[:1], 255)
+    rows = []
+    for c in present:
+        picks = images[np.flatnonzero(labels == c)[:per_row]]
+        rows.append(np.concatenate([picks, np.repeat(blank, per_row - len(picks), 0)]))
+    return np.concatenate(rows), [str(classes[c]) for c in present]
+
+
+def class_grid(images: np.ndarray, row_names: list[str], nrow: int, *, scale: int = 2, pad: int = 2,
+               footer: str | None = None) -> Image.Image:
+    """`grid` with a name left of each row (the row's class) and an optional line under it (seed and sampler), so a
+    gallery says what each row should show and how it was drawn."""
+    body = to_pil(grid(images, nrow, pad=pad, scale=scale)).convert("RGB")
+    font = ImageFont.load_default()
+    names = [name[:24] for name in row_names]
+    measure = ImageDraw.Draw(body)
+    margin = 8 + max((round(measure.textlength(name, font=font)) for name in names), default=0)
+    footer_h = 16 if footer else 0
+    canvas = Image.new("RGB", (margin + body.width, body.height + footer_h), "white")
+    canvas.paste(body, (margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    row_h = (images.shape[2] + pad) * scale
+    for r, name in enumerate(names):
+        draw.text((4, pad * scale + r * row_h + images.shape[2] * scale // 2 - 6), name, fill="black", font=font)
+    if footer:
+        draw.text((margin, body.height + 2), footer, fill=(90, 90, 90), font=font)
+    return canvas
+
+
 def labelled_grid(
     images: np.ndarray, captions: list[str], nrow: int, colors: list[str] | None = None, scale: int = 3
 ) -> Image.Image:

@@ -33,7 +33,7 @@ def run_data(args):
     import numpy as np
 
     from ..data import load_splits
-    from ..pixels import grid, save_png
+    from ..pixels import class_grid, class_rows, save_png
 
     check_output(args.grid, flag="--grid")
     out = {}
@@ -43,9 +43,8 @@ def run_data(args):
         if not args.json:
             print(f"{split}: {len(ds)} images of shape {ds.shape}; per class: {out[split]['counts']}")
         if split == "train" and args.grid:
-            rows = [np.flatnonzero(ds.labels == c)[:10] for c in range(len(ds.classes))]
-            picks = np.concatenate([r for r in rows if len(r)])
-            save_png(grid(ds.images[picks], nrow=10, scale=2), args.grid)
+            rows, names = class_rows(ds.images, ds.labels, ds.classes)
+            save_png(class_grid(rows, names, nrow=10), args.grid)
     return out
 
 

@@ -196,8 +196,8 @@ def run_sample(args):
     """Build one SampleRequest (validated before anything is loaded or written), check the output, draw, save."""
     from ..methods.guidance import interval_json
     from ..metrics.samples import check_output, save_sample_folder, save_samples
-    from ..pixels import grid, save_png
-    from ..sampling import SampleRequest, load_generator, sample
+    from ..pixels import class_grid, class_rows, save_png
+    from ..sampling import SampleRequest, drawn_with, load_generator, sample
 
     request = SampleRequest(args.model, n=args.n, classes=None if args.class_index is None else (args.class_index,),
                             steps=args.steps, sampler=args.sampler, guidance=args.guidance,
@@ -216,7 +216,8 @@ def run_sample(args):
     t0 = time.perf_counter()
     drawn = sample(request, gen, show_progress=not args.no_progress)
     seconds = time.perf_counter() - t0
-    picture = grid(drawn.images[:100], nrow=10, scale=2)
+    rows, names = class_rows(drawn.images, drawn.labels, gen.classes)  # one row per class, named
+    picture = class_grid(rows, names, nrow=10, footer=drawn_with(gen.method, s, request.seed))
     if out.suffix == ".npz":
         save_samples(out, drawn.images, drawn.labels)
         grid_png = save_png(picture, out.with_suffix(".png"))

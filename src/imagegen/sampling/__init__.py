@@ -16,7 +16,7 @@ from .generator import (
     sample_labels,
     sigmas_for,
 )
-from .request import SampleRequest, Samples, class_index, sample
+from .request import SampleRequest, Samples, class_index, drawn_with, sample
 
 __all__ = [
     "GENERATOR_KINDS",
@@ -26,6 +26,7 @@ __all__ = [
     "StackedRandom",
     "check_sampling",
     "class_index",
+    "drawn_with",
     "generate",
     "generate_from",
     "image_seed",

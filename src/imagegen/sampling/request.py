@@ -72,6 +72,14 @@ class SampleRequest:
         return s
 
 
+def drawn_with(method: str, settings: dict, seed: int) -> str:
+    """One line that says how images were drawn (under a gallery): the seed and the sampler's settings."""
+    if method in ONE_CALL:
+        return f"seed {seed}; {method}, one network call per image"
+    guided = f", guidance {settings['guidance']:g}" if settings["guidance"] != 1.0 else ", no guidance"
+    return f"seed {seed}; {method}, {settings['sampler']} {settings['steps']} steps{guided}"
+
+
 def class_index(gen: Generator, value: int | str) -> int:
     """A class given by index (an int or a string of digits) or by name, as an index of `gen`'s classes."""
     if isinstance(value, str) and not value.strip().isdigit():

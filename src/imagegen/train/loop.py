@@ -24,7 +24,7 @@ from ..artifacts import save_artifact
 from ..config import GenConfig, TrainConfig, checked, saved_config, to_dict
 from ..data import load_splits
 from ..errors import ImagegenError, UsageError
-from ..pixels import grid, save_png, to_float
+from ..pixels import class_grid, save_png, to_float
 from ..utils import (
     append_jsonl,
     has_bf16_units,
@@ -360,13 +360,14 @@ def write_grid(run: Path, gen, state: dict, evaluator) -> Path:
     the grid's FID and class accuracy go to metrics.jsonl: at n=100 FID is biased upward, but the bias is the
     same at every point of a run, so the line shows the trend of quality over training at no extra sampling."""
     from ..metrics import stats
-    from ..sampling import generate, run_settings
+    from ..sampling import drawn_with, generate, run_settings
 
     if (run / "grids" / f"{state['images']:09d}.png").is_file() and (run / "grid.png").is_file():
         return run / "grid.png"  # drawn already at this point of training (the final grid after a last one)
     labels = np.repeat(np.arange(gen.num_classes), 10)
-    images = generate(gen, labels, seed=0, **run_settings(gen))
-    picture = grid(images, nrow=10, scale=2)
+    settings = run_settings(gen)
+    images = generate(gen, labels, seed=0, **settings)
+    picture = class_grid(images, list(gen.classes), nrow=10, footer=drawn_with(gen.method, settings, seed=0))
     save_png(picture, run / "grids" / f"{state['images']:09d}.png")
     if evaluator is not None:
         feats, probs = evaluator.embed(images)
