@@ -137,7 +137,7 @@ def artifact_paths(path: Path, create: bool) -> tuple[Path, Path]:
 
 # -- the one checked way from an artifact to a network: build it on the meta device, compare, then load
 
-MAX_PARAMETERS = 2_000_000_000  # as train.recipes.MAX_PARAMETERS: more is a mistyped width (8 GB of float32)
+MAX_PARAMETERS = 2_000_000_000  # more is a mistyped width, not a network imagegen wrote or trains (8 GB of float32)
 
 
 def restore(path: str | os.PathLike, build: Callable[[str, dict], torch.nn.Module], kinds: Collection[str],

@@ -238,6 +238,8 @@ class TrainConfig:
 MAX_STEPS = 10_000  # sampler steps (1,000 is the longest schedule in the literature, DDPM's)
 MAX_GUIDANCE = 100.0  # classifier-free guidance scale (useful ones are 1-10)
 MAX_BATCH = 16_384  # images per network call
+MAX_IMAGES = 10_000_000  # images drawn (or pairs made) in one request: more is a typo (10 million 28x28 images: 8 GB)
+MAX_SEED = 2**63 - 1  # seeds are mixed into 63-bit per-image seeds (sampling.image_seed); JSON keeps them exact
 
 
 @dataclass

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from ..config import load
+from ..config import MAX_IMAGES, load
 from .shared import (
-    MAX_IMAGES,
     MAX_MINUTES,
     check_output,
     common_flags,

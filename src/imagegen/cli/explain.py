@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import MAX_GUIDANCE, MAX_STEPS
+from ..config import MAX_GUIDANCE, MAX_SEED, MAX_STEPS
 from ..errors import ImagegenError, UsageError
 from .shared import (
     MAX_INDEX,
     MAX_PICTURE,
-    MAX_SEED,
     check_output,
     common_flags,
     count,

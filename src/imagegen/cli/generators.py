@@ -7,10 +7,9 @@ import time
 import tomllib
 from pathlib import Path
 
-from ..config import MAX_BATCH, MAX_GUIDANCE, MAX_STEPS, DistillConfig, GenConfig, load
+from ..config import MAX_BATCH, MAX_GUIDANCE, MAX_IMAGES, MAX_STEPS, DistillConfig, GenConfig, load
 from ..errors import UsageError
 from .shared import (
-    MAX_IMAGES,
     MAX_LR,
     MAX_MINUTES,
     MAX_TRAIN_IMAGES,

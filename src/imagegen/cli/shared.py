@@ -10,15 +10,13 @@ import os
 import sys
 from pathlib import Path
 
-from ..config import DataConfig, load
+from ..config import MAX_SEED, DataConfig, load
 from ..errors import ImagegenError
 
 DATASET_HELP = "fashion-mnist | mnist | mnist-5k | digits | folder:PATH"
 
 # Limits of the numbers a flag takes: beyond them a value is a typo, not a plan, and would only run out of memory
 # or time. The sampler's (steps, batch, guidance) are the config's, which sampling.check_sampling applies too.
-MAX_SEED = 2**63 - 1  # as sampling.request.MAX_SEED: seeds are mixed into 63-bit per-image seeds
-MAX_IMAGES = 10_000_000  # as sampling.request.MAX_IMAGES: images to draw or pairs to make in one command
 MAX_TRAIN_IMAGES = 10**12  # a training budget in images (decades on one machine)
 MAX_MINUTES = 60 * 24 * 366  # a training budget in minutes: a year
 MAX_EPOCHS = 100_000

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import MAX_IMAGES, MAX_SEED
 from ..errors import UsageError
 from ..methods.guidance import interval_json
 from . import backends
 from .generator import Generator, check_sampling, check_whole, generate, load_generator, run_settings
 
-MAX_IMAGES = 10_000_000  # per request: more is a typo, not a plan (10 million 28x28 images are 8 GB)
-MAX_SEED = 2**63 - 1  # seeds are mixed into 63-bit per-image seeds (generator.image_seed); JSON keeps them exact
 ONE_CALL = ("gan", "vae")  # methods that draw an image in one network call: no sampler settings apply
 DEVICES = ("auto", "cpu", "cuda")
 SAMPLER_SETTINGS = ("steps", "sampler", "guidance", "guidance_interval", "eta")

@@ -8,13 +8,13 @@ import math
 import torch
 from torch import nn
 
+from ..artifacts import MAX_PARAMETERS  # one limit for the networks a config builds and those a file describes
 from ..config import METHOD_CONFIGS, DCGANConfig, EDMConfig, GANConfig, GenConfig, UNetConfig, VAEConfig, to_dict
 from ..errors import UsageError
 from ..methods import diffusion, gan, vae
 from ..models import build_model
 
 METHODS = tuple(METHOD_CONFIGS)  # flow, edm, gan, vae
-MAX_PARAMETERS = 2_000_000_000  # more is a mistyped width, not a network to train here (8 GB of float32 weights)
 # the network whose EMA becomes the inference artifact, and its kind in `imagegen.models`
 INFERENCE = {"flow": ("net", "unet"), "edm": ("net", "unet"), "gan": ("generator", "dcgan-generator"),
              "vae": ("vae", "vae")}
