@@ -242,7 +242,7 @@ class GeneratorTask:
         cfg = self.cfg if doc is None else _resumed_config(doc, self.budget)
         cfg = checked(cfg)  # a config changed in code since it was loaded passes the same checks
         _check_budget(cfg)
-        _check_data_and_networks(cfg)
+        self.train_ds = _check_data_and_networks(cfg, self.show_progress)  # build trains on these, not a re-read
         if doc is None and cfg.train.bf16 == "auto":  # resolved once and saved, so a resumed run computes as it began
             cfg.train.bf16 = has_bf16_units(resolve_device(cfg.device))
         self.cfg, self.train, self.label = cfg, cfg.train, f"train {cfg.method.name}"
@@ -252,7 +252,7 @@ class GeneratorTask:
         cfg = self.cfg
         self.device = device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
-        train_ds, _ = load_splits(cfg.data, self.show_progress)
+        train_ds = self.train_ds
         self.images_u8, self.labels = torch.from_numpy(train_ds.images), torch.from_numpy(train_ds.labels)
         self.num_classes, self.shape = len(train_ds.classes), train_ds.shape
         self.net_configs = recipes.network_configs(cfg, train_ds.shape, self.num_classes)
@@ -448,13 +448,14 @@ def _check_budget(cfg: GenConfig) -> None:
     _check_sampling(cfg)
 
 
-def _check_data_and_networks(cfg: GenConfig) -> None:
+def _check_data_and_networks(cfg: GenConfig, show_progress: bool):
     """The device exists, the data set loads, and the networks the config builds fit its images (built and run on
-    the meta device: no memory, no arithmetic). The data is read again when training starts; a download or a
-    folder's first decoding happens here, without a progress bar."""
+    the meta device: no memory, no arithmetic); the training split, which the run then trains on (read once, a
+    download or a folder's first decoding with its progress bar)."""
     resolve_device(cfg.device)
-    train_ds, _ = load_splits(cfg.data, show_progress=False)
+    train_ds, _ = load_splits(cfg.data, show_progress)
     recipes.dry_run(cfg, train_ds.shape, len(train_ds.classes))
+    return train_ds
 
 
 def _check_out(run: Path) -> None:
