@@ -119,7 +119,7 @@ def test_eval_end_to_end_with_memorisation(capsys, tmp_path):
     code, out, err = run(capsys, "eval", str(tmp_path / "s.npz"), "--dataset", "digits", "--pairs",
                          str(tmp_path / "pairs.png"), "--no-progress")
     assert code == 0, err
-    assert "real floor" in out and "memorised_fraction" in out and "biased" in err
+    assert "real floor" in out and "memorised fraction" in out and "biased" in err
     assert (tmp_path / "pairs.png").is_file()
     np.savez(tmp_path / "big.npz", images=np.zeros((5, 1, 28, 28), np.uint8))
     code, _, err = run(capsys, "eval", str(tmp_path / "big.npz"), "--dataset", "digits")
