@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imagegen.cli import main
+from imagegen.cli import build_parser, main
+from imagegen.cli.data import next_step_lines, next_steps
 
 
 def run(capsys, *argv):
@@ -105,8 +106,29 @@ def test_demo_trains_the_evaluator_once_then_a_generator_and_scores_it(capsys, t
     assert "training it once" in out and "class grid" in out and "real floor" in out
     page = (tmp_path / "d" / "report.html").read_text()
     assert "report.html" in out and "Evaluation" in page and "<figcaption>trajectory</figcaption>" in page
+    assert "what it measures" in page and "verdict: FID" in page
+    steps = next_steps(str(tmp_path / "d"), tmp_path / "d" / "report.html")
+    assert out.strip().splitlines()[-4:] == ["next:", *next_step_lines(steps)]
+    the_next_steps_run(capsys, steps, tmp_path / "d")
     code, out, _ = run(capsys, *argv)
     assert code == 0 and "already trained" in out
+
+
+def the_next_steps_run(capsys, steps, d):
+    """The demo's three last lines are commands that work: each imagegen one parses (a renamed flag fails here),
+    the sample command runs twice (--overwrite), the resume runs with a budget a test affords."""
+    (_, sample), (_, resume), (_, browse) = steps
+    args = build_parser().parse_args(sample[1:])
+    assert args.func.__name__ == "run_sample" and args.class_index == 0 and args.n == 100
+    args = build_parser().parse_args(resume[1:])
+    assert args.func.__name__ == "run_train" and args.resume == str(d) and args.minutes == 15
+    for _ in range(2):
+        code, _, err = run(capsys, *sample[1:], "--no-progress")
+        assert code == 0, err
+    assert (d / "class-0" / "grid.png").is_file()
+    code, _, err = run(capsys, *resume[1:-1], "0.06", "--no-progress")  # 15 minutes, as 0.06
+    assert code == 0, err
+    assert browse[1:] == ["-m", "webbrowser", (d / "report.html").resolve().as_uri()]
 
 
 def test_eval_end_to_end_with_memorisation(capsys, tmp_path):
@@ -119,7 +141,7 @@ def test_eval_end_to_end_with_memorisation(capsys, tmp_path):
     code, out, err = run(capsys, "eval", str(tmp_path / "s.npz"), "--dataset", "digits", "--pairs",
                          str(tmp_path / "pairs.png"), "--no-progress")
     assert code == 0, err
-    assert "real floor" in out and "memorised_fraction" in out and "biased" in err
+    assert "real floor" in out and "memorised fraction" in out and "biased" in err
     assert (tmp_path / "pairs.png").is_file()
     np.savez(tmp_path / "big.npz", images=np.zeros((5, 1, 28, 28), np.uint8))
     code, _, err = run(capsys, "eval", str(tmp_path / "big.npz"), "--dataset", "digits")

@@ -54,7 +54,7 @@ def test_real_images_sit_near_the_floor_and_noise_does_not(evaluator_path, digit
     # the samples are training images: every one is memorised, at pixel distance 0
     assert good["samples"]["memorised_fraction"] == 1.0 and good["samples"]["nn_pixel_median"] == 0
     table = format_report(good)
-    assert "real floor" in table and "fid" in table and "memorised_fraction" in table
+    assert "real floor" in table and "FID" in table and "memorised fraction" in table and "verdict: FID" in table
 
 
 def rms_to_nearest(images, train):

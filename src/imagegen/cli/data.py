@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
 from ..config import MAX_IMAGES, load
 from .shared import (
     MAX_MINUTES,
@@ -87,7 +92,43 @@ def run_demo(args):
 
     report = build_report(args.out, explain=True, device=args.device, log=log)
     result["report"] = str(report)
-    log(f"report (numbers, curves, grids over time, explanations), open it in a browser: {report}")
-    log(f"model: {args.out}/model.json; more images: imagegen sample {args.out} --n 100 --class 0")
-    log(f"train longer: imagegen train --resume {args.out} --minutes 15")
+    log(f"report (numbers, curves, grids over time, explanations): {report}; model: {args.out}/model.json")
+    log("\nnext:")
+    for line in next_step_lines(next_steps(args.out, report)):
+        log(line)
     return result
+
+
+def next_steps(run: str, report: str | Path, minutes: float = 15) -> list[tuple[str, list[str]]]:
+    """The three commands a demo suggests, as (what it does, argv): images of one class, train on, open the
+    report. argv[0] is how this user starts the program (`make demo` runs .venv/bin/imagegen unactivated)."""
+    from ..artifacts import read_header
+
+    name = (read_header(Path(run) / "model.json").get("meta", {}).get("classes") or ["0"])[0]
+    return [(f"100 images of one class, class 0{f' ({name})' if name != '0' else ''}",
+             [_program(), "sample", run, "--n", "100", "--class", "0", "--out", f"{run}/class-0", "--overwrite"]),
+            (f"train longer, {minutes:g} minutes in all (it resumes where the demo stopped)",
+             [_program(), "train", "--resume", run, "--minutes", f"{minutes:g}"]),
+            ("open the report in a browser",
+             [_nearby(Path(sys.executable)), "-m", "webbrowser", Path(report).resolve().as_uri()])]
+
+
+def next_step_lines(steps: list[tuple[str, list[str]]]) -> list[str]:
+    return [f"  {i}. {what}: {shlex.join(argv)}" for i, (what, argv) in enumerate(steps, 1)]
+
+
+def _program() -> str:
+    """`imagegen` when that is on PATH and is this installation, else this interpreter's imagegen script."""
+    script = Path(sys.executable).parent / "imagegen"
+    found = shutil.which("imagegen")
+    if found and (not script.is_file() or Path(found).resolve() == script.resolve()):
+        return "imagegen"
+    return _nearby(script) if script.is_file() else "imagegen"
+
+
+def _nearby(path: Path) -> str:
+    """`path` relative to the working directory when it lies below it (.venv/bin/imagegen), else absolute."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path.absolute())

@@ -12,10 +12,9 @@ from ..errors import ImagegenError, UsageError
 from ..pixels import labelled_grid, save_png
 from . import stats
 from .evaluator import Evaluator
+from .glossary import describe, ordered, verdict, wrap
 
 SMALL_N = 1000
-METRICS = ("fid", "kid_mean", "kid_std", "precision", "recall", "is_mean", "is_std", "class_accuracy",
-           "nn_pixel_median", "nn_feature_median", "memorised_fraction")
 
 
 def evaluate(images: np.ndarray, labels: np.ndarray | None, ev: Evaluator, *, train_images: np.ndarray | None = None,
@@ -109,13 +108,15 @@ def closest_pairs_figure(images, train_images, dist, idx, path, n: int = 10) -> 
 
 
 def format_report(report: dict) -> str:
-    """A table: each metric for the samples and for real training images at the same n."""
+    """A table: each metric, in order of importance, for the samples and for real training images at the same n,
+    with a sentence under it that says what it measures and which way is better; then a one-line verdict."""
     lines = [f"{report['n']} samples vs the {report['dataset']} test split ({report['n_reference']} images); "
              f"evaluator test accuracy {report['evaluator_accuracy']:.4f}",
-             f"{'metric':<20}{'samples':>12}{'real floor':>14}   (floor: {report['n_floor']} real training images;"
-             " memorisation floor: real test images)"]
+             f"floor: {report['n_floor']} real training images (memorisation floor: real test images)",
+             f"{'metric':<20}{'samples':>12}{'real floor':>14}"]
     if "n_precision_recall" in report:
         lines.insert(1, f"precision and recall at n = {report['n_precision_recall']} on each side")
-    lines += [f"{key:<20}{report['samples'][key]:>12.4f}{report['floor'][key]:>14.4f}"
-              for key in METRICS if key in report["samples"]]
-    return "\n".join(lines)
+    for key in ordered(k for k in report["samples"] if k in report["floor"]):
+        label, sentence = describe(key)
+        lines += [f"{label:<20}{report['samples'][key]:>12.4f}{report['floor'][key]:>14.4f}", *wrap(sentence)]
+    return "\n".join(lines + wrap(verdict(report), indent=""))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..artifacts import read_header
 from ..errors import ImagegenError
+from ..metrics.glossary import describe, ordered, verdict
 from .plots import plt
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -18,7 +19,8 @@ h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ddd;margin-top:2e
 table{border-collapse:collapse;font-size:.9em}td,th{padding:.25em .8em;border-bottom:1px solid #eee;text-align:right}
 th:first-child,td:first-child{text-align:left}figure{display:inline-block;margin:.5em;vertical-align:top}
 img{max-width:100%;image-rendering:pixelated}figcaption{font-size:.8em;color:#555}pre{background:#f6f6f6;
-padding:.8em;font-size:.8em;overflow:auto}"""
+padding:.8em;font-size:.8em;overflow:auto}td.what{text-align:left;color:#555;font-size:.9em}
+.verdict{font-weight:bold}"""
 
 
 def build_report(run: str | os.PathLike, out: str | os.PathLike | None = None, *, explain: bool = True,
@@ -69,15 +71,25 @@ def _read_json(path: Path) -> dict:
 
 
 def evaluation_table(ev: dict) -> str:
-    """Samples beside the real-data floor, metric by metric."""
-    keys = [k for k in ev.get("samples", {}) if k in ev.get("floor", {})]
-    rows = [[k, ev["samples"][k], ev["floor"][k]] for k in keys]
+    """Samples beside the real-data floor, metric by metric in order of importance, each with its sentence (what
+    it measures, which way is better), then the verdict."""
+    keys = ordered(k for k in ev.get("samples", {}) if k in ev.get("floor", {}))
+    rows = "".join(_metric_row(k, ev["samples"][k], ev["floor"][k]) for k in keys)
     note = (f"<p>{ev.get('n', '?')} samples vs {ev.get('n_floor', '?')} real training images (the floor), both "
             f"against the {ev.get('n_reference', '?')} test images; evaluator accuracy on real test images "
             f"{ev.get('evaluator_accuracy', float('nan')):.3f}"
             + (f"; precision and recall at n = {ev['n_precision_recall']} on each side" if "n_precision_recall" in ev
                else "") + ".</p>")
-    return note + _table(rows, ["metric", "samples", "real-data floor"])
+    head = "".join(f"<th>{h}</th>" for h in ("metric", "samples", "real-data floor", "what it measures"))
+    said = verdict(ev) if keys else ""
+    return (note + f"<table><tr>{head}</tr>{rows}</table>"
+            + (f"<p class='verdict'>{html.escape(said)}</p>" if said else ""))
+
+
+def _metric_row(key: str, sample: float, floor: float) -> str:
+    label, sentence = describe(key)
+    return (f"<tr><td>{html.escape(label)}</td><td>{sample:.4g}</td><td>{floor:.4g}</td>"
+            f"<td class='what'>{html.escape(sentence)}</td></tr>")
 
 
 def curves(lines: list[dict], path: Path) -> Path | None:
