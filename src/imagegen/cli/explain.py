@@ -23,7 +23,8 @@ from .shared import (
     whole,
 )
 
-CLASSIFIER_HELP = "a seed-classifier or evaluator run/model.json, or 'evaluator' (the cached one for --dataset)"
+CLASSIFIER_HELP = ("a seed-classifier or evaluator run/model.json, or 'evaluator' (the pinned one of --dataset, else "
+                   "its local one)")
 
 
 SAMPLERS = ("euler", "heun", "dpmpp-2m", "ddim")

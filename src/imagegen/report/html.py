@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..artifacts import read_header
 from ..errors import ImagegenError
+from ..metrics.report import evaluator_line, floor_words
 from .plots import plt
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -69,10 +70,12 @@ def _read_json(path: Path) -> dict:
 
 
 def evaluation_table(ev: dict) -> str:
-    """Samples beside the real-data floor, metric by metric."""
+    """Samples beside the real-data floor, metric by metric, under the name of the evaluator that scored them."""
     keys = [k for k in ev.get("samples", {}) if k in ev.get("floor", {})]
     rows = [[k, ev["samples"][k], ev["floor"][k]] for k in keys]
-    note = (f"<p>{ev.get('n', '?')} samples vs {ev.get('n_floor', '?')} real training images (the floor), both "
+    floor = floor_words(ev) if "n_floor" in ev else "? real training images"
+    note = (f"<p><b>{html.escape(evaluator_line(ev.get('evaluator')))}</b>.</p>"
+            f"<p>{ev.get('n', '?')} samples vs {html.escape(floor)} (the floor), both "
             f"against the {ev.get('n_reference', '?')} test images; evaluator accuracy on real test images "
             f"{ev.get('evaluator_accuracy', float('nan')):.3f}"
             + (f"; precision and recall at n = {ev['n_precision_recall']} on each side" if "n_precision_recall" in ev
