@@ -88,8 +88,7 @@ def run_eval(args):
     if args.evaluator and args.dataset is None:  # the memorisation check reads the evaluator's own data set
         dc = dataclasses.replace(dc, dataset=ev.dataset)
     elif ev.dataset != dc.dataset:
-        raise UsageError(f"evaluator {ev.name} ({args.evaluator}) was trained on {ev.dataset}, not on --dataset "
-                         f"{dc.dataset}")
+        raise UsageError(f"evaluator {ev.name} was trained on {ev.dataset}, not on --dataset {dc.dataset}")
     train = test = None
     if not args.no_memorization:
         train, test = load_splits(dc, not args.no_progress)
