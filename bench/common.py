@@ -35,10 +35,12 @@ def commit() -> str:
         return "unknown"
 
 
-def save(name: str, rows: list[dict], **extra) -> Path:
+def save(name: str, rows: list[dict], *, ev=None, **extra) -> Path:
+    """bench/results/NAME.json with the machine, date and commit, and `evaluator`: the name, SHA-256 and pinned
+    flag of the evaluator `ev` that scored the rows (numbers are comparable exactly when these names match)."""
     RESULTS.mkdir(exist_ok=True)
     doc = {"benchmark": name, "date": datetime.datetime.now().isoformat(timespec="seconds"), "commit": commit(),
-           "machine": machine(), "rows": rows, **extra}
+           "machine": machine(), **({"evaluator": ev.identity} if ev is not None else {}), "rows": rows, **extra}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return path

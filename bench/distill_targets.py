@@ -79,7 +79,7 @@ def main() -> None:
                      **{m: rep["samples"][m] for m in ("fid", "precision", "recall", "class_accuracy")},
                      "floor_fid": rep["floor"]["fid"]})
         print(rows[-1], flush=True)
-        save("distill_targets", rows)
+        save("distill_targets", rows, ev=ev)
     print(table(rows, ["sampler", "substeps", "fid", "floor_fid", "precision", "recall", "class_accuracy"]))
 
 

@@ -1,5 +1,6 @@
-"""The evaluator behind `imagegen eval`: its accuracy and training time, the real-data floor at n = 10,000,
-and how the metrics move for degraded 'generators' built from real images. Writes bench/results/evaluator.json.
+"""The evaluator's recipe (the one the pinned evaluators were trained with), trained here as a local evaluator: its
+accuracy and training time, the real-data floor at n = 10,000 (held-out training images it never saw), and how the
+metrics move for degraded 'generators' built from real images. Writes bench/results/evaluator.json.
 
     python bench/evaluator.py [--dataset fashion-mnist] [--reuse] [--n 10000]
 """
@@ -57,7 +58,7 @@ def main() -> None:
         info = train_evaluator(DataConfig(dataset=args.dataset), show_progress=False, log=lambda s: print(" ", s))
     else:
         info = json.loads((evaluator_dir(args.dataset) / "metrics.json").read_text())["result"]
-    ev = load_evaluator(args.dataset)
+    ev = load_evaluator(args.dataset, "local")  # the one trained (or reused) here, not the pinned one
     train, test = load_dataset(args.dataset, "train"), load_dataset(args.dataset, "test")
     rng = np.random.default_rng(1)
     pick = rng.choice(len(train), args.n, replace=False)
@@ -72,7 +73,7 @@ def main() -> None:
                      "memorised": s["memorised_fraction"], "eval_seconds": time.perf_counter() - t0})
         if kind == KINDS[0]:
             f = rep["floor"]
-            rows.insert(0, {"samples": f"floor: {args.n} train vs test", "fid": f["fid"],
+            rows.insert(0, {"samples": f"floor: {rep['n_floor']} held-out train vs test", "fid": f["fid"],
                             "kid_x1000": 1000 * f["kid_mean"], "precision": f["precision"], "recall": f["recall"],
                             "is": f["is_mean"], "class_acc": f["class_accuracy"],
                             "memorised": f["memorised_fraction"]})
@@ -82,7 +83,7 @@ def main() -> None:
                                                      for k, v in summary.items()))
     print(table(rows, ["samples", "fid", "kid_x1000", "precision", "recall", "is", "class_acc", "memorised",
                        "eval_seconds"]))
-    print("written to", save("evaluator", rows, evaluator=summary, dataset=args.dataset, n=args.n))
+    print("written to", save("evaluator", rows, ev=ev, training=summary, dataset=args.dataset, n=args.n))
 
 
 if __name__ == "__main__":

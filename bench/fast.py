@@ -109,7 +109,7 @@ def quality(row: dict, n: int, ev) -> dict:
         rep = evaluate(images, labels, ev, seed=0)
     keys = ("fid", "kid_mean", "precision", "recall", "class_accuracy")
     return {**{k: rep["samples"][k] for k in keys}, **{f"floor_{k}": rep["floor"][k] for k in keys}, "n": n,
-            "evaluator_accuracy": rep["evaluator_accuracy"]}
+            "evaluator": rep["evaluator"]["name"], "evaluator_accuracy": rep["evaluator_accuracy"]}
 
 
 @torch.inference_mode()
@@ -311,7 +311,7 @@ def main() -> None:
     known = {key(r): r for doc in docs.values() for r in doc.get("rows", [])}
     extra = {"paths": old.get("paths", []), "onnx": old.get("onnx", []), "profile": old.get("profile", []),
              "settings": "CPU, torch threads = cores; quality vs the test split with the imagegen evaluator, "
-                         "floor = n real training images; NFE = network evaluations per image"}
+                         "floor = n held-out training images; NFE = network evaluations per image"}
     ev = load_evaluator(args.dataset, device="cpu")
     rows = []
     interval = check_interval(args.teacher_interval.split(",")) if args.teacher_interval else None
@@ -337,13 +337,13 @@ def main() -> None:
             row["fid_over_floor"] = row["fid"] / row["floor_fid"]
             print(json.dumps(row), flush=True)
             rows.append(row)
-            save(args.name, rows, **extra)  # after every row: a long run that stops keeps what it measured
+            save(args.name, rows, ev=ev, **extra)  # after every row: a long run that stops keeps what it measured
     if args.paths:
         extra.update(paths=paths(Path(args.paths)), onnx=onnx_vs_eager(Path(args.paths)))
-        save(args.name, rows, **extra)
+        save(args.name, rows, ev=ev, **extra)
     if args.profile:
         extra.update(profile=op_profile([Path(r) for r in args.profile]))
-        save(args.name, rows, **extra)
+        save(args.name, rows, ev=ev, **extra)
     path_rows, onnx_rows = extra["paths"], extra["onnx"]
     frontier(rows, RESULTS / f"{args.name}_frontier.png")
     print(table(rows, ["label", "steps", "sampler", "guidance", "interval", "nfe", "fid", "floor_fid", "fid_over_floor",

@@ -101,8 +101,8 @@ def main() -> None:
         print(f"  {name}: fid {row['fid']:.2f}", flush=True)
         rows.append(row)
     recipe = " ".join(["configs/gan.toml", *args.set])
-    path = save(args.name, rows, settings=f"{recipe}, {budget} on {args.dataset}, trained once on this machine's CPU; "
-                "every variant draws the same n samples (seed 0); floor = n real training images")
+    path = save(args.name, rows, ev=ev, settings=f"{recipe}, {budget} on {args.dataset}, trained once on this "
+                "machine's CPU; every variant draws the same n samples (seed 0); floor = n held-out training images")
     print(table(rows, ["variant", "images_trained", "fid", "floor_fid", "kid_mean", "precision", "recall",
                        "class_accuracy"]))
     print(f"written {path}")

@@ -48,7 +48,8 @@ def main() -> None:
                **quality(run, args.n, ev, None, None, None)}
         print(json.dumps({k: v for k, v in row.items() if not isinstance(v, dict)}), flush=True)
         rows = [x for x in rows if (x["variant"], x["minutes"], x["n"]) != (name, args.minutes, args.n)] + [row]
-        save("gan_sweep", rows, settings="configs/gan.toml + overrides, trained from scratch on this machine's CPU")
+        save("gan_sweep", rows, ev=ev,
+             settings="configs/gan.toml + overrides, trained from scratch on this machine's CPU")
     print(table(rows, ["variant", "minutes", "images_trained", "fid", "floor_fid", "kid_mean", "precision", "recall",
                        "class_accuracy"]))
 

@@ -64,7 +64,7 @@ def quality(run: Path, n: int, ev, steps: int | None, sampler: str | None, guida
         setting += band(interval)
     return {"setting": setting, "sample_images_per_second": n / seconds, **{f"{k}": v for k, v in
             report["samples"].items()}, **{f"floor_{k}": v for k, v in report["floor"].items()},
-            "evaluator_accuracy": report["evaluator_accuracy"], "n": n}
+            "evaluator": report["evaluator"]["name"], "evaluator_accuracy": report["evaluator_accuracy"], "n": n}
 
 
 @torch.no_grad()
@@ -116,8 +116,9 @@ def main() -> None:
             rows = [x for x in rows if (x["method"], x["minutes"], x["dataset"], x["setting"])
                     != (method, minutes, args.dataset, row["setting"])]
             rows.append(row)
-            save("generators", rows, settings="each (method, minutes) trained from scratch on this machine's CPU; "
-                 "metrics with the imagegen evaluator vs the test split; floor = n real training images")
+            save("generators", rows, ev=ev,
+                 settings="each (method, minutes) trained from scratch on this machine's CPU; metrics with the "
+                 "imagegen evaluator vs the test split; floor = n held-out training images")
     print(table(rows, ["method", "minutes", "images_trained", "setting", "fid", "floor_fid", "fid_over_floor",
                        "kid_mean", "precision", "recall", "class_accuracy", "evaluator_accuracy",
                        "sample_images_per_second"]))

@@ -138,8 +138,9 @@ def main() -> None:
     print(table(rows, ["method", "minutes", "setting", "fid", "floor_fid", "fid_over_floor", "kid_mean", "precision",
                        "recall", "sample_images_per_second", "train_images_per_second"]))
     print("ratio row: diffusers' FID and KID over ours (higher = ours better); speed: ours over diffusers")
-    print("written to", save("peer_diffusers", rows, settings=f"diffusers example recipe at {args.resolution}px, "
-                             f"channels {args.channels}; n={args.n} samples vs the test split; floor at the same n"))
+    print("written to", save("peer_diffusers", rows, ev=ev,
+                             settings=f"diffusers example recipe at {args.resolution}px, channels {args.channels}; "
+                             f"n={args.n} samples vs the test split; floor at the same n"))
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def main() -> None:
                                                                        "class_accuracy")}, flush=True)
     print(table(rows, ["sampler", "steps", "guidance", "interval", "fid", "floor_fid", "kid_mean", "precision",
                        "recall", "class_accuracy", "sample_images_per_second"]))
-    print("written to", save("sampler_sweep", others + rows, settings="n samples vs the test split"))
+    print("written to", save("sampler_sweep", others + rows, ev=ev, settings="n samples vs the test split"))
 
 
 if __name__ == "__main__":

@@ -97,6 +97,7 @@ def zoo(tmp_path_factory) -> Path:
     rewrite_header(copy_run(z / "ev", z / "ev-wrong-shape"), config={**EVAL, "width": 8})
     (copy_run(z / "ev", z / "ev-no-ref") / "reference.safetensors").unlink()
     truncate(copy_run(z / "ev", z / "ev-cut-ref") / "reference.safetensors", 0.5)
+    rewrite_header(copy_run(z / "ev", z / "ev-pinned-v9"), meta={"pinned_name": "digits-v9"})
 
     images = np.random.default_rng(0).integers(0, 256, (20, 1, 8, 8), dtype=np.uint8)
     np.savez(z / "s.npz", images=images, labels=np.arange(20) % 10)
@@ -161,6 +162,9 @@ NUMBERS = [
     ("evaluator-width-huge", "evaluator train --dataset digits --width 100000000", 2,
      "--width must be at most 4,096"),
     ("evaluator-epochs-negative", "evaluator train --dataset digits --epochs -3", 2, "--epochs must be >= 1"),
+    ("evaluator-holdout-negative", "evaluator train --dataset digits --holdout -1", 2, "--holdout must be >= 0"),
+    ("evaluator-holdout-everything", "evaluator train --dataset digits --holdout 1438 --out {t}/ev", 2,
+     "--holdout 1438 leaves nothing to train on: the training split has 1438 images"),
     ("data-size-zero", "data --dataset digits --size 0", 2, "--size must be >= 1, got 0"),
     ("data-size-huge", "data --dataset digits --size 100000000", 2, "--size must be at most 4,096"),
     ("demo-minutes-nan", "demo --minutes nan", 2, "--minutes must be a finite number"),
@@ -215,6 +219,13 @@ FILES = [
     ("classify-predict-truncated", "classify predict {z}/cut-clf {z}/img.png", 1, "safetensors file"),
     ("classify-bad-config-file", "classify train --config {z}/bad.toml", 2, "bad.toml"),
     ("evaluator-folder-is-a-file", "evaluator train --dataset folder:{z}/afile", 1, "afile"),
+    ("eval-evaluator-not-there", "eval {z}/s.npz --evaluator {t}/none", 1, "no evaluator at {t}/none"),
+    ("eval-no-local-evaluator", "eval {z}/s.npz --dataset digits --evaluator local --no-memorization", 1,
+     "no local evaluator for 'digits'"),
+    ("eval-local-name-not-here", "eval {z}/s.npz --dataset digits --evaluator local-digits-0123abcd", 1,
+     "no local evaluator for 'digits'"),
+    ("eval-old-evaluator-names-itself-pinned", "eval {z}/s.npz --evaluator {z}/ev-pinned-v9 --no-memorization", 1,
+     "names itself pinned evaluator 'digits-v9', which this imagegen does not pin"),
     ("data-unknown", "data --dataset cifar10", 1, "unknown dataset 'cifar10'"),
 ]
 
@@ -259,7 +270,7 @@ USAGE = [
     ("explain-filters-has-no-n", "explain filters {z}/clf --n 3", 2, "unrecognized arguments: --n 3"),
     ("explain-features-has-no-device", "explain features {z}/clf --device cpu", 2, "unrecognized arguments"),
     ("explain-dataset-for-a-file", "explain filters {z}/clf --dataset digits", 2,
-     "--dataset chooses the cached evaluator"),
+     "--dataset chooses the evaluator for MODEL 'evaluator'"),
     ("explain-files-and-samples", "explain attributions {z}/clf {z}/img.png --samples {z}/s.npz", 2,
      "image files or --samples, not both"),
     ("explain-layer-without-grad-cam", "explain attributions {z}/clf --methods saliency --layer features.0", 2,
@@ -271,6 +282,17 @@ USAGE = [
     ("classify-no-command", "classify", 2, "the following arguments are required: COMMAND"),
     ("classify-predict-has-no-seed", "classify predict {z}/clf {z}/img.png --seed 2", 2, "unrecognized arguments"),
     ("evaluator-bad-device", "evaluator train --dataset digits --device tpu", 2, "invalid choice: 'tpu'"),
+    ("evaluator-pin-bad-name", "evaluator train --dataset digits --pin Digits --out {t}/p", 2,
+     "a pinned name is DATASET-vN in lower case, e.g. digits-v1"),
+    ("evaluator-pin-local-name", "evaluator train --dataset digits --pin local-digits-v1 --out {t}/p", 2,
+     "a pinned name is DATASET-vN"),
+    ("evaluator-pin-without-out", "evaluator train --dataset digits --pin digits-v2", 2, "--pin needs --out"),
+    ("evaluator-pin-a-folder", "evaluator train --dataset folder:{z}/adir --pin pics-v1 --out {t}/p", 2,
+     "--pin is for the built-in datasets"),
+    ("eval-evaluator-unknown", "eval {z}/s.npz --evaluator nosuch", 2,
+     "unknown evaluator 'nosuch': give a pinned name (digits-v1"),
+    ("eval-pinned-of-another-dataset", "eval {z}/s.npz --evaluator digits-v1 --dataset mnist-5k --no-memorization", 2,
+     "evaluator digits-v1 was trained on digits, not on --dataset mnist-5k"),
     ("data-has-no-device", "data --dataset digits --device cpu", 2, "unrecognized arguments: --device cpu"),
     ("data-bad-channels", "data --dataset digits --channels 2", 2, "invalid choice: 2"),
 ]

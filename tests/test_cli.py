@@ -97,21 +97,24 @@ def test_informational_commands(capsys, argv):
     assert run(capsys, *argv)[0] == 0
 
 
-def test_demo_trains_the_evaluator_once_then_a_generator_and_scores_it(capsys, tmp_path):
+def test_demo_loads_the_pinned_evaluator_then_trains_a_generator_and_scores_it(capsys, tmp_path):
     argv = ["demo", "--dataset", "digits", "--minutes", "0.05", "--eval-samples", "50", "--out", str(tmp_path / "d"),
             "--no-progress"]
     code, out, err = run(capsys, *argv)
     assert code == 0, err
     assert (tmp_path / "d" / "grid.png").is_file() and (tmp_path / "d" / "model.json").is_file()
-    assert "training it once" in out and "class grid" in out and "real floor" in out
+    assert "[1/2] evaluator for digits: pinned digits-v1" in out and "training it once" not in out
+    assert "computing reference features for digits-v1 once" in out
+    assert "class grid" in out and "real floor" in out and "evaluator digits-v1 (sha256" in out
     page = (tmp_path / "d" / "report.html").read_text()
     assert "report.html" in out and "Evaluation" in page and "<figcaption>trajectory</figcaption>" in page
     assert "what it measures" in page and "verdict: FID" in page
     steps = next_steps(str(tmp_path / "d"), tmp_path / "d" / "report.html")
     assert out.strip().splitlines()[-4:] == ["next:", *next_step_lines(steps)]
     the_next_steps_run(capsys, steps, tmp_path / "d")
+    assert "evaluator digits-v1 (sha256" in page
     code, out, _ = run(capsys, *argv)
-    assert code == 0 and "already trained" in out
+    assert code == 0 and "pinned digits-v1" in out and "computing reference features" not in out
 
 
 def the_next_steps_run(capsys, steps, d):
@@ -138,9 +141,10 @@ def test_eval_end_to_end_with_memorisation(capsys, tmp_path):
     assert run(capsys, "evaluator", "train", "--dataset", "digits", "--epochs", "2", "--no-progress")[0] == 0
     train = load_dataset("digits", "train")
     save_samples(tmp_path / "s.npz", train.images[:200], train.labels[:200])
-    code, out, err = run(capsys, "eval", str(tmp_path / "s.npz"), "--dataset", "digits", "--pairs",
-                         str(tmp_path / "pairs.png"), "--no-progress")
+    code, out, err = run(capsys, "eval", str(tmp_path / "s.npz"), "--dataset", "digits", "--evaluator", "local",
+                         "--pairs", str(tmp_path / "pairs.png"), "--no-progress")
     assert code == 0, err
+    assert out.startswith("evaluator local-digits-") and ", local: comparable only with" in out
     assert "real floor" in out and "memorised fraction" in out and "biased" in err
     assert (tmp_path / "pairs.png").is_file()
     np.savez(tmp_path / "big.npz", images=np.zeros((5, 1, 28, 28), np.uint8))

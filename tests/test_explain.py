@@ -1,6 +1,5 @@
 """imagegen.explain: attribution contracts, feature maps, generator pictures, `imagegen explain` and `report`."""
 
-import dataclasses
 import json
 
 import numpy as np
@@ -10,7 +9,6 @@ from PIL import Image
 
 from imagegen.artifacts import save_artifact
 from imagegen.cli import main
-from imagegen.config import EVALUATOR_FIT, DataConfig
 from imagegen.errors import UsageError
 from imagegen.explain import (
     attribute,
@@ -207,10 +205,7 @@ def test_explain_classifier_pictures_default_into_the_run(classifier_run):
 
 
 def test_training_logs_the_grid_fid_and_report_gathers_a_run(tmp_path):
-    from imagegen.train.evaluator import train_evaluator
-
-    fit = dataclasses.replace(EVALUATOR_FIT, epochs=1, batch_size=64)
-    train_evaluator(DataConfig(dataset="digits"), fit, width=8, show_progress=False, log=lambda s: None)
+    """Digits has a pinned evaluator (digits-v1): a run finds it, and no evaluator is trained first."""
     run = tmp_path / "run"
     loop.train(tiny_config(images=96, **{"train.grid_minutes": 0}), run, show_progress=False, log=lambda s: None)
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]

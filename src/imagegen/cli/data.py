@@ -64,7 +64,7 @@ def _demo(sub, common, data, fmt) -> None:
 
 def run_demo(args):
     from ..config import GenConfig
-    from ..metrics.evaluator import evaluator_dir
+    from ..metrics import find_evaluator
     from ..train.evaluator import train_evaluator
     from ..train.loop import train
 
@@ -74,9 +74,11 @@ def run_demo(args):
                                  "seed": args.seed, "device": args.device,
                                  **data_flags(args)})
     name = cfg.data.dataset
-    cached = evaluator_dir(name, size=cfg.data.size, channels=cfg.data.channels)
-    if (cached / "model.json").is_file():
-        log(f"[1/2] evaluator for {name}: already trained ({cached})")
+    ev = find_evaluator(cfg.data, device=args.device, show_progress=not args.no_progress, log=log)
+    if ev is not None:  # a built-in dataset's pinned one, shipped with imagegen: nothing to train
+        log(f"[1/2] evaluator for {name}: {'pinned' if ev.pinned else 'local, already trained:'} {ev.name} "
+            f"(sha256 {ev.sha256[:12]})")
+        ev.reference  # noqa: B018 (its reference features: computed once per machine, here rather than mid-run)
     else:
         log(f"[1/2] evaluator for {name}: training it once (a few minutes; cached for every later evaluation)")
         train_evaluator(cfg.data, seed=args.seed, device=args.device, show_progress=not args.no_progress, log=log)

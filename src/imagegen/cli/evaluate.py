@@ -6,7 +6,13 @@ import dataclasses
 
 from ..config import EVALUATOR_FIT, EVALUATOR_WIDTH
 from ..errors import ImagegenError, UsageError
-from .shared import MAX_EPOCHS, MAX_PICTURE, MAX_WIDTH, check_output, count, data_config, log_for
+from .shared import MAX_EPOCHS, MAX_PICTURE, MAX_WIDTH, check_output, count, data_config, log_for, natural
+
+MAX_HOLDOUT = 10**9
+SPEC_HELP = ("which evaluator: a pinned name (fashion-mnist-v1, mnist-5k-v1, digits-v1), 'local' (the one "
+             "`imagegen evaluator train` cached on this machine for --dataset), a local name (local-DATASET-HASH, as "
+             "evaluations record it) or an evaluator folder (default: the pinned one of --dataset, else the local "
+             "one). Numbers are comparable exactly when their evaluators' names match")
 
 
 def register(sub, common, data, fmt) -> None:
@@ -19,11 +25,22 @@ def _evaluator(sub, common, data, fmt) -> None:
     p = sub.add_parser("evaluator", help="the per-dataset evaluator network behind the metrics")
     esub = p.add_subparsers(title="commands", metavar="COMMAND", required=True)
     t = esub.add_parser("train", parents=[common, data], formatter_class=fmt,
-                        help="train and cache the evaluator and its reference features")
+                        help="train a local evaluator (the pinned ones ship with imagegen) and its reference "
+                             "features; eval uses it with --evaluator local",
+                        description="Train a local evaluator, named local-DATASET-HASH, cached where `imagegen eval "
+                                    "--evaluator local` finds it. The built-in datasets have pinned evaluators "
+                                    "(fashion-mnist-v1, mnist-5k-v1, digits-v1), the default of every evaluation: "
+                                    "a local one is never taken for them.")
     t.add_argument("--epochs", type=count(MAX_EPOCHS), default=EVALUATOR_FIT.epochs)
     t.add_argument("--width", type=count(MAX_WIDTH), default=EVALUATOR_WIDTH,
                    help="channels of the first stage (then x2, x4)")
+    t.add_argument("--holdout", type=natural(MAX_HOLDOUT), default=None,
+                   help="training images it never sees, where the real-data floor is drawn (default: as many as the "
+                        "test split, at most a quarter; 0: none, then the floor is of images it was trained on)")
     t.add_argument("--out", default=None, help="where to save it (default: the cache, where eval looks)")
+    t.add_argument("--pin", default=None, metavar="NAME",
+                   help="write a pinned evaluator NAME (e.g. digits-v1) for the package into --out, with recipe.json "
+                        "and its entry in the index.json beside --out (bench/pin_evaluators.py)")
     t.set_defaults(func=evaluator_train)
 
 
@@ -32,15 +49,24 @@ def evaluator_train(args):
 
     check_output(args.out, folder=True)
     fit_cfg = dataclasses.replace(EVALUATOR_FIT, epochs=args.epochs)
-    return train_evaluator(data_config(args), fit_cfg, width=args.width, seed=args.seed, device=args.device,
-                           out=args.out, show_progress=not args.no_progress, log=log_for(args))
+    return train_evaluator(data_config(args), fit_cfg, width=args.width, seed=args.seed, holdout=args.holdout,
+                           device=args.device, out=args.out, pin=args.pin, command=train_command(args) if args.pin
+                           else None, show_progress=not args.no_progress, log=log_for(args))
+
+
+def train_command(args) -> str:
+    """The command that trains this evaluator again, every setting spelled out (recipe.json records it)."""
+    flags = {"--dataset": args.dataset or "fashion-mnist", "--data-dir": args.data_dir, "--epochs": args.epochs,
+             "--width": args.width, "--seed": args.seed, "--holdout": args.holdout, "--device": args.device,
+             "--pin": args.pin, "--out": args.out}
+    return "imagegen evaluator train " + " ".join(f"{k} {v}" for k, v in flags.items() if v is not None)
 
 
 def _eval(sub, common, data, fmt) -> None:
     p = sub.add_parser("eval", parents=[common, data], formatter_class=fmt,
                        help="score samples: FID, KID, precision/recall, IS, class accuracy, memorisation")
     p.add_argument("samples", help=".npz with images (uint8 N,C,H,W) and optional labels, or a folder of PNGs")
-    p.add_argument("--evaluator", default=None, help="evaluator folder (default: the cached one for --dataset)")
+    p.add_argument("--evaluator", default=None, metavar="NAME|local|PATH", help=SPEC_HELP)
     p.add_argument("--k", type=count(MAX_PICTURE), default=3, help="neighbours for precision and recall")
     p.add_argument("--no-memorization", action="store_true", help="skip the nearest-training-image check")
     p.add_argument("--pairs", default=None, help="PNG of the samples closest to a training image")
@@ -56,13 +82,13 @@ def run_eval(args):
     dc = data_config(args)
     check_output(args.pairs, flag="--pairs")
     images, labels = load_samples(args.samples)
-    ev = load_evaluator(dc.dataset, args.evaluator, args.device, size=dc.size, channels=dc.channels)
+    ev = load_evaluator(dc.dataset, args.evaluator, args.device, data=dc, show_progress=not args.no_progress,
+                        log=log_for(args))
     ev.check(images)
     if args.evaluator and args.dataset is None:  # the memorisation check reads the evaluator's own data set
         dc = dataclasses.replace(dc, dataset=ev.dataset)
     elif ev.dataset != dc.dataset:
-        raise UsageError(f"the evaluator in {args.evaluator} was trained on {ev.dataset}, not on --dataset "
-                         f"{dc.dataset}")
+        raise UsageError(f"evaluator {ev.name} was trained on {ev.dataset}, not on --dataset {dc.dataset}")
     train = test = None
     if not args.no_memorization:
         train, test = load_splits(dc, not args.no_progress)
@@ -72,8 +98,8 @@ def run_eval(args):
         for split, ds in (("train", train), ("test", test)):
             n = len(ev.reference[f"{split}_features"])
             if n != len(ds):
-                raise ImagegenError(f"the evaluator's reference features are of {n} {split} images, but the "
-                                    f"{dc.dataset} {split} split has {len(ds)}; retrain it with: imagegen "
+                raise ImagegenError(f"evaluator {ev.name}'s reference features are of {n} {split} images, but "
+                                    f"the {dc.dataset} {split} split has {len(ds)}; retrain it with: imagegen "
                                     f"evaluator train --dataset {dc.dataset}")
     report = evaluate(images, labels, ev, train_images=None if train is None else train.images,
                       test_images=None if test is None else test.images, k=args.k, seed=args.seed,

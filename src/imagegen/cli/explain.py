@@ -23,7 +23,8 @@ from .shared import (
     whole,
 )
 
-CLASSIFIER_HELP = "a seed-classifier or evaluator run/model.json, or 'evaluator' (the cached one for --dataset)"
+CLASSIFIER_HELP = ("a seed-classifier or evaluator run/model.json, or 'evaluator' (the pinned one of --dataset, else "
+                   "its local one)")
 
 
 SAMPLERS = ("euler", "heun", "dpmpp-2m", "ddim")
@@ -120,8 +121,8 @@ def _test_split(clf):
 
 def _check_dataset_flag(args) -> None:
     if args.dataset is not None and str(args.model) != "evaluator":
-        raise UsageError("--dataset chooses the cached evaluator for MODEL 'evaluator'; a model file records its "
-                         "own dataset")
+        raise UsageError("--dataset chooses the evaluator for MODEL 'evaluator' (its pinned one, else its local "
+                         "one); a model file records its own dataset")
 
 
 def run_attributions(args):

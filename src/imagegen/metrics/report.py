@@ -20,7 +20,12 @@ SMALL_N = 1000
 def evaluate(images: np.ndarray, labels: np.ndarray | None, ev: Evaluator, *, train_images: np.ndarray | None = None,
              test_images: np.ndarray | None = None, k: int = 3, seed: int = 0, pairs_png: str | Path | None = None,
              show_progress: bool = False) -> dict:
-    """Metrics of the samples and of n real training images (the floor), both against the test split.
+    """Metrics of the samples and of n real images (the floor), both against the test split, and the name of the
+    evaluator that gave them (`evaluator`: numbers are comparable exactly when these names match).
+
+    The floor's images are drawn from the training images the evaluator held out and never saw
+    (`floor_held_out`); an evaluator that held none out (`--holdout 0`, or one from before) gives a floor of
+    training images it was trained on, which flatters the floor.
 
     Memorisation (needs the pixels of the training and test splits): each sample's distance to its nearest
     training image, in pixels (RMS over [0, 1] pixels) and in features; `memorised_fraction` is the share of
@@ -31,16 +36,16 @@ def evaluate(images: np.ndarray, labels: np.ndarray | None, ev: Evaluator, *, tr
     ev.check(images)
     if labels is not None and (labels.min() < 0 or labels.max() >= len(ev.classes)):
         raise ImagegenError(f"sample labels must lie in 0..{len(ev.classes) - 1} for the {ev.dataset} evaluator")
-    _check_settings(len(images), min(len(images), len(ev.reference["train_features"]),
-                                     len(ev.reference["test_features"])), k, seed)
+    ref = ev.reference
+    pool = ev.floor_pool(len(ref["train_features"]))
+    _check_settings(len(images), min(len(images), len(pool), len(ref["test_features"])), k, seed)
     n = len(images)
     if n < SMALL_N:
         warnings.warn(f"{n} samples: FID and KID are biased upward at small n; use >= {SMALL_N} (10,000 is usual)",
                       stacklevel=2)
-    ref = ev.reference
     feats, probs = ev.embed(images, show_progress=show_progress)
     rng = np.random.default_rng(seed)
-    floor_idx = np.sort(rng.choice(len(ref["train_features"]), min(n, len(ref["train_features"])), replace=False))
+    floor_idx = pool[np.sort(rng.choice(len(pool), min(n, len(pool)), replace=False))]
     n_pr = min(n, len(floor_idx), len(ref["test_features"]))
     sample = _scores(feats, probs, labels, ref["test_features"], k, seed, n_pr)
     floor = _scores(ref["train_features"][floor_idx], ref["train_probs"][floor_idx],
@@ -50,8 +55,9 @@ def evaluate(images: np.ndarray, labels: np.ndarray | None, ev: Evaluator, *, tr
         mem, mem_floor = _memorisation(images, feats, train_images, test_images, ref, n, seed, pairs_png)
         sample.update(mem)
         floor.update(mem_floor)
-    return {"n": n, "n_floor": len(floor_idx), "n_precision_recall": n_pr, "dataset": ev.dataset,
-            "n_reference": len(ref["test_features"]),
+    held_out = len(pool) < len(ref["train_features"])
+    return {"evaluator": ev.identity, "n": n, "n_floor": len(floor_idx), "floor_held_out": held_out,
+            "n_precision_recall": n_pr, "dataset": ev.dataset, "n_reference": len(ref["test_features"]),
             "evaluator_accuracy": ev.test_accuracy, "samples": sample, "floor": floor}
 
 
@@ -107,15 +113,33 @@ def closest_pairs_figure(images, train_images, dist, idx, path, n: int = 10) -> 
     return save_png(labelled_grid(tiles, captions, nrow=len(order)), path)
 
 
+def evaluator_line(identity: dict | None) -> str:
+    """Which evaluator gave the numbers, and what they can be compared with."""
+    if not identity:
+        return "evaluator not recorded (an evaluation from before evaluators were named)"
+    head = f"evaluator {identity['name']} (sha256 {identity['sha256'][:12]})"
+    if identity.get("pinned"):
+        return f"{head}, pinned: comparable with every evaluation by {identity['name']}"
+    return f"{head}, local: comparable only with evaluations by this same evaluator"
+
+
+def floor_words(report: dict) -> str:
+    if report.get("floor_held_out"):
+        return f"{report['n_floor']} held-out training images the evaluator never saw"
+    return f"{report['n_floor']} real training images the evaluator was trained on"
+
+
 def format_report(report: dict) -> str:
-    """A table: each metric, in order of importance, for the samples and for real training images at the same n,
-    with a sentence under it that says what it measures and which way is better; then a one-line verdict."""
-    lines = [f"{report['n']} samples vs the {report['dataset']} test split ({report['n_reference']} images); "
+    """A table under the evaluator's name: each metric, in order of importance, for the samples and for real
+    images at the same n, with a sentence under it that says what it measures and which way is better; then a
+    one-line verdict."""
+    lines = [evaluator_line(report.get("evaluator")),
+             f"{report['n']} samples vs the {report['dataset']} test split ({report['n_reference']} images); "
              f"evaluator test accuracy {report['evaluator_accuracy']:.4f}",
-             f"floor: {report['n_floor']} real training images (memorisation floor: real test images)",
+             f"floor: {floor_words(report)} (memorisation floor: real test images)",
              f"{'metric':<20}{'samples':>12}{'real floor':>14}"]
     if "n_precision_recall" in report:
-        lines.insert(1, f"precision and recall at n = {report['n_precision_recall']} on each side")
+        lines.insert(2, f"precision and recall at n = {report['n_precision_recall']} on each side")
     for key in ordered(k for k in report["samples"] if k in report["floor"]):
         label, sentence = describe(key)
         lines += [f"{label:<20}{report['samples'][key]:>12.4f}{report['floor'][key]:>14.4f}", *wrap(sentence)]

@@ -35,13 +35,14 @@ class Classifier:
 
 
 def load_classifier(spec: str | os.PathLike, dataset: str | None = None) -> Classifier:
-    """A seed-classifier or evaluator artifact (run directory or model.json), or "evaluator" for the cached
-    evaluator of `dataset`."""
+    """A seed-classifier or evaluator artifact (run directory or model.json), or "evaluator" for the default
+    evaluator of `dataset` (its pinned one, else the local one)."""
     if str(spec) == "evaluator":
         from ..metrics import load_evaluator
 
         ev = load_evaluator(dataset or "fashion-mnist", device="cpu")
-        return Classifier(ev.model.eval(), tuple(ev.classes), tuple(ev.image_shape), ev.dataset, "evaluator")
+        return Classifier(ev.model.eval(), tuple(ev.classes), tuple(ev.image_shape), ev.dataset,
+                          f"evaluator {ev.name}")
     model, art = restore(spec, build_model, tuple(CLASSIFIER_KINDS), "a classifier for explain's classifier "
                          "pictures (generators: trajectory, walk, guidance, nearest)")
     return Classifier(model.eval(), tuple(art.meta["classes"]), tuple(art.meta["image_shape"]),

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..artifacts import read_header
 from ..errors import ImagegenError
 from ..metrics.glossary import describe, ordered, verdict
+from ..metrics.report import evaluator_line, floor_words
 from .plots import plt
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -71,11 +72,13 @@ def _read_json(path: Path) -> dict:
 
 
 def evaluation_table(ev: dict) -> str:
-    """Samples beside the real-data floor, metric by metric in order of importance, each with its sentence (what
-    it measures, which way is better), then the verdict."""
+    """Samples beside the real-data floor under the name of the evaluator that scored them, metric by metric in
+    order of importance, each with its sentence (what it measures, which way is better), then the verdict."""
     keys = ordered(k for k in ev.get("samples", {}) if k in ev.get("floor", {}))
     rows = "".join(_metric_row(k, ev["samples"][k], ev["floor"][k]) for k in keys)
-    note = (f"<p>{ev.get('n', '?')} samples vs {ev.get('n_floor', '?')} real training images (the floor), both "
+    floor = floor_words(ev) if "n_floor" in ev else "? real training images"
+    note = (f"<p><b>{html.escape(evaluator_line(ev.get('evaluator')))}</b>.</p>"
+            f"<p>{ev.get('n', '?')} samples vs {html.escape(floor)} (the floor), both "
             f"against the {ev.get('n_reference', '?')} test images; evaluator accuracy on real test images "
             f"{ev.get('evaluator_accuracy', float('nan')):.3f}"
             + (f"; precision and recall at n = {ev['n_precision_recall']} on each side" if "n_precision_recall" in ev

@@ -37,6 +37,7 @@ from ..utils import (
 )
 from . import checkpoint, recipes
 from .ema import ema_beta, ema_update, make_ema
+from .scoring import final_evaluation, run_evaluator
 
 RUN_FILES = ("state.json", "state.safetensors", "metrics.jsonl", "results.json", "model.json", "model.safetensors",
              "grid.png", "config.json")
@@ -274,7 +275,7 @@ class GeneratorTask:
                  f"{self.parameters / 1e6:.2f}M parameters; budget {budget_text(cfg.train)}, batch "
                  f"{cfg.train.batch_size}, device {device}{', bf16 autocast' if cfg.train.bf16 is True else ''}; "
                  f"full config: {run / 'config.json'}")
-        self.evaluator = _cached_evaluator(cfg.data, train_ds.shape, device)
+        self.evaluator = run_evaluator(cfg.data, train_ds.shape, device, self.show_progress, self.log)
 
     def schedule(self, state: dict) -> tuple[int, float] | None:
         fraction = fraction_done(state, self.cfg.train)
@@ -304,7 +305,8 @@ class GeneratorTask:
                   "parameters": self.parameters, **state,
                   "images_per_second": state["images"] / max(state["seconds"], 1e-9), "grid": str(grid_png)}
         if cfg.train.eval_samples > 0:
-            result["evaluation"] = _final_evaluation(run, cfg, self.device, self.show_progress, self.log)
+            result["evaluation"] = final_evaluation(run, cfg, self.evaluator, self.device, self.show_progress,
+                                                     self.log)
         write_json(result, run / "results.json")
         self.log(f"trained {state['images']:,} images in {state['seconds'] / 60:.1f} min "
                  f"({result['images_per_second']:.0f} img/s); grid: {grid_png}")
@@ -376,44 +378,6 @@ def write_grid(run: Path, gen, state: dict, evaluator) -> Path:
                 "grid_class_accuracy": stats.class_accuracy(probs, labels)}
         append_jsonl(line, run / "metrics.jsonl")
     return save_png(picture, run / "grid.png")
-
-
-def _cached_evaluator(data, shape, device):
-    """The dataset's evaluator if it is already trained (training never trains one), else None."""
-    from ..metrics import load_evaluator
-    from ..metrics.evaluator import evaluator_dir
-
-    key = {"size": data.size, "channels": data.channels}
-    if not (evaluator_dir(data.dataset, **key) / "model.json").is_file():
-        return None
-    ev = load_evaluator(data.dataset, device=str(device), **key)
-    return ev if tuple(ev.image_shape) == tuple(shape) else None
-
-
-def _final_evaluation(run: Path, cfg: GenConfig, device, show_progress: bool, log) -> dict | None:
-    """Sample `eval_samples` images with the run's sampling settings and score them with the evaluator."""
-    from ..metrics import evaluate, format_report, load_evaluator
-    from ..metrics.evaluator import evaluator_dir
-    from ..sampling import generate, load_generator, run_settings
-
-    key = {"size": cfg.data.size, "channels": cfg.data.channels}
-    if not (evaluator_dir(cfg.data.dataset, **key) / "model.json").is_file():
-        log(f"no evaluation: no evaluator for {cfg.data.dataset} yet "
-            f"(train it once with: imagegen evaluator train --dataset {cfg.data.dataset})")
-        return None
-    gen = load_generator(run, str(device))
-    n = cfg.train.eval_samples
-    labels = np.arange(n) % gen.num_classes
-    images = generate(gen, labels, seed=cfg.seed, batch_size=cfg.sample.batch_size, show_progress=show_progress,
-                      **run_settings(gen))
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the small-n caveat is stated in the report itself
-        report = evaluate(images, labels, load_evaluator(cfg.data.dataset, device=str(device), **key),
-                          seed=cfg.seed)
-    log(format_report(report))
-    return report
 
 
 RESUME_CHANGES = ("minutes", "images", "device")

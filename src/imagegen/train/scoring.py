@@ -1,0 +1,46 @@
+"""A generator run's evaluator (found, never trained, at the start) and its evaluation at the end: samples drawn
+with the run's sampling settings, scored beside the real-data floor under the evaluator's name."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..config import GenConfig
+from ..metrics import evaluate, find_evaluator, format_report
+from ..sampling import generate, load_generator, run_settings
+
+
+def run_evaluator(data, shape, device, show_progress: bool, log):
+    """The dataset's evaluator (its pinned one, else the local one trained here; training never trains one) with
+    its reference features at hand, read or computed now rather than in the middle of training; else None."""
+    ev = find_evaluator(data, device=str(device), show_progress=show_progress, log=log)
+    if ev is None:
+        log(f"no evaluator for {data.dataset}: no grid FID and no final evaluation (train one once with: imagegen "
+            f"evaluator train --dataset {data.dataset})")
+        return None
+    if tuple(ev.image_shape) != tuple(shape):
+        log(f"evaluator {ev.name} takes {tuple(ev.image_shape)} images, not {tuple(shape)}: no evaluation")
+        return None
+    ev.reference  # noqa: B018 (read now: computed once per machine for a pinned one)
+    log(f"evaluator {ev.name} ({'pinned' if ev.pinned else 'local'}, sha256 {ev.sha256[:12]})")
+    return ev
+
+
+def final_evaluation(run: Path, cfg: GenConfig, ev, device, show_progress: bool, log) -> dict | None:
+    """Sample `eval_samples` images with the run's sampling settings and score them with the evaluator."""
+    if ev is None:
+        log(f"no evaluation: no evaluator for {cfg.data.dataset} of its images")
+        return None
+    gen = load_generator(run, str(device))
+    n = cfg.train.eval_samples
+    labels = np.arange(n) % gen.num_classes
+    images = generate(gen, labels, seed=cfg.seed, batch_size=cfg.sample.batch_size, show_progress=show_progress,
+                      **run_settings(gen))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the small-n caveat is stated in the report itself
+        report = evaluate(images, labels, ev, seed=cfg.seed)
+    log(format_report(report))
+    return report
