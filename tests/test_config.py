@@ -41,7 +41,7 @@ from imagegen.models import VAE, Discriminator, EvaluatorNet, Generator, SeedCla
 from imagegen.models.gan import CONDITIONING
 from imagegen.models.layers import ACTIVATIONS, POOLINGS
 from imagegen.train.optim import OPTIMIZERS, make_optimizer
-from imagegen.train.recipes import METHODS, network_configs
+from imagegen.train.recipes import METHODS, QUICK, network_configs
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 
@@ -358,6 +358,9 @@ def test_every_recipe_loads_with_its_method_and_no_other(tmp_path):
     gan = load(GenConfig, CONFIGS / "gan.toml")
     assert gan.method.name == "gan" and gan.method.d_lr_scale == 4 and gan.method.diffaugment == "translation,cutout"
     assert load(ClassifyConfig, CONFIGS / "seed.toml") == ClassifyConfig()
+    quick = load(GenConfig, CONFIGS / "quick.toml")  # the demo's built-in quick recipe, as users read it
+    assert quick == load(GenConfig, flags=QUICK) != GenConfig()
+    assert quick.model.patch == 2 and quick.train.batch_size == 64 and quick.sample.steps == 6
     assert type(gan.model) is DCGANConfig and gan.model.gan_conditioning == "norm"
     with pytest.raises(UsageError, match="^method gan has no setting label_dropout \\(a flow and edm setting\\)"):
         load(GenConfig, CONFIGS / "flow.toml", flags={"method.name": "gan"})

@@ -56,7 +56,10 @@ def _demo(sub, common, data, fmt) -> None:
     p = sub.add_parser("demo", parents=[common, data], formatter_class=fmt,
                        help="train the default generator for a few minutes, draw a class grid, score it")
     p.add_argument("--out", default="runs/demo", help="the demo's run directory (replaced on every demo)")
-    p.add_argument("--minutes", type=positive(MAX_MINUTES), default=3.0, help="generator training time")
+    p.add_argument("--minutes", type=positive(MAX_MINUTES), default=2.5, help="generator training time")
+    p.add_argument("--recipe", choices=("quick", "default"), default=None,
+                   help="quick: made for a few minutes (configs/quick.toml); default: the full recipe "
+                        "(configs/flow.toml) (default: quick under 5 minutes, else default)")
     p.add_argument("--eval-samples", type=natural(MAX_IMAGES), default=2000,
                    help="samples scored against the real-data floor")
     p.set_defaults(func=run_demo)
@@ -67,10 +70,13 @@ def run_demo(args):
     from ..metrics import find_evaluator
     from ..train.evaluator import train_evaluator
     from ..train.loop import train
+    from ..train.recipes import QUICK, QUICK_MINUTES
 
     check_output(args.out, folder=True)
     log = log_for(args)
-    cfg = load(GenConfig, flags={"train.minutes": args.minutes, "train.eval_samples": args.eval_samples,
+    recipe = args.recipe or ("quick" if args.minutes < QUICK_MINUTES else "default")
+    cfg = load(GenConfig, flags={**(QUICK if recipe == "quick" else {}),
+                                 "train.minutes": args.minutes, "train.eval_samples": args.eval_samples,
                                  "seed": args.seed, "device": args.device,
                                  **data_flags(args)})
     name = cfg.data.dataset
@@ -82,7 +88,8 @@ def run_demo(args):
     else:
         log(f"[1/2] evaluator for {name}: training it once (a few minutes; cached for every later evaluation)")
         train_evaluator(cfg.data, seed=args.seed, device=args.device, show_progress=not args.no_progress, log=log)
-    log(f"[2/2] {cfg.method.name} generator on {name} for {args.minutes:g} minutes, then {args.eval_samples} "
+    log(f"[2/2] {cfg.method.name} generator on {name}, the {recipe} recipe, for {args.minutes:g} minutes, then "
+        f"{args.eval_samples} "
         "samples scored against the real-data floor")
     result = train(cfg, args.out, overwrite=True, show_progress=not args.no_progress, log=log)
     from ..methods.guidance import band
