@@ -25,6 +25,11 @@ class StubEvaluator:
                           "train_features": rng.standard_normal((n_ref, d)),
                           "train_probs": rng.dirichlet(np.ones(4), n_ref), "train_labels": np.arange(n_ref) % 4}
 
+        self.identity = {"name": "local-stub-00000000", "sha256": "0" * 64, "pinned": False}
+
+    def floor_pool(self, n_train):
+        return np.arange(n_train)  # no holdout: the floor from every training image
+
     def check(self, images):
         pass
 

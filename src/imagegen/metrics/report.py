@@ -120,7 +120,7 @@ def evaluator_line(identity: dict | None) -> str:
     head = f"evaluator {identity['name']} (sha256 {identity['sha256'][:12]})"
     if identity.get("pinned"):
         return f"{head}, pinned: comparable with every evaluation by {identity['name']}"
-    return f"{head}, local: comparable only with evaluations by this same evaluator"
+    return f"{head}, local: comparable only with its own evaluations"
 
 
 def floor_words(report: dict) -> str:
