@@ -21,10 +21,10 @@ from imagegen.config import EVALUATOR_FIT, DataConfig
 from imagegen.data import load_dataset
 from imagegen.errors import ImagegenError
 from imagegen.metrics import evaluate, find_evaluator, format_report, load_evaluator, save_samples
-from imagegen.metrics.evaluator import file_sha256
 from imagegen.report.html import evaluation_table
 from imagegen.train import fit as fit_module
 from imagegen.train.evaluator import train_evaluator
+from imagegen.utils import file_sha256
 
 INDEX = pinned.read_index()
 ENTRIES = [pytest.param(dataset, entry, id=entry["name"]) for dataset, entry in sorted(INDEX.items())]

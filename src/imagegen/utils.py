@@ -7,6 +7,7 @@ import contextvars
 import errno
 import fcntl
 import functools
+import hashlib
 import json
 import os
 import socket
@@ -39,6 +40,12 @@ def has_bf16_units(device: torch.device) -> bool:
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     probes = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
     return device.type == "cpu" and any(probe() for probe in probes if probe is not None)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in blocks (hashlib.file_digest), as hex."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def cache_dir(*parts: str) -> Path:

@@ -89,8 +89,7 @@ def run_demo(args):
         log(f"[1/2] evaluator for {name}: training it once (a few minutes; cached for every later evaluation)")
         train_evaluator(cfg.data, seed=args.seed, device=args.device, show_progress=not args.no_progress, log=log)
     log(f"[2/2] {cfg.method.name} generator on {name}, the {recipe} recipe, for {args.minutes:g} minutes, then "
-        f"{args.eval_samples} "
-        "samples scored against the real-data floor")
+        f"{args.eval_samples} samples scored against the real-data floor")
     result = train(cfg, args.out, overwrite=True, show_progress=not args.no_progress, log=log)
     from ..methods.guidance import band
 

@@ -27,7 +27,7 @@ from ..data.folder import folder_digest
 from ..errors import ImagegenError
 from ..models import EvaluatorNet, build_model
 from ..pixels import to_float
-from ..utils import cache_dir, progress
+from ..utils import cache_dir, file_sha256, progress
 
 KIND = "evaluator"
 WEIGHTS = "model.safetensors"
@@ -151,14 +151,6 @@ def evaluator_dir(dataset: str, *, size: int = DataConfig.size, channels: int | 
         return cache_dir("evaluators", dataset)
     digest = folder_digest(Path(dataset.removeprefix("folder:")), size, channels)  # first: a missing folder is clear
     return cache_dir("evaluators", f"{slug(dataset)}-{digest[:16]}")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_evaluator(folder: Path, pinned_name: Callable[[str, Path, str], None] | None = None) -> Evaluator:

@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 
 from ..errors import ImagegenError
-from ..utils import write_json
-from .evaluator import WEIGHTS, file_sha256
+from ..utils import file_sha256, write_json
+from .evaluator import WEIGHTS
 
 PINNED_DIR = Path(__file__).with_name("pinned")
 INDEX = "index.json"

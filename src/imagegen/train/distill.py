@@ -40,7 +40,7 @@ from ..sampling import (
     run_settings,
     sample_labels,
 )
-from ..utils import has_bf16_units, write_json
+from ..utils import file_sha256, has_bf16_units, write_json
 from . import checkpoint
 from .ema import make_ema
 from .loop import (
@@ -77,8 +77,7 @@ def teacher_digest(teacher: Path) -> str:
     weights, header = artifact_paths(Path(teacher), create=False)
     h = hashlib.sha256()
     for path in (header, weights):
-        with open(path, "rb") as f:
-            h.update(hashlib.file_digest(f, "sha256").digest())
+        h.update(bytes.fromhex(file_sha256(path)))
     return h.hexdigest()
 
 

@@ -24,11 +24,11 @@ from ..artifacts import save_artifact
 from ..config import EVALUATOR_FIT, EVALUATOR_WIDTH, DataConfig, FitConfig, to_dict
 from ..data import Dataset, load_splits
 from ..errors import UsageError
-from ..metrics.evaluator import KIND, WEIGHTS, default_holdout, evaluator_dir, file_sha256, make_holdout, read_evaluator
+from ..metrics.evaluator import KIND, WEIGHTS, default_holdout, evaluator_dir, make_holdout, read_evaluator
 from ..metrics.pinned import add_to_index
 from ..metrics.reference import FILE, compute_reference, save_reference
 from ..models import EvaluatorNet
-from ..utils import resolve_device, write_json
+from ..utils import file_sha256, resolve_device, write_json
 from .fit import fit
 
 PIN_NAME = re.compile(r"[a-z0-9][a-z0-9.-]*-v[0-9]+")  # fashion-mnist-v1
