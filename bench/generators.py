@@ -27,7 +27,7 @@ from common import RESULTS, save, table
 from imagegen.config import GenConfig, load
 from imagegen.methods.guidance import band, check_interval
 from imagegen.metrics import evaluate, load_evaluator
-from imagegen.sampling import SampleRequest, generate, load_generator, run_settings, sample
+from imagegen.sampling import SampleRequest, data_labels, generate, load_generator, run_settings, sample
 from imagegen.sampling.request import ONE_CALL
 from imagegen.train.loop import train
 
@@ -50,7 +50,8 @@ def quality(run: Path, n: int, ev, steps: int | None, sampler: str | None, guida
     gen = load_generator(run, "cpu")
     given = {} if gen.method in ONE_CALL else {"steps": steps, "sampler": sampler, "guidance": guidance,
                                                "guidance_interval": interval}  # a GAN or VAE takes none
-    request = SampleRequest(str(run), n=n, seed=0, batch_size=250, device="cpu", **given).check()
+    mix = tuple(int(c) for c in data_labels(gen, n))  # the training data's mix of classes (in turn if balanced)
+    request = SampleRequest(str(run), n=n, seed=0, batch_size=250, device="cpu", classes=mix, **given).check()
     t0 = time.perf_counter()
     drawn = sample(request, gen)  # every class in turn, as the CLI's `imagegen sample` draws them
     seconds = time.perf_counter() - t0

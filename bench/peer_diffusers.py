@@ -4,6 +4,7 @@ DDIMScheduler at 50 steps, scored by the same evaluator as ours. Compared side b
 bench/results/generators.json. Needs `pip install diffusers` (the bench extra).
 
     python bench/peer_diffusers.py [--minutes 15] [--n 1000] [--ours runs/bench/flow-15]
+    python bench/peer_diffusers.py --dataset emoji --size 32 --ours runs/bench/emoji-32-15m-aug0   # colour
 
 The example trains at `--resolution` (64 by default there, with six levels of 128-512 channels); at 28x28
 Fashion-MNIST we use resolution 32 and its first four levels at half width (`--channels`), which keeps its block
@@ -28,17 +29,18 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(__file__))
 from common import RESULTS, save, table
 from generators import quality
+from imagegen.config import DataConfig
 from imagegen.data import load_dataset
 from imagegen.metrics import evaluate, load_evaluator
 from imagegen.pixels import to_float, to_uint8
 
 
-def build(channels: tuple[int, ...], resolution: int):
+def build(channels: tuple[int, ...], resolution: int, colours: int = 1):
     from diffusers import DDPMScheduler, UNet2DModel
 
     down = ["DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"][: len(channels)]
     up = ["UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"][-len(channels):]
-    model = UNet2DModel(sample_size=resolution, in_channels=1, out_channels=1, layers_per_block=2,
+    model = UNet2DModel(sample_size=resolution, in_channels=colours, out_channels=colours, layers_per_block=2,
                         block_out_channels=channels, down_block_types=down, up_block_types=up)
     return model, DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
 
@@ -80,7 +82,8 @@ def train(model, scheduler, images: torch.Tensor, minutes: float, batch: int = 1
 
 
 @torch.no_grad()
-def sample(model, scheduler, n: int, resolution: int, steps: int = 50, batch: int = 50, seed: int = 0) -> tuple:
+def sample(model, scheduler, n: int, resolution: int, steps: int = 50, batch: int = 50, seed: int = 0,
+           colours: int = 1) -> tuple:
     from diffusers import DDIMScheduler
 
     ddim = DDIMScheduler.from_config(scheduler.config)
@@ -89,7 +92,7 @@ def sample(model, scheduler, n: int, resolution: int, steps: int = 50, batch: in
     out, t0 = [], time.perf_counter()
     for lo in range(0, n, batch):
         g = torch.Generator().manual_seed(seed + lo)
-        x = torch.randn((min(batch, n - lo), 1, resolution, resolution), generator=g)
+        x = torch.randn((min(batch, n - lo), colours, resolution, resolution), generator=g)
         for t in ddim.timesteps:
             x = ddim.step(model(x, t).sample, t, x).prev_sample
         out.append(x.clamp(-1, 1))
@@ -106,17 +109,21 @@ def main() -> None:
                    help="the example's first four levels at half its widths (128, 128, 256, 256), which trains "
                    "here at about the rate the issue quotes (~31 img/s)")
     p.add_argument("--ours", default="runs/bench/flow-15", help="our run to score at the same n")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--size", type=int, default=32, help="the dataset's image size where it has a choice (emoji)")
     args = p.parse_args()
     torch.manual_seed(0)
-    train_ds = load_dataset("fashion-mnist", "train")
+    data = DataConfig(dataset=args.dataset, size=args.size)
+    train_ds = load_dataset(args.dataset, "train", size=args.size)
+    colours, native = train_ds.shape[0], train_ds.shape[1]
     x = F.interpolate(to_float(train_ds.images), size=args.resolution, mode="bilinear", antialias=True)
-    model, sched = build(tuple(args.channels), args.resolution)
+    model, sched = build(tuple(args.channels), args.resolution, colours)
     params = sum(p.numel() for p in model.parameters())
     print(f"diffusers UNet2DModel {params / 1e6:.1f}M parameters at {args.resolution}x{args.resolution}", flush=True)
     r = train(model, sched, x, args.minutes)
-    samples, ips = sample(model, sched, args.n, args.resolution)
-    images = to_uint8(F.interpolate(samples, size=28, mode="bilinear", antialias=True))
-    ev = load_evaluator("fashion-mnist", device="cpu")
+    samples, ips = sample(model, sched, args.n, args.resolution, colours=colours)
+    images = to_uint8(F.interpolate(samples, size=native, mode="bilinear", antialias=True))
+    ev = load_evaluator(args.dataset, data=data, device="cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         report = evaluate(images, None, ev, seed=0)
@@ -126,7 +133,8 @@ def main() -> None:
     row["fid_over_floor"] = row["fid"] / row["floor_fid"]
     from imagegen.pixels import grid, save_png
 
-    save_png(grid(images[:100], nrow=10, scale=2), RESULTS / "peer_diffusers_grid.png")
+    suffix = "" if args.dataset == "fashion-mnist" else f"-{args.dataset}-{native}"
+    save_png(grid(images[:100], nrow=10, scale=2), RESULTS / f"peer_diffusers{suffix}_grid.png")
     ours = {"method": f"imagegen ({args.ours})", "minutes": args.minutes,
             **quality(Path(args.ours), args.n, ev, None, None, None)}
     ours["fid_over_floor"] = ours["fid"] / ours["floor_fid"]
@@ -138,7 +146,7 @@ def main() -> None:
     print(table(rows, ["method", "minutes", "setting", "fid", "floor_fid", "fid_over_floor", "kid_mean", "precision",
                        "recall", "sample_images_per_second", "train_images_per_second"]))
     print("ratio row: diffusers' FID and KID over ours (higher = ours better); speed: ours over diffusers")
-    print("written to", save("peer_diffusers", rows, ev=ev,
+    print("written to", save(f"peer_diffusers{suffix}", rows, ev=ev,
                              settings=f"diffusers example recipe at {args.resolution}px, channels {args.channels}; "
                              f"n={args.n} samples vs the test split; floor at the same n"))
 

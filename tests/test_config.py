@@ -17,6 +17,7 @@ from imagegen.config import (
     METHOD_CONFIGS,
     MODEL_CONFIGS,
     READ_BY,
+    UNET,
     ClassifyConfig,
     DCGANConfig,
     DistillConfig,
@@ -41,7 +42,7 @@ from imagegen.models import VAE, Discriminator, EvaluatorNet, Generator, SeedCla
 from imagegen.models.gan import CONDITIONING
 from imagegen.models.layers import ACTIVATIONS, POOLINGS
 from imagegen.train.optim import OPTIMIZERS, make_optimizer
-from imagegen.train.recipes import METHODS, QUICK, network_configs
+from imagegen.train.recipes import METHODS, QUICK, fit_unet, network_configs
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 
@@ -161,6 +162,9 @@ EVERY_SETTING = sorted({(m, section, key) for m in METHODS for section, family i
                         for cls in family.values() for key in names(cls)})
 
 
+UNSET_EXAMPLES = {"channels": (16, 32), "attention": (False, True), "patch": 2}
+
+
 @pytest.mark.parametrize("method, section, key", EVERY_SETTING)
 def test_each_method_takes_its_own_settings_and_refuses_the_others_in_one_line(method, section, key):
     cls = SECTIONS[section][method]
@@ -172,6 +176,7 @@ def test_each_method_takes_its_own_settings_and_refuses_the_others_in_one_line(m
     others = [m for m, c in SECTIONS[section].items() if key in names(c)]
     holder = f"method {method}" if section == "method" else f"the {method} method's model, an? [A-Za-z]+,"
     given = getattr(SECTIONS[section][others[0]](), key)
+    given = UNSET_EXAMPLES.get(key, given) if given is None else given  # None (chosen from the data) is not given
     with pytest.raises(UsageError) as e:
         load(GenConfig, flags={"method.name": method, f"{section}.{key}": given})
     message = str(e.value)
@@ -248,13 +253,21 @@ FLAT_NETWORKS = {
 @pytest.mark.parametrize("method", METHODS)
 def test_the_defaults_are_the_flat_configs_defaults(method):
     cfg = load(GenConfig, flags={"method.name": method})
-    new = json.loads(json.dumps(to_dict(cfg)))
+    resolved = dataclasses.replace(cfg, model=fit_unet(cfg.model, (1, 28, 28))) if method in UNET else cfg
+    new = json.loads(json.dumps(to_dict(resolved)))  # the UNet's settings left to the data, chosen for 28x28 grey
     for section in ("model", "method"):  # the method's own settings, each with the value it had
-        assert new[section] == {k: ({**FLAT_DEFAULTS[section], "name": method})[k] for k in new[section]}
+        old = {**FLAT_DEFAULTS[section], **NEW_SINCE[section], "name": method}
+        assert new[section] == {k: old[k] for k in new[section]}
     assert {k: v for k, v in new.items() if k not in ("model", "method")} == \
         {k: v for k, v in FLAT_DEFAULTS.items() if k not in ("model", "method")}
     for kind, kwargs in network_configs(cfg, (1, 28, 28), 10).values():  # and the networks are built as before
-        assert kwargs == FLAT_NETWORKS[kind]
+        assert kwargs == {**FLAT_NETWORKS[kind], **NEW_KEYWORDS[kind]}
+
+
+# settings added since 007ca4e, whose defaults build what was built before: no augmentation, the same levels at 28 px
+NEW_SINCE = {"model": {"max_levels": 4}, "method": {"augment": 0.0}}
+NEW_KEYWORDS = {"unet": {"augment_dim": 0}, "dcgan-generator": {"max_levels": 4},
+                "dcgan-discriminator": {"max_levels": 4}, "vae": {"max_levels": 4}}
 
 
 # config.json of `imagegen train --config configs/gan.toml --images 256 --set train.eval_samples=0` at 007ca4e
@@ -282,15 +295,18 @@ OLD_GAN_RUN = {
 def test_a_runs_flat_config_loads_as_its_methods_sections():
     cfg = saved_config(OLD_GAN_RUN)
     assert cfg.method == GANConfig(d_lr_scale=4.0, diffaugment="translation,cutout")  # sigma_data 0.7 did nothing
-    assert cfg.model == DCGANConfig(z_dim=16, width=8)  # and channels neither
+    assert cfg.model == DCGANConfig(z_dim=16, width=8, max_levels=3)  # and channels neither; 3 levels then
     assert cfg.train.lr == 0.0002 and cfg.train.bf16 is True and cfg.sample.batch_size == 250
     assert saved_config(to_dict(cfg)) == cfg == checked(cfg)  # the new shape saves and loads as itself
     flow = saved_config(FLAT_DEFAULTS)
-    assert flow == GenConfig() and to_dict(flow)["model"] == to_dict(UNetConfig())
+    grey28 = fit_unet(UNetConfig(), (1, 28, 28))  # the widths a run saved then has, and a new one chooses at 28 px
+    assert flow == GenConfig(model=grey28) and to_dict(flow)["model"] == to_dict(grey28)
     for name in METHODS:  # every method's saved flat config: its own settings, as they were
         old = copy.deepcopy(FLAT_DEFAULTS)
         old["method"]["name"] = name
-        assert saved_config(old) == load(GenConfig, flags={"method.name": name})
+        new = load(GenConfig, flags={"method.name": name})
+        new.model = grey28 if name in UNET else dataclasses.replace(new.model, max_levels=3)
+        assert saved_config(old) == new
 
 
 def test_a_runs_config_saved_before_a_setting_existed_keeps_the_design_it_was_trained_with():
@@ -315,10 +331,11 @@ def test_a_saved_config_is_checked_all_the_same():
 # each network's constructor and the config section whose values are its keyword defaults: {keyword: setting}
 CONSTRUCTORS = [
     (UNet, UNetConfig, {f: f for f in names(UNetConfig)}),
-    (Generator, DCGANConfig, {"z_dim": "z_dim", "width": "width", "conditioning": "gan_conditioning"}),
+    (Generator, DCGANConfig, {"z_dim": "z_dim", "width": "width", "conditioning": "gan_conditioning",
+                              "max_levels": "max_levels"}),
     (Discriminator, DCGANConfig, {"width": "width", "spectral_norm": "spectral_norm",
-                                  "minibatch_std": "minibatch_std"}),
-    (VAE, VAEConfig, {"z_dim": "z_dim", "width": "width"}),
+                                  "minibatch_std": "minibatch_std", "max_levels": "max_levels"}),
+    (VAE, VAEConfig, {"z_dim": "z_dim", "width": "width", "max_levels": "max_levels"}),
     (SeedClassifier, SeedModelConfig, {f: f for f in names(SeedModelConfig)}),
 ]
 
@@ -326,8 +343,11 @@ CONSTRUCTORS = [
 @pytest.mark.parametrize("net, section, keywords", CONSTRUCTORS, ids=lambda x: getattr(x, "__name__", ""))
 def test_model_constructors_take_their_defaults_from_the_config(net, section, keywords):
     params = inspect.signature(net).parameters
-    assert {k: params[k].default for k in keywords} == {k: getattr(section(), s) for k, s in keywords.items()}
+    # settings left to the data (None) default to their choice at the constructor's default image, 28x28 grey
+    config = fit_unet(section(), (1, 28, 28)) if section is UNetConfig else section()
+    assert {k: params[k].default for k in keywords} == {k: getattr(config, s) for k, s in keywords.items()}
     data = {"in_channels", "out_channels", "image_size", "num_classes"}  # from the data set, not the config
+    data |= {"augment_dim"} if net is UNet else set()  # from the method's augmentation (methods.augment)
     assert set(params) - data == set(keywords)  # every other default is the config's
 
 

@@ -77,6 +77,9 @@ class DataConfig:
     size: Count = 32  # folder datasets: images are resized and centre-cropped to size x size
     channels: Literal[1, 3] | None = None  # folder datasets: 1 or 3; None decides from the files
     strict: bool = False  # folder datasets: an unreadable file is an error instead of a warning
+    # train a generator on this stratified share of the training split ("how much data do I need?",
+    # bench/data_size.py); evaluations still use the whole test split and the evaluator's floor
+    subset: Annotated[float, Range(gt=0, le=1)] = 1.0
 
 
 @dataclass
@@ -116,6 +119,10 @@ class ClassifyConfig:
     seed: Natural = 0
     device: Device = "auto"
 
+    def __post_init__(self):
+        if self.data.subset != 1:  # nothing is silently ignored
+            raise UsageError("data.subset is read by generator training (imagegen train), not by the classifier")
+
 
 Method = Literal["flow", "edm", "gan", "vae"]  # train.recipes.METHODS
 
@@ -124,13 +131,20 @@ Method = Literal["flow", "edm", "gan", "vae"]  # train.recipes.METHODS
 class UNetConfig:
     """The network of flow and edm: models.unet.UNet, whose keyword defaults these are."""
 
-    channels: tuple[Count, ...] = (16, 32, 64)  # widths per resolution level (28 -> 14 -> 7)
+    # widths per resolution level; None: chosen from the image size and channels (train.recipes.unet_for, e.g.
+    # 16,32,64 for 28x28 greyscale: 28 -> 14 -> 7; 32,64,128 for 32x32 colour, patched: 16 -> 8 -> 4), written
+    # into the run's config
+    channels: tuple[Count, ...] | None = None
     blocks: Count = 1  # residual blocks per level on the way down (one more on the way up)
-    attention: tuple[bool, ...] = (False, False, True)  # self-attention at each level
+    # self-attention at each level; None: at the lowest level only
+    attention: tuple[bool, ...] | None = None
     mid_attention: bool = True  # self-attention between the two blocks at the bottom
     dropout: Share = 0.0  # dropout inside residual blocks
     noise_scale: Positive = 1000.0  # noise label x this before its sinusoidal embedding (EDM's nets use 1)
-    patch: Count = 1  # fold patch x patch pixels into channels first, so the levels run at 1/patch resolution
+    # fold patch x patch pixels into channels first, so the levels run at 1/patch resolution; None: from the image
+    # size, 1 up to 28 px, 2 up to 64, 4 above (measured on a 2-core CPU, 32 px colour, widths 32,64,128: 255
+    # training images/s patched, 70 not)
+    patch: Count | None = None
 
 
 @dataclass
@@ -144,6 +158,8 @@ class DCGANConfig:
     # the class sets the generator's BatchNorm scale and shift ("norm"), or an embedding of it is added to the
     # latent ("add", the design before 2026-11-26, which collapsed within a class)
     gan_conditioning: Literal["norm", "add"] = "norm"
+    max_levels: Count = 4  # x2 steps at most between the seed (>= 4 px) and the image: 64 px from 4x4 (runs before
+    # 2026-12-03: 3, from 8x8)
 
 
 @dataclass
@@ -152,6 +168,7 @@ class VAEConfig:
 
     z_dim: Count = 64  # latent size
     width: Count = 64  # channels of the highest-resolution layer
+    max_levels: Count = 4  # x2 steps at most, as the DCGAN's
 
 
 @dataclass
@@ -160,6 +177,10 @@ class DenoisingConfig:
 
     name: Method = "flow"
     label_dropout: Share = 0.1  # share of labels replaced by the null class (for guidance)
+    # non-leaking augmentation (EDM, Karras et al. 2022, appendix; methods.augment): the probability with which
+    # each of flip, scale, rotation and translation is applied to a training image; the network is told which were
+    # (a conditioning label, zero at sampling), so it learns the data, not the augmentations. 0 = off
+    augment: Fraction = 0.0
 
 
 @dataclass
@@ -415,8 +436,9 @@ def from_dict(cls, data: dict[str, Any], where: str = ""):
 # trained with this value (the design before the setting existed), whatever the default has become since.
 BEFORE_SETTING: dict[str, dict[str, Any]] = {
     "model": {"noise_scale": 1000.0, "patch": 1, "mid_attention": True, "spectral_norm": False, "minibatch_std": 0,
-              "gan_conditioning": "add"},  # 2026-11-26: "norm" became the default
-    "method": {"d_lr_scale": 1.0},
+              "gan_conditioning": "add",  # 2026-11-26: "norm" became the default
+              "max_levels": 3},  # 2026-12-03: 64 px GANs and VAEs start from 4x4
+    "method": {"d_lr_scale": 1.0, "augment": 0.0},
 }
 
 

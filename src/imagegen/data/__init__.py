@@ -10,8 +10,9 @@ from .packaged import load_digits, load_mnist_5k
 
 NAMES = ("fashion-mnist", "mnist", "mnist-5k", "digits", "folder:PATH")
 SPLITS = ("train", "test")
+SIZED = ("emoji",)  # built-in datasets read at data.size (and data.channels), as folders are
 
-__all__ = ["NAMES", "Dataset", "load_dataset", "load_splits", "stratified_split"]
+__all__ = ["NAMES", "SIZED", "Dataset", "load_dataset", "load_splits", "stratified_split"]
 
 
 def load_dataset(name: str, split: str = "train", *, data_dir: str | None = None, download: bool = False,

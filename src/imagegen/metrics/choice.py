@@ -39,7 +39,7 @@ def load_evaluator(dataset: str = DataConfig.dataset, spec: str | os.PathLike | 
 def find_evaluator(data: DataConfig, device: str = "auto", *, show_progress: bool = False,
                    log: Callable[[str], None] | None = None) -> Evaluator | None:
     """The default evaluator of the data set, or None where it has none (nothing pinned, nothing trained here)."""
-    if pinned_for(data.dataset) is None and not (local_dir(data) / "model.json").is_file():
+    if pinned_for(data.dataset, data.size) is None and not (local_dir(data) / "model.json").is_file():
         return None
     return load_evaluator(data.dataset, None, device, data=data, show_progress=show_progress, log=log)
 
@@ -47,7 +47,7 @@ def find_evaluator(data: DataConfig, device: str = "auto", *, show_progress: boo
 def locate(dataset: str, spec: str | os.PathLike | None, data: DataConfig) -> Path:
     """The folder of the evaluator `spec` names (module docstring), or one line that says what there is."""
     if spec is None:
-        entry = pinned_for(dataset)
+        entry = pinned_for(dataset, data.size)
         return pinned_folder(entry) if entry else local_folder(dataset, data)
     text = str(spec)
     if text == LOCAL:
@@ -72,7 +72,7 @@ def local_dir(data: DataConfig) -> Path:
 def local_folder(dataset: str, data: DataConfig) -> Path:
     folder = local_dir(data)
     if not (folder / "model.json").is_file():
-        pinned = pinned_for(dataset)
+        pinned = pinned_for(dataset, data.size)
         also = f" (its pinned one is {pinned['name']})" if pinned else ""
         raise ImagegenError(f"no local evaluator for {dataset!r} in {folder}{also}; train it once with: "
                             f"imagegen evaluator train --dataset {dataset}")

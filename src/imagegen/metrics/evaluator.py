@@ -23,6 +23,7 @@ from torch import nn
 
 from ..artifacts import read_header, restore
 from ..config import DataConfig
+from ..data import SIZED
 from ..data.folder import folder_digest
 from ..errors import ImagegenError
 from ..models import EvaluatorNet, build_model
@@ -147,6 +148,8 @@ def evaluator_dir(dataset: str, *, size: int = DataConfig.size, channels: int | 
     """Cache folder for a dataset's local evaluator. A folder dataset is keyed by its content (`folder_digest`: the
     image files' sizes and times, and size/channels as the data config gives them), so changed images get a
     new evaluator and reference statistics instead of the stale ones; its name comes first, to be read."""
+    if dataset in SIZED:  # its images are fixed by the package's version; their size and channels are chosen
+        return cache_dir("evaluators", f"{dataset}-{size}px{'-grey' if channels == 1 else ''}")
     if not dataset.startswith("folder:"):
         return cache_dir("evaluators", dataset)
     digest = folder_digest(Path(dataset.removeprefix("folder:")), size, channels)  # first: a missing folder is clear

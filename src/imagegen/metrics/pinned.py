@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..data import SIZED  # built-in datasets read at the size asked for: each size has its own evaluator
 from ..errors import ImagegenError
 from ..utils import file_sha256, write_json
 from .evaluator import WEIGHTS
@@ -37,14 +38,20 @@ def read_index(folder: Path | None = None) -> dict[str, dict]:
     return index
 
 
-def pinned_for(dataset: str) -> dict | None:
-    """The index entry of `dataset`'s pinned evaluator (with its "dataset"), or None where it has none."""
-    entry = read_index().get(dataset)
+def index_key(dataset: str, size: int | None = None) -> str:
+    """The index entry of a dataset's pinned evaluator: the dataset's name, and for one read at a chosen size
+    (`emoji`: data.size) the size too, `emoji@32`."""
+    return f"{dataset}@{size}" if dataset in SIZED and size is not None else dataset
+
+
+def pinned_for(dataset: str, size: int | None = None) -> dict | None:
+    """The index entry of `dataset`'s pinned evaluator at `size` (with its "dataset"), or None where it has none."""
+    entry = read_index().get(index_key(dataset, size))
     return None if entry is None else {**entry, "dataset": dataset}
 
 
 def pinned_named(name: str) -> dict | None:
-    return next((e for e in (pinned_for(d) for d in read_index()) if e["name"] == name), None)
+    return next(({**e, "dataset": key.split("@")[0]} for key, e in read_index().items() if e["name"] == name), None)
 
 
 def pinned_names() -> list[str]:
@@ -69,8 +76,8 @@ def verify(name: str, folder: Path, sha256: str) -> None:
                                 f", pinned {want[:12]}): a modified copy is never used; reinstall imagegen")
 
 
-def add_to_index(folder: Path, dataset: str, entry: dict) -> Path:
+def add_to_index(folder: Path, dataset: str, entry: dict, size: int | None = None) -> Path:
     """Record a pinned evaluator in the index beside its folder (written atomically)."""
     index = read_index(folder)
-    index[dataset] = {k: entry[k] for k in ENTRY_KEYS}
+    index[index_key(dataset, size)] = {k: entry[k] for k in ENTRY_KEYS}
     return write_json(index, folder / INDEX)

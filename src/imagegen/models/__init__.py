@@ -20,8 +20,9 @@ __all__ = ["MODELS", "VAE", "Discriminator", "EvaluatorNet", "Generator", "SeedC
 # (the design before the keyword existed), whatever the constructor's default (the config's) has become since.
 BEFORE_KEYWORD: dict[str, dict] = {
     "unet": {"noise_scale": 1000.0, "patch": 1, "mid_attention": True},
-    "dcgan-generator": {"conditioning": "add"},  # 2026-11-26: "norm" became the default
-    "dcgan-discriminator": {"spectral_norm": False, "minibatch_std": 0},
+    "dcgan-generator": {"conditioning": "add", "max_levels": 3},  # 2026-11-26: "norm" became the default
+    "dcgan-discriminator": {"spectral_norm": False, "minibatch_std": 0, "max_levels": 3},  # 2026-12-03: 4 levels
+    "vae": {"max_levels": 3},
 }
 
 

@@ -12,10 +12,11 @@ from torch import nn
 from ..config import DCGANConfig  # the keyword defaults: one set, the config's
 
 
-def upsampling_levels(size: int) -> int:
-    """How many x2 steps build a `size` image from a >= 4 pixel seed: 28 -> 2 (7, 14, 28), 32 -> 3, 64 -> 3."""
+def upsampling_levels(size: int, max_levels: int = DCGANConfig.max_levels) -> int:
+    """How many x2 steps build a `size` image from a >= 4 pixel seed, at most `max_levels` (4): 28 -> 2 (7, 14,
+    28), 32 -> 3, 64 -> 4 (4, 8, 16, 32, 64: DCGAN's own 64x64 design; 3 before 2026-12-03), 128 -> 4 (from 8)."""
     levels = 0
-    while levels < 3 and size % 2 ** (levels + 1) == 0 and size // 2 ** (levels + 1) >= 4:
+    while levels < max_levels and size % 2 ** (levels + 1) == 0 and size // 2 ** (levels + 1) >= 4:
         levels += 1
     if levels == 0:
         raise ValueError(f"the DCGAN needs an even image size of at least 8 pixels, got {size}")
@@ -36,12 +37,12 @@ class Generator(nn.Module):
 
     def __init__(self, out_channels: int = 1, image_size: int = 28, num_classes: int = 10,
                  z_dim: int = DCGANConfig.z_dim, width: int = DCGANConfig.width,
-                 conditioning: str = DCGANConfig.gan_conditioning):
+                 conditioning: str = DCGANConfig.gan_conditioning, max_levels: int = DCGANConfig.max_levels):
         super().__init__()
         if conditioning not in CONDITIONING:
             raise ValueError(f"unknown GAN conditioning {conditioning!r}; choose one of {', '.join(CONDITIONING)}")
         self.z_dim, self.num_classes = z_dim, num_classes
-        levels = upsampling_levels(image_size)
+        levels = upsampling_levels(image_size, max_levels)
         self.base, c = image_size // 2**levels, width * 2 ** (levels - 1)
         by_norm = conditioning == "norm" and num_classes > 0
 
@@ -106,10 +107,10 @@ class Discriminator(nn.Module):
 
     def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10,
                  width: int = DCGANConfig.width, spectral_norm: bool = DCGANConfig.spectral_norm,
-                 minibatch_std: int = DCGANConfig.minibatch_std):
+                 minibatch_std: int = DCGANConfig.minibatch_std, max_levels: int = DCGANConfig.max_levels):
         super().__init__()
         self.group = minibatch_std
-        levels = upsampling_levels(image_size)
+        levels = upsampling_levels(image_size, max_levels)
         layers: list[nn.Module] = []
         c = in_channels
         for level in range(levels):

@@ -106,13 +106,14 @@ class UNet(nn.Module):
     `noise_scale` multiplies the noise label before its sinusoidal embedding: 1000 suits a label in [0, 1] (flow's
     t, like DDPM's step index); 1 suits EDM's ln(sigma) / 4, as in EDM's own networks. `mid_attention` = False
     drops the self-attention between the two middle blocks (a cheaper network; with every `attention` flag off,
-    the network has none)."""
+    the network has none). `augment_dim` > 0 takes the labels of a non-leaking augmentation (EDM's `augment_dim`),
+added to the embedding; without them (sampling) the network draws images as they are."""
 
     def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10,
-                 channels: tuple[int, ...] = UNetConfig.channels, blocks: int = UNetConfig.blocks,
-                 attention: tuple[bool, ...] = UNetConfig.attention, dropout: float = UNetConfig.dropout,
-                 noise_scale: float = UNetConfig.noise_scale, patch: int = UNetConfig.patch,
-                 mid_attention: bool = UNetConfig.mid_attention):
+                 channels: tuple[int, ...] = (16, 32, 64), blocks: int = UNetConfig.blocks,
+                 attention: tuple[bool, ...] = (False, False, True), dropout: float = UNetConfig.dropout,
+                 noise_scale: float = UNetConfig.noise_scale, patch: int = 1,
+                 mid_attention: bool = UNetConfig.mid_attention, augment_dim: int = 0):
         super().__init__()
         channels, attention = tuple(channels), tuple(attention)
         if len(attention) != len(channels):
@@ -125,6 +126,8 @@ class UNet(nn.Module):
         self.noise_emb = nn.Sequential(FourierEmbedding(channels[0], scale=noise_scale),
                                        nn.Linear(channels[0], emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.class_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None  # last row: null class
+        # the parameters of a non-leaking augmentation (methods.augment), all zero for an image as it is
+        self.augment_emb = nn.Linear(augment_dim, emb_dim, bias=False) if augment_dim else None
         self.stem = nn.Conv2d(folded, channels[0], 3, padding=1)
         self.down, self.up = nn.ModuleList(), nn.ModuleList()
         skips, c = [channels[0]], channels[0]
@@ -150,7 +153,8 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out[-1].bias)
         self.multiple = patch * 2 ** (len(channels) - 1)
 
-    def forward(self, x: torch.Tensor, noise_label: torch.Tensor, class_label: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, noise_label: torch.Tensor, class_label: torch.Tensor | None = None,
+                augment_labels: torch.Tensor | None = None):
         h0, w0 = x.shape[-2:]
         pad_h, pad_w = -h0 % self.multiple, -w0 % self.multiple
         if pad_h or pad_w:
@@ -162,6 +166,8 @@ class UNet(nn.Module):
             if class_label is None:
                 class_label = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
             emb = emb + self.class_emb(class_label)
+        if self.augment_emb is not None and augment_labels is not None:  # None: no augmentation (sampling)
+            emb = emb + self.augment_emb(augment_labels.to(emb.dtype))
         emb = F.silu(emb)
         h = self.stem(x)
         hs = [h]

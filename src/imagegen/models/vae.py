@@ -12,10 +12,11 @@ from .gan import upsampling_levels
 
 class VAE(nn.Module):
     def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10,
-                 z_dim: int = VAEConfig.z_dim, width: int = VAEConfig.width):
+                 z_dim: int = VAEConfig.z_dim, width: int = VAEConfig.width,
+                 max_levels: int = VAEConfig.max_levels):
         super().__init__()
         self.z_dim, self.num_classes = z_dim, num_classes
-        levels = upsampling_levels(image_size)
+        levels = upsampling_levels(image_size, max_levels)
         self.base, self.top = image_size // 2**levels, width * 2 ** (levels - 1)
         enc: list[nn.Module] = []
         c = in_channels

@@ -13,6 +13,7 @@ from .generator import (
     latent_shape,
     load_generator,
     run_settings,
+    data_labels,
     sample_labels,
     sigmas_for,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "load_generator",
     "run_settings",
     "sample",
+    "data_labels",
     "sample_labels",
     "sigmas_for",
 ]

@@ -167,6 +167,25 @@ def sample_labels(gen: Generator, n: int, class_index: int | None = None) -> np.
     return np.full(n, class_index) if class_index is not None else np.arange(n) % gen.num_classes
 
 
+def data_labels(gen: Generator, n: int) -> np.ndarray:
+    """Labels for an evaluation's n samples: each class as often as in the training data (the artifact's meta
+    `class_counts`), interleaved, so that samples and real images hold the same mix of classes and FID measures
+    the images, not an imbalance (a user's folder of 60% one class); classes in turn where the meta has no
+    counts (artifacts before 2026-12-03)."""
+    try:
+        counts = np.asarray(gen.meta.get("class_counts") or [1] * gen.num_classes, dtype=np.float64)
+    except (TypeError, ValueError):  # a meta that imagegen did not write: no counts to follow
+        counts = np.zeros(0)
+    if counts.shape != (gen.num_classes,) or not np.isfinite(counts).all() or counts.min() < 0 or counts.sum() <= 0:
+        return np.arange(n) % gen.num_classes
+    ideal = n * counts / counts.sum()
+    quota = np.floor(ideal).astype(np.int64)
+    quota[np.argsort(quota - ideal, kind="stable")[: n - quota.sum()]] += 1  # largest remainders
+    keys = np.concatenate([(np.arange(q) + 0.5) / q for q in quota])  # each class spread evenly over the n
+    labels = np.repeat(np.arange(gen.num_classes), quota)
+    return labels[np.argsort(keys, kind="stable")]
+
+
 def run_settings(gen: Generator, *, steps: int | None = None, sampler: str | None = None,
                  guidance: float | None = None, guidance_interval=None, eta: float | None = None) -> dict:
     """The run's sampling settings (its `sample` section), with each value given here in place of the run's.

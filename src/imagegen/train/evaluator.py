@@ -69,7 +69,8 @@ def train_evaluator(data: DataConfig, fit_cfg: FitConfig = EVALUATOR_FIT, *, wid
               "n_train": len(train), "n_fit": len(fit_on), "n_holdout": hold.n, "n_test": len(test), "dir": str(out)}
     epochs = [dataclasses.asdict(h) for h in history]
     if pin:  # the package ships three files: the model's two and recipe.json, which holds the history too
-        result |= _pin(out, data.dataset, {"name": pin, "command": command, **recipe}, result, epochs, dev)
+        result |= _pin(out, data.dataset, {"name": pin, "command": command, **recipe}, result, epochs, dev,
+                       train.shape[1])
     else:
         result |= _reference_beside(out, train, test, dev, show_progress)
         write_json({"result": result, "history": epochs}, out / "metrics.json")
@@ -98,7 +99,7 @@ def _reference_beside(out: Path, train: Dataset, test: Dataset, dev, show_progre
     return {"name": ev.name, "sha256": ev.sha256, "reference_seconds": time.perf_counter() - t0}
 
 
-def _pin(out: Path, dataset: str, recipe: dict, result: dict, history: list[dict], dev) -> dict:
+def _pin(out: Path, dataset: str, recipe: dict, result: dict, history: list[dict], dev, size: int) -> dict:
     """recipe.json beside the model files (how it was trained, where and when), and the evaluator's entry in the
     index beside its folder."""
     sha = file_sha256(out / WEIGHTS)
@@ -113,5 +114,5 @@ def _pin(out: Path, dataset: str, recipe: dict, result: dict, history: list[dict
         (out / stale).unlink(missing_ok=True)
     entry = {"name": recipe["name"], "sha256": sha, "json_sha256": file_sha256(out / "model.json"),
              "test_accuracy": result["test_accuracy"], "holdout": recipe["holdout"]["n"]}
-    add_to_index(out.parent, dataset, entry)
+    add_to_index(out.parent, dataset, entry, size)
     return {"name": recipe["name"], "sha256": sha, "index": str(out.parent / "index.json")}

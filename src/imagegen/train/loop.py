@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from ..artifacts import save_artifact
-from ..config import GenConfig, TrainConfig, checked, saved_config, to_dict
-from ..data import load_splits
+from ..config import GenConfig, TrainConfig, UNetConfig, checked, saved_config, to_dict
+from ..data import load_splits, stratified_split
 from ..errors import ImagegenError, UsageError
 from ..pixels import class_grid, save_png, to_float
 from ..utils import (
@@ -268,13 +268,17 @@ class GeneratorTask:
         if doc is not None:
             checkpoint.restore(doc, tensors, nets=nets, ema=self.ema, optimizers=self.optimizers,
                                generator=self.generator)
-        self.meta = {"method": cfg.method.name, "classes": list(train_ds.classes), "image_shape": list(train_ds.shape),
+        counts = np.bincount(train_ds.labels, minlength=len(train_ds.classes)).tolist()  # for data_labels
+        self.meta = {"method": cfg.method.name, "classes": list(train_ds.classes), "class_counts": counts,
+                     "image_shape": list(train_ds.shape),
                      "dataset": cfg.data.dataset, **recipes.method_meta(cfg), "sample": to_dict(cfg.sample)}
         self.parameters = sum(p.numel() for p in self.net.parameters())
         self.log(f"{cfg.method.name} on {cfg.data.dataset}: {len(train_ds):,} images {train_ds.shape}, "
                  f"{self.parameters / 1e6:.2f}M parameters; budget {budget_text(cfg.train)}, batch "
                  f"{cfg.train.batch_size}, device {device}{', bf16 autocast' if cfg.train.bf16 is True else ''}; "
                  f"full config: {run / 'config.json'}")
+        if isinstance(cfg.model, UNetConfig):
+            self.log(f"network: {recipes.describe(cfg.model)}")
         self.evaluator = run_evaluator(cfg.data, train_ds.shape, device, self.show_progress, self.log)
 
     def schedule(self, state: dict) -> tuple[int, float] | None:
@@ -407,17 +411,22 @@ def _check_budget(cfg: GenConfig) -> None:
     """What the types of the config's fields cannot say (each value's own range is checked when it is built)."""
     check_budget(cfg.train)
     m = cfg.model
-    if cfg.method.name in ("flow", "edm") and len(m.attention) != len(m.channels):  # the UNet's settings
+    if cfg.method.name in ("flow", "edm") and m.attention and m.channels and len(m.attention) != len(m.channels):
         raise UsageError(f"model.attention needs one flag per level ({len(m.channels)}), got {len(m.attention)}")
     _check_sampling(cfg)
 
 
 def _check_data_and_networks(cfg: GenConfig, show_progress: bool):
     """The device exists, the data set loads, and the networks the config builds fit its images (built and run on
-    the meta device: no memory, no arithmetic); the training split, which the run then trains on (read once, a
+    the meta device: no memory, no arithmetic; a UNet's widths and attention left to None are chosen for them,
+    recipes.fit_unet); the training split, which the run then trains on (read once, a
     download or a folder's first decoding with its progress bar)."""
     resolve_device(cfg.device)
     train_ds, _ = load_splits(cfg.data, show_progress)
+    if cfg.data.subset < 1:
+        train_ds = train_ds.subset(stratified_split(train_ds.labels, cfg.data.subset, seed=cfg.seed)[1])
+    if isinstance(cfg.model, UNetConfig):  # widths and attention left to the data: chosen now, saved with the run
+        cfg.model = recipes.fit_unet(cfg.model, train_ds.shape)
     recipes.dry_run(cfg, train_ds.shape, len(train_ds.classes))
     return train_ds
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..config import GenConfig
 from ..metrics import evaluate, find_evaluator, format_report
-from ..sampling import generate, load_generator, run_settings
+from ..sampling import data_labels, generate, load_generator, run_settings
 
 
 def run_evaluator(data, shape, device, show_progress: bool, log):
@@ -36,7 +36,7 @@ def final_evaluation(run: Path, cfg: GenConfig, ev, device, show_progress: bool,
         return None
     gen = load_generator(run, str(device))
     n = cfg.train.eval_samples
-    labels = np.arange(n) % gen.num_classes
+    labels = data_labels(gen, n)  # the training data's mix of classes
     images = generate(gen, labels, seed=cfg.seed, batch_size=cfg.sample.batch_size, show_progress=show_progress,
                       **run_settings(gen))
     with warnings.catch_warnings():

@@ -1,0 +1,119 @@
+"""How much data do I need: the default recipe on Fashion-MNIST trained on 1%, 10% and 100% of the training split
+(stratified, `data.subset`), the same budget in images for each, with and without non-leaking augmentation. Each
+run is scored beside the real-data floor at the same n, with the memorisation check against the images it trained
+on. Writes bench/results/data_size.json and the plot bench/results/data_size.png (FID over the floor against the
+share of the data, one curve per setting).
+
+    python bench/data_size.py [--subsets 0.01 0.1 1] [--augment 0 0.15] [--images 60000] [--n 2000] [--reuse]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import RESULTS, save, table
+from imagegen.config import DataConfig, GenConfig, load
+from imagegen.data import load_splits, stratified_split
+from imagegen.metrics import evaluate, load_evaluator
+from imagegen.sampling import data_labels, generate, load_generator, run_settings
+from imagegen.train.loop import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train_run(subset: float, p: float, images: int, out: Path, reuse: bool, sets: list[str]) -> dict:
+    if reuse and (out / "results.json").is_file():
+        return json.loads((out / "results.json").read_text())
+    flags = {"data.subset": subset, "method.augment": p, "train.images": images, "train.minutes": None,
+             "train.eval_samples": 0, "device": "cpu"}
+    cfg = load(GenConfig, ROOT / "configs" / "flow.toml", overrides=sets, flags=flags)
+    return train(cfg, out, overwrite=True, show_progress=False, log=lambda s: print(" ", s, flush=True))
+
+
+def score(run: Path, subset: float, n: int, ev) -> dict:
+    cfg = GenConfig()
+    train_ds, test_ds = load_splits(DataConfig(), show_progress=False)
+    if subset < 1:  # the images this run trained on, as the run chose them (train.loop)
+        train_ds = train_ds.subset(stratified_split(train_ds.labels, subset, seed=cfg.seed)[1])
+    gen = load_generator(run, "cpu")
+    labels = data_labels(gen, n)
+    images = generate(gen, labels, seed=0, batch_size=250, **run_settings(gen))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = evaluate(images, labels, ev, train_images=train_ds.images, test_images=test_ds.images, seed=0)
+    row = {**report["samples"], **{f"floor_{k}": v for k, v in report["floor"].items()}, "n": n,
+           "train_images_available": len(train_ds)}
+    row["fid_over_floor"] = row["fid"] / row["floor_fid"]
+    return row
+
+
+def plot(rows: list[dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for p in sorted({r["augment"] for r in rows}):
+        mine = sorted((r for r in rows if r["augment"] == p), key=lambda r: r["subset"])
+        label = "no augmentation" if p == 0 else f"augmentation p = {p:g}"
+        x = [r["train_images_available"] for r in mine]
+        axes[0].plot(x, [r["fid_over_floor"] for r in mine], "o-", label=label)
+        axes[1].plot(x, [r["memorised_fraction"] for r in mine], "o-", label=label)
+    axes[0].set_ylabel("FID / real-data floor (lower is better)")
+    axes[1].set_ylabel("memorised fraction (lower is better)")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("training images (Fashion-MNIST, stratified share)")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f"quality against data size, {rows[0]['images_trained']:,} training images seen by every run")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--subsets", type=float, nargs="+", default=[0.01, 0.1, 1.0])
+    p.add_argument("--augment", type=float, nargs="+", default=[0.0, 0.15])
+    p.add_argument("--images", type=int, default=60_000, help="training images seen by every run (the budget)")
+    p.add_argument("--n", type=int, default=2000, help="samples scored per run")
+    p.add_argument("--reuse", action="store_true", help="score existing runs instead of training them")
+    p.add_argument("--set", action="append", default=[], help="config overrides for the runs (key=value)")
+    args = p.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    os.chdir(ROOT)
+    ev = load_evaluator("fashion-mnist", device="cpu")
+    old = RESULTS / "data_size.json"
+    rows = json.loads(old.read_text())["rows"] if old.is_file() else []
+    for subset in args.subsets:
+        for aug in args.augment:
+            run = Path("runs/bench") / f"data-{subset:g}-aug{aug:g}-{args.images}"
+            print(f"{subset:.0%} of the data, augment {aug:g} -> {run}", flush=True)
+            r = train_run(subset, aug, args.images, run, args.reuse, args.set)
+            row = {"subset": subset, "augment": aug, "images_trained": r["images"],
+                   "train_images_per_second": r["images_per_second"], **score(run, subset, args.n, ev)}
+            print(json.dumps(row), flush=True)
+            rows = [x for x in rows if (x["subset"], x["augment"], x["images_trained"]) !=
+                    (subset, aug, row["images_trained"])] + [row]
+            save("data_size", rows, ev=ev, settings=f"configs/flow.toml, data.subset of the training split "
+                 f"(stratified), {args.images:,} training images per run, method.augment = p; n samples as the "
+                 "data's mix of classes; memorisation against the run's own training images")
+    print(table(rows, ["subset", "train_images_available", "augment", "images_trained", "fid", "floor_fid",
+                       "fid_over_floor", "recall", "floor_recall", "memorised_fraction", "floor_memorised_fraction",
+                       "class_accuracy"]))
+    print("plot:", plot(rows, RESULTS / "data_size.png"))
+
+
+if __name__ == "__main__":
+    main()

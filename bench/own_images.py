@@ -1,0 +1,131 @@
+"""A user's own colour images: the default recipe on `emoji` (3,404 training images of 9 classes) at 32 px and
+64 px, with and without non-leaking augmentation. Each run is scored beside the real-data floor at the same n (the
+evaluator's held-out images), with the memorisation check, and timed end to end through the CLI as a user runs it:
+train, sample, eval, report (the report draws the explanations). Writes bench/results/own_images.json and one grid
+per run in bench/results/own_images-RUN.png.
+
+    python bench/own_images.py [--sizes 32 64] [--minutes 15] [--augment 0 0.15] [--reuse]
+
+Each (size, augment) is its own run in runs/bench/emoji-SIZE-MINUTESm-augP, trained with configs/flow-SIZE.toml
+where it exists (else the default recipe, which adapts to the size), `method.augment` set to P. The evaluator is
+emoji's pinned one at that size (python bench/pin_evaluators.py emoji-32 emoji-64).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import RESULTS, save, table
+from imagegen.cli import main as imagegen
+from imagegen.config import DataConfig
+from imagegen.data import load_splits
+from imagegen.metrics import evaluate, load_evaluator
+from imagegen.sampling import data_labels, generate, load_generator, run_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def timed(argv: list[str]) -> float:
+    """Seconds one `imagegen` command takes; a failure stops the benchmark with its command line."""
+    t0 = time.perf_counter()
+    if imagegen(argv) != 0:
+        raise SystemExit(f"imagegen {' '.join(argv)} failed")
+    return time.perf_counter() - t0
+
+
+def train_argv(size: int, minutes: float, p: float, run: Path, sets: list[str]) -> list[str]:
+    recipe = ROOT / "configs" / f"flow-{size}.toml"
+    argv = ["train", "--dataset", "emoji", "--size", str(size), "--minutes", str(minutes), "--out", str(run),
+            "--device", "cpu", "--no-progress", "--set", f"method.augment={p}", "--set", "train.eval_samples=0"]
+    argv += ["--config", str(recipe)] if recipe.is_file() else []
+    return argv + [a for s in sets for a in ("--set", s)]
+
+
+def score(run: Path, size: int, n: int | None) -> tuple[dict, np.ndarray]:
+    """Metrics of n samples drawn as the data's mix of classes, beside the floor at the same n, with memorisation."""
+    data = DataConfig(dataset="emoji", size=size)
+    ev = load_evaluator("emoji", data=data, device="cpu")
+    train, test = load_splits(data, show_progress=False)
+    n = n or len(ev.floor_pool(len(ev.reference["train_features"])))  # the floor's n: every held-out image
+    gen = load_generator(run, "cpu")
+    t0 = time.perf_counter()
+    labels = data_labels(gen, n)
+    images = generate(gen, labels, seed=0, batch_size=250, **run_settings(gen))
+    sample_ips = n / (time.perf_counter() - t0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = evaluate(images, labels, ev, train_images=train.images, test_images=test.images, seed=0)
+    row = {"n": n, "n_floor": report["n_floor"], "evaluator": ev.name, "evaluator_accuracy": ev.test_accuracy,
+           "sample_images_per_second": sample_ips, **report["samples"],
+           **{f"floor_{k}": v for k, v in report["floor"].items()}}
+    row["fid_over_floor"] = row["fid"] / row["floor_fid"]
+    return row, images
+
+
+def one(size: int, minutes: float, p: float, args) -> dict:
+    run = Path("runs/bench") / f"emoji-{size}-{minutes:g}m-aug{p:g}"
+    seconds = {}
+    if not (args.reuse and (run / "results.json").is_file()):
+        seconds["train"] = timed(train_argv(size, minutes, p, run, args.set))
+    results = json.loads((run / "results.json").read_text())
+    row = {"size": size, "minutes": minutes, "augment": p, "images_trained": results["images"],
+           "train_images_per_second": results["images_per_second"], "parameters": results["parameters"]}
+    quality, _ = score(run, size, args.n)
+    row.update(quality)
+    if args.end_to_end:  # what a user runs after training, each timed
+        out = run / "bench"
+        shutil.rmtree(out, ignore_errors=True)
+        seconds["sample"] = timed(["sample", str(run), "--n", "1000", "--out", str(out / "samples.npz"),
+                                   "--device", "cpu", "--no-progress"])
+        seconds["eval"] = timed(["eval", str(out / "samples.npz"), "--dataset", "emoji", "--size", str(size),
+                                 "--device", "cpu", "--no-progress"])
+        seconds["report"] = timed(["report", str(run), "--device", "cpu", "--no-progress"])
+    row["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
+    grid = RESULTS / f"own_images-{run.name}.png"
+    shutil.copyfile(run / "grid.png", grid)
+    row["grid"] = str(grid.relative_to(ROOT))
+    print(json.dumps({k: v for k, v in row.items() if not isinstance(v, dict)}), flush=True)
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
+    p.add_argument("--minutes", type=float, nargs="+", default=[15])
+    p.add_argument("--augment", type=float, nargs="+", default=[0.0, 0.15])
+    p.add_argument("--n", type=int, default=None, help="samples scored (default: the floor's n, every held-out image)")
+    p.add_argument("--end-to-end", action="store_true", help="also time imagegen sample, eval and report")
+    p.add_argument("--reuse", action="store_true", help="score existing runs instead of training them")
+    p.add_argument("--set", action="append", default=[], help="config overrides for the runs (key=value)")
+    args = p.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    os.chdir(ROOT)
+    old = RESULTS / "own_images.json"
+    rows = json.loads(old.read_text())["rows"] if old.is_file() else []
+    for size in args.sizes:
+        for minutes in args.minutes:
+            for aug in args.augment:
+                row = one(size, minutes, aug, args)
+                rows = [r for r in rows if (r["size"], r["minutes"], r["augment"]) != (size, minutes, aug)] + [row]
+                save("own_images", rows, settings="emoji (emoji-datasource-google 16.0.0), the default recipe at each "
+                     "size (configs/flow-SIZE.toml), method.augment = the non-leaking augmentation's p; n samples "
+                     "drawn as the training data's mix of classes; floor = n held-out training images")
+    print(table(rows, ["size", "minutes", "augment", "images_trained", "fid", "floor_fid", "fid_over_floor",
+                       "kid_mean", "floor_kid_mean", "precision", "floor_precision", "recall", "floor_recall",
+                       "class_accuracy", "floor_class_accuracy", "memorised_fraction", "floor_memorised_fraction",
+                       "train_images_per_second", "sample_images_per_second"]))
+
+
+if __name__ == "__main__":
+    main()
