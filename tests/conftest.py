@@ -1,3 +1,7 @@
+import http.server
+import threading
+import typing
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -42,3 +46,36 @@ def image_folder(tmp_path):
         for i in range(6):
             Image.new("RGB", (40 + i, 30), color).save(root / name / f"{i}.png")
     return root
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """Serves `files` by the last part of the path; /error/ paths fail with 500, /short/ ones promise 1000 bytes
+    more than they send."""
+
+    files: typing.ClassVar[dict] = {}  # what the test serves, set before the server starts
+    log_message = lambda *a: None  # noqa: E731
+
+    def do_GET(self):
+        name = self.path.rsplit("/", 1)[-1]
+        if self.path.startswith("/error/"):
+            self.send_error(500)
+            return
+        if name not in self.files:
+            self.send_error(404)
+            return
+        body = self.files[name]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body) + (1000 if self.path.startswith("/short/") else 0)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def server():
+    """A local HTTP server (127.0.0.1, a free port) serving `Handler.files`; yields its base URL."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()

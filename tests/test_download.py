@@ -1,7 +1,4 @@
 import hashlib
-import http.server
-import threading
-import typing
 
 import numpy as np
 import pytest
@@ -11,36 +8,7 @@ from imagegen.data.download import fetch
 from imagegen.data.mnist import SOURCES
 from imagegen.errors import ImagegenError
 
-from .conftest import make_idx_dir
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    files: typing.ClassVar[dict] = {}  # what the test serves, set before the server starts
-    log_message = lambda *a: None  # noqa: E731
-
-    def do_GET(self):
-        name = self.path.rsplit("/", 1)[-1]
-        if self.path.startswith("/error/"):
-            self.send_error(500)
-            return
-        if name not in self.files:
-            self.send_error(404)
-            return
-        body = self.files[name]
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body) + (1000 if self.path.startswith("/short/") else 0)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-@pytest.fixture
-def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+from .conftest import Handler, make_idx_dir
 
 
 def sha(b):

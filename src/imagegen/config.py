@@ -71,11 +71,11 @@ Bf16 = bool | Literal["auto"]  # "auto": where the device has bf16 units (utils.
 
 @dataclass
 class DataConfig:
-    dataset: str = "fashion-mnist"  # fashion-mnist | mnist | mnist-5k | digits | folder:PATH
-    data_dir: str | None = None  # a folder holding the IDX files; else $IMAGEGEN_DATA, system, cache
-    download: bool = False  # fetch from the canonical mirror when the files are nowhere
-    size: Count = 32  # folder datasets: images are resized and centre-cropped to size x size
-    channels: Literal[1, 3] | None = None  # folder datasets: 1 or 3; None decides from the files
+    dataset: str = "fashion-mnist"  # fashion-mnist | mnist | mnist-5k | digits | emoji | folder:PATH
+    data_dir: str | None = None  # a folder holding the IDX files or emoji's .tgz; else $IMAGEGEN_DATA, system, cache
+    download: bool = False  # IDX datasets: fetch from the canonical mirror when the files are nowhere (emoji: always)
+    size: Count = 32  # folder and emoji datasets: images are resized and centre-cropped to size x size
+    channels: Literal[1, 3] | None = None  # folder and emoji: 1 or 3; None: folders decide from the files, emoji 3
     strict: bool = False  # folder datasets: an unreadable file is an error instead of a warning
     # train a generator on this stratified share of the training split ("how much data do I need?",
     # bench/data_size.py); evaluations still use the whole test split and the evaluator's floor

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..config import MAX_SEED, DataConfig, load
 from ..errors import ImagegenError
 
-DATASET_HELP = "fashion-mnist | mnist | mnist-5k | digits | folder:PATH"
+DATASET_HELP = "fashion-mnist | mnist | mnist-5k | digits | emoji | folder:PATH"
 
 # Limits of the numbers a flag takes: beyond them a value is a typo, not a plan, and would only run out of memory
 # or time. The sampler's (steps, batch, guidance) are the config's, which sampling.check_sampling applies too.
@@ -130,8 +130,8 @@ def data_flags_parser() -> argparse.ArgumentParser:
     data.add_argument("--data-dir", default=None, help="folder with the dataset's files (else $IMAGEGEN_DATA)")
     data.add_argument("--download", action="store_true", help="download the dataset if it is not found")
     data.add_argument("--size", type=count(MAX_SIDE), default=None,
-                      help="folder datasets: image side after resize and crop (default: 32)")
-    data.add_argument("--channels", type=int, choices=(1, 3), default=None, help="folder datasets: 1 or 3")
+                      help="folder and emoji datasets: image side after resize and crop (default: 32)")
+    data.add_argument("--channels", type=int, choices=(1, 3), default=None, help="folder and emoji datasets: 1 or 3")
     data.add_argument("--strict", action="store_true", help="folder datasets: unreadable files are an error")
     return data
 

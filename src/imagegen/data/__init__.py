@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from ..errors import ImagegenError
 from .base import Dataset, stratified_split
+from .emoji import load_emoji
 from .folder import load_folder
 from .mnist import load_idx_dataset
 from .packaged import load_digits, load_mnist_5k
 
-NAMES = ("fashion-mnist", "mnist", "mnist-5k", "digits", "folder:PATH")
+NAMES = ("fashion-mnist", "mnist", "mnist-5k", "digits", "emoji", "folder:PATH")
 SPLITS = ("train", "test")
 SIZED = ("emoji",)  # built-in datasets read at data.size (and data.channels), as folders are
 
@@ -27,6 +28,8 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | None = None
         return load_mnist_5k(split)
     if name == "digits":
         return load_digits(split)
+    if name == "emoji":
+        return load_emoji(split, data_dir, size, channels, show_progress)
     if name.startswith("folder:"):
         return load_folder(name.removeprefix("folder:"), split, size, channels, strict, show_progress)
     raise ImagegenError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")

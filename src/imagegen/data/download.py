@@ -1,4 +1,5 @@
-"""Downloads with SHA-256 verification that never leave a partial file where data is expected.
+"""Downloads with SHA-256 verification that never leave a partial file where data is expected, and the folders
+where a user's own copy of a dataset is looked for first.
 
 Written here rather than taken from a library because the needs are small and specific: try mirrors in order,
 stream to `NAME.part` beside the target, check length and checksum, then rename; on any failure remove the
@@ -17,6 +18,12 @@ from ..errors import ImagegenError
 from ..utils import progress
 
 CHUNK = 1 << 16
+
+
+def user_dirs(name: str, data_dir: str | None) -> list[Path]:
+    """--data-dir (else $IMAGEGEN_DATA) and its sub-folder named after the dataset; none when neither is given."""
+    user = data_dir or os.environ.get("IMAGEGEN_DATA")
+    return [Path(user), Path(user) / name] if user else []
 
 
 def fetch(urls: list[str], dest: Path, sha256: str, *, timeout: float = 60.0, show_progress: bool = True) -> Path:

@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import ImagegenError
 from ..utils import cache_dir
 from .base import Dataset
-from .download import fetch
+from .download import fetch, user_dirs
 from .idx import read_idx
 
 FILES = {
@@ -61,9 +61,7 @@ def mirrors(name: str) -> list[str]:
 
 def candidate_dirs(name: str, data_dir: str | None) -> list[Path]:
     """Where the files are looked for, in order: --data-dir / $IMAGEGEN_DATA, the system folder, the cache."""
-    user = data_dir or os.environ.get("IMAGEGEN_DATA")
-    dirs = [Path(user), Path(user) / name] if user else []
-    return dirs + [Path(p) for p in SOURCES[name]["system_dirs"]] + [cache_dir("datasets", name)]
+    return user_dirs(name, data_dir) + [Path(p) for p in SOURCES[name]["system_dirs"]] + [cache_dir("datasets", name)]
 
 
 def load_idx_dataset(name: str, split: str, data_dir: str | None = None, download: bool = False,
