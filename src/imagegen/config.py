@@ -74,12 +74,17 @@ class DataConfig:
     dataset: str = "fashion-mnist"  # fashion-mnist | mnist | mnist-5k | digits | emoji | folder:PATH
     data_dir: str | None = None  # a folder holding the IDX files or emoji's .tgz; else $IMAGEGEN_DATA, system, cache
     download: bool = False  # IDX datasets: fetch from the canonical mirror when the files are nowhere (emoji: always)
-    size: Count = 32  # folder and emoji datasets: images are resized and centre-cropped to size x size
+    # folder and emoji datasets: images are resized and centre-cropped to size x size, a multiple of 8 from 8 to 128
+    size: Annotated[int, Range(ge=8, le=128)] = 32
     channels: Literal[1, 3] | None = None  # folder and emoji: 1 or 3; None: folders decide from the files, emoji 3
     strict: bool = False  # folder datasets: an unreadable file is an error instead of a warning
     # train a generator on this stratified share of the training split ("how much data do I need?",
     # bench/data_size.py); evaluations still use the whole test split and the evaluator's floor
     subset: Annotated[float, Range(gt=0, le=1)] = 1.0
+
+    def __post_init__(self):
+        if self.size % 8:  # every level of the networks halves it: 32 -> 16 -> 8 -> 4
+            raise UsageError(f"config key data.size must be a multiple of 8 (8, 16, ..., 128); got {self.size}")
 
 
 @dataclass

@@ -47,7 +47,11 @@ def evaluate(images: np.ndarray, labels: np.ndarray | None, ev: Evaluator, *, tr
     rng = np.random.default_rng(seed)
     floor_idx = pool[np.sort(rng.choice(len(pool), min(n, len(pool)), replace=False))]
     n_pr = min(n, len(floor_idx), len(ref["test_features"]))
-    sample = _scores(feats, probs, labels, ref["test_features"], k, seed, n_pr)
+    # FID and KID depend on n: with fewer held-out images than samples (a small data set), the samples are scored
+    # at the floor's n too, on a random subset of them, so the two columns compare like with like
+    same = np.sort(rng.choice(n, len(floor_idx), replace=False)) if len(floor_idx) < n else np.arange(n)
+    sample = _scores(feats[same], probs[same], labels[same] if labels is not None else None, ref["test_features"],
+                     k, seed, n_pr)
     floor = _scores(ref["train_features"][floor_idx], ref["train_probs"][floor_idx],
                     ref["train_labels"][floor_idx] if labels is not None else None, ref["test_features"], k, seed,
                     n_pr)
@@ -56,7 +60,8 @@ def evaluate(images: np.ndarray, labels: np.ndarray | None, ev: Evaluator, *, tr
         sample.update(mem)
         floor.update(mem_floor)
     held_out = len(pool) < len(ref["train_features"])
-    return {"evaluator": ev.identity, "n": n, "n_floor": len(floor_idx), "floor_held_out": held_out,
+    return {"evaluator": ev.identity, "n": n, "n_floor": len(floor_idx), "n_compared": len(same),
+            "floor_held_out": held_out,
             "n_precision_recall": n_pr, "dataset": ev.dataset, "n_reference": len(ref["test_features"]),
             "evaluator_accuracy": ev.test_accuracy, "samples": sample, "floor": floor}
 
@@ -136,6 +141,8 @@ def format_report(report: dict) -> str:
     lines = [evaluator_line(report.get("evaluator")),
              f"{report['n']} samples vs the {report['dataset']} test split ({report['n_reference']} images); "
              f"evaluator test accuracy {report['evaluator_accuracy']:.4f}",
+             *([f"scored at the floor's n: {report['n_compared']} of the {report['n']} samples (memorisation: all)"]
+               if report.get("n_compared", report["n"]) < report["n"] else []),
              f"floor: {floor_words(report)} (memorisation floor: real test images)",
              f"{'metric':<20}{'samples':>12}{'real floor':>14}"]
     if "n_precision_recall" in report:

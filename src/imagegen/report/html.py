@@ -78,7 +78,10 @@ def evaluation_table(ev: dict) -> str:
     rows = "".join(_metric_row(k, ev["samples"][k], ev["floor"][k]) for k in keys)
     floor = floor_words(ev) if "n_floor" in ev else "? real training images"
     note = (f"<p><b>{html.escape(evaluator_line(ev.get('evaluator')))}</b>.</p>"
-            f"<p>{ev.get('n', '?')} samples vs {html.escape(floor)} (the floor), both "
+            f"<p>{ev.get('n', '?')} samples"
+            + (f" (scored at the floor's n: {ev['n_compared']} of them; memorisation: all)"
+               if ev.get("n_compared", ev.get("n")) != ev.get("n") else "")
+            + f" vs {html.escape(floor)} (the floor), both "
             f"against the {ev.get('n_reference', '?')} test images; evaluator accuracy on real test images "
             f"{ev.get('evaluator_accuracy', float('nan')):.3f}"
             + (f"; precision and recall at n = {ev['n_precision_recall']} on each side" if "n_precision_recall" in ev
@@ -106,7 +109,8 @@ def curves(lines: list[dict], path: Path) -> Path | None:
     for k in loss_keys:
         axes[0][0].plot([ln["images"] for ln in train], [ln[k] for ln in train], label=k)
     axes[0][0].set(xlabel="images seen", ylabel="loss", yscale="log", title="training loss")
-    axes[0][0].legend(fontsize=8)
+    if train:  # a run too short for a log line has no loss curve to name
+        axes[0][0].legend(fontsize=8)
     if grid:
         axes[0][1].plot([ln["images"] for ln in grid], [ln["grid_fid"] for ln in grid], "o-")
         axes[0][1].set(xlabel="images seen", ylabel="FID of the 100 grid images", yscale="log",

@@ -310,7 +310,7 @@ class GeneratorTask:
                   "images_per_second": state["images"] / max(state["seconds"], 1e-9), "grid": str(grid_png)}
         if cfg.train.eval_samples > 0:
             result["evaluation"] = final_evaluation(run, cfg, self.evaluator, self.device, self.show_progress,
-                                                     self.log)
+                                                     self.log, train_images=self.train_ds.images)
         write_json(result, run / "results.json")
         self.log(f"trained {state['images']:,} images in {state['seconds'] / 60:.1f} min "
                  f"({result['images_per_second']:.0f} img/s); grid: {grid_png}")

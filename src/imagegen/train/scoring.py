@@ -6,9 +6,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from ..config import GenConfig
+from ..data import load_splits
 from ..metrics import evaluate, find_evaluator, format_report
 from ..sampling import data_labels, generate, load_generator, run_settings
 
@@ -29,8 +28,10 @@ def run_evaluator(data, shape, device, show_progress: bool, log):
     return ev
 
 
-def final_evaluation(run: Path, cfg: GenConfig, ev, device, show_progress: bool, log) -> dict | None:
-    """Sample `eval_samples` images with the run's sampling settings and score them with the evaluator."""
+def final_evaluation(run: Path, cfg: GenConfig, ev, device, show_progress: bool, log, train_images=None
+                     ) -> dict | None:
+    """Sample `eval_samples` images with the run's sampling settings and score them with the evaluator; with the
+    images the run trained on, the memorisation check too (the first failure to expect on a small data set)."""
     if ev is None:
         log(f"no evaluation: no evaluator for {cfg.data.dataset} of its images")
         return None
@@ -41,6 +42,7 @@ def final_evaluation(run: Path, cfg: GenConfig, ev, device, show_progress: bool,
                       **run_settings(gen))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the small-n caveat is stated in the report itself
-        report = evaluate(images, labels, ev, seed=cfg.seed)
+        test_images = load_splits(cfg.data, show_progress=False)[1].images if train_images is not None else None
+        report = evaluate(images, labels, ev, seed=cfg.seed, train_images=train_images, test_images=test_images)
     log(format_report(report))
     return report
