@@ -147,7 +147,8 @@ def test_an_evaluation_names_its_evaluator_in_the_result_the_table_json_and_repo
     images = load_dataset("digits", "test").images
     with pytest.warns(UserWarning, match="biased upward"):
         report = evaluate(images, None, ev)
-    assert report["evaluator"] == {"name": "digits-v1", "sha256": entry["sha256"], "pinned": True}
+    assert report["evaluator"] == {"name": "digits-v1", "sha256": entry["sha256"], "pinned": True,
+                                   "test_accuracy": entry["test_accuracy"]}
     head = f"evaluator digits-v1 (sha256 {entry['sha256'][:12]})"
     assert format_report(report).splitlines()[0].startswith(head)
     assert head in evaluation_table(report)
@@ -176,7 +177,8 @@ def test_a_local_evaluator_is_never_taken_for_the_pinned_one(local_digits, capsy
     code, out, err = run(capsys, "eval", str(digits_samples), "--dataset", "digits", "--evaluator", "local",
                          "--json", "--no-memorization")
     assert code == 0, err
-    assert json.loads(out)["evaluator"] == {"name": name, "sha256": local_digits["sha256"], "pinned": False}
+    assert json.loads(out)["evaluator"] == {"name": name, "sha256": local_digits["sha256"], "pinned": False,
+                                            "test_accuracy": local_digits["test_accuracy"]}
 
 
 def test_an_evaluator_from_before_is_local_with_its_hash_name(local_digits, tmp_path):

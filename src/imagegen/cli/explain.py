@@ -112,11 +112,11 @@ def _out(args) -> Path:
 
 
 def _test_split(clf):
-    from ..data import load_dataset
+    from ..report.draw import model_split
 
     if not clf.dataset:
         raise ImagegenError("this model does not record its dataset; pass image files or --samples")
-    return load_dataset(clf.dataset, "test", show_progress=False)
+    return model_split(clf.dataset, "test", clf.image_shape)
 
 
 def _check_dataset_flag(args) -> None:
@@ -220,9 +220,9 @@ def run_generator_picture(args):
 
 
 def _train_images(gen) -> np.ndarray:
-    from ..data import load_dataset
+    from ..report.draw import model_split
 
-    return load_dataset(gen.meta["dataset"], "train", show_progress=False).images
+    return model_split(gen.meta["dataset"], "train", gen.image_shape).images
 
 
 def _done(args, path: Path) -> dict:

@@ -13,12 +13,14 @@ from ..pixels import labelled_grid, save_png
 from . import stats
 from .evaluator import Evaluator
 from .glossary import describe, ordered, verdict, wrap
+from .trust import cautions, class_counts, trust_lines
 
 SMALL_N = 1000
+K = 3  # neighbours for precision and recall: an evaluation needs more real test and floor images than this
 
 
 def evaluate(images: np.ndarray, labels: np.ndarray | None, ev: Evaluator, *, train_images: np.ndarray | None = None,
-             test_images: np.ndarray | None = None, k: int = 3, seed: int = 0, pairs_png: str | Path | None = None,
+             test_images: np.ndarray | None = None, k: int = K, seed: int = 0, pairs_png: str | Path | None = None,
              show_progress: bool = False) -> dict:
     """Metrics of the samples and of n real images (the floor), both against the test split, and the name of the
     evaluator that gave them (`evaluator`: numbers are comparable exactly when these names match).
@@ -32,7 +34,10 @@ def evaluate(images: np.ndarray, labels: np.ndarray | None, ev: Evaluator, *, tr
     samples closer to a training image than 99% of real test images are.
 
     Precision and recall compare equal numbers of images (`n_precision_recall`: the samples', the floor's and
-    the test split's smallest), the same test images for the samples and the floor."""
+    the test split's smallest), the same test images for the samples and the floor.
+
+    How far to trust it (`metrics.trust`): the evaluator's test accuracy (in `evaluator`), real images per class
+    of the test split (`test_counts`) and of the floor (`floor_counts`), and `cautions` where they are weak."""
     ev.check(images)
     if labels is not None and (labels.min() < 0 or labels.max() >= len(ev.classes)):
         raise ImagegenError(f"sample labels must lie in 0..{len(ev.classes) - 1} for the {ev.dataset} evaluator")
@@ -60,10 +65,19 @@ def evaluate(images: np.ndarray, labels: np.ndarray | None, ev: Evaluator, *, tr
         sample.update(mem)
         floor.update(mem_floor)
     held_out = len(pool) < len(ref["train_features"])
-    return {"evaluator": ev.identity, "n": n, "n_floor": len(floor_idx), "n_compared": len(same),
-            "floor_held_out": held_out,
-            "n_precision_recall": n_pr, "dataset": ev.dataset, "n_reference": len(ref["test_features"]),
-            "evaluator_accuracy": ev.test_accuracy, "samples": sample, "floor": floor}
+    return {"evaluator": {**ev.identity, "test_accuracy": ev.test_accuracy}, "n": n, "n_floor": len(floor_idx),
+            "n_compared": len(same),
+            "floor_held_out": held_out, "n_precision_recall": n_pr, "dataset": ev.dataset,
+            "n_reference": len(ref["test_features"]), "evaluator_accuracy": ev.test_accuracy,
+            **_trust(ev, ref, floor_idx), "samples": sample, "floor": floor}
+
+
+def _trust(ev: Evaluator, ref: dict[str, np.ndarray], floor_idx: np.ndarray) -> dict:
+    """Real images per class behind the numbers (the test split: the metrics' reference and the evaluator's
+    accuracy; the floor's images) and what makes them weak (`trust.cautions`)."""
+    test_counts = class_counts(ref.get("test_labels"), ev.classes)  # None: a reference file of an old version
+    return {"test_counts": test_counts, "floor_counts": class_counts(ref["train_labels"][floor_idx], ev.classes),
+            "cautions": cautions(ev.test_accuracy, test_counts)}
 
 
 def _check_settings(n: int, n_pr: int, k: int, seed: int) -> None:
@@ -138,15 +152,15 @@ def format_report(report: dict) -> str:
     """A table under the evaluator's name: each metric, in order of importance, for the samples and for real
     images at the same n, with a sentence under it that says what it measures and which way is better; then a
     one-line verdict."""
-    lines = [evaluator_line(report.get("evaluator")),
-             f"{report['n']} samples vs the {report['dataset']} test split ({report['n_reference']} images); "
-             f"evaluator test accuracy {report['evaluator_accuracy']:.4f}",
-             *([f"scored at the floor's n: {report['n_compared']} of the {report['n']} samples (memorisation: all)"]
-               if report.get("n_compared", report["n"]) < report["n"] else []),
-             f"floor: {floor_words(report)} (memorisation floor: real test images)",
-             f"{'metric':<20}{'samples':>12}{'real floor':>14}"]
+    head = [evaluator_line(report.get("evaluator")),
+            f"{report['n']} samples vs the {report['dataset']} test split ({report['n_reference']} images); "
+            f"evaluator test accuracy {report['evaluator_accuracy']:.4f}",
+            *([f"scored at the floor's n: {report['n_compared']} of the {report['n']} samples (memorisation: all)"]
+              if report.get("n_compared", report["n"]) < report["n"] else []),
+            f"floor: {floor_words(report)} (memorisation floor: real test images)", *trust_lines(report)]
     if "n_precision_recall" in report:
-        lines.insert(2, f"precision and recall at n = {report['n_precision_recall']} on each side")
+        head.insert(2, f"precision and recall at n = {report['n_precision_recall']} on each side")
+    lines = [w for line in head for w in wrap(line, indent="")] + [f"{'metric':<20}{'samples':>12}{'real floor':>14}"]
     for key in ordered(k for k in report["samples"] if k in report["floor"]):
         label, sentence = describe(key)
         lines += [f"{label:<20}{report['samples'][key]:>12.4f}{report['floor'][key]:>14.4f}", *wrap(sentence)]

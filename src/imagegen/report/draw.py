@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..artifacts import restore
+from ..data import Dataset, load_dataset
 from ..errors import ImagegenError, UsageError
 from ..explain.attribution import ATTRIBUTIONS, attribute, check_target, find_layer
 from ..explain.features import feature_maps, first_filters, mistakes
@@ -47,6 +48,13 @@ def load_classifier(spec: str | os.PathLike, dataset: str | None = None) -> Clas
                          "pictures (generators: trajectory, walk, guidance, nearest)")
     return Classifier(model.eval(), tuple(art.meta["classes"]), tuple(art.meta["image_shape"]),
                       art.meta.get("dataset"), CLASSIFIER_KINDS[art.kind])
+
+
+def model_split(dataset: str, split: str, image_shape: tuple[int, int, int]) -> Dataset:
+    """A split of the dataset a model of `image_shape` (C, H, W) was trained on, as it read it: a folder decoded at
+    the model's size and channels (not at the folder default, 32 pixels)."""
+    c, h, _ = image_shape
+    return load_dataset(dataset, split, size=h, channels=c, show_progress=False)
 
 
 def check_images(images: np.ndarray, shape: tuple[int, ...], what: str = "images") -> None:

@@ -13,6 +13,7 @@ from ..artifacts import read_header
 from ..errors import ImagegenError
 from ..metrics.glossary import describe, ordered, verdict
 from ..metrics.report import evaluator_line, floor_words
+from ..metrics.trust import trust_lines
 from .plots import plt
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -21,7 +22,7 @@ table{border-collapse:collapse;font-size:.9em}td,th{padding:.25em .8em;border-bo
 th:first-child,td:first-child{text-align:left}figure{display:inline-block;margin:.5em;vertical-align:top}
 img{max-width:100%;image-rendering:pixelated}figcaption{font-size:.8em;color:#555}pre{background:#f6f6f6;
 padding:.8em;font-size:.8em;overflow:auto}td.what{text-align:left;color:#555;font-size:.9em}
-.verdict{font-weight:bold}"""
+.verdict{font-weight:bold}.caution{color:#a33}"""
 
 
 def build_report(run: str | os.PathLike, out: str | os.PathLike | None = None, *, explain: bool = True,
@@ -86,10 +87,17 @@ def evaluation_table(ev: dict) -> str:
             f"{ev.get('evaluator_accuracy', float('nan')):.3f}"
             + (f"; precision and recall at n = {ev['n_precision_recall']} on each side" if "n_precision_recall" in ev
                else "") + ".</p>")
+    trust = "".join(_trust_paragraph(line) for line in trust_lines(ev))
     head = "".join(f"<th>{h}</th>" for h in ("metric", "samples", "real-data floor", "what it measures"))
     said = verdict(ev) if keys else ""
-    return (note + f"<table><tr>{head}</tr>{rows}</table>"
+    return (note + trust + f"<table><tr>{head}</tr>{rows}</table>"
             + (f"<p class='verdict'>{html.escape(said)}</p>" if said else ""))
+
+
+def _trust_paragraph(line: str) -> str:
+    """A line of `metrics.trust`: the images per class, or the caution (coloured)."""
+    cls = " class='caution'" if line.startswith("caution") else ""
+    return f"<p{cls}>{html.escape(line)}.</p>"
 
 
 def _metric_row(key: str, sample: float, floor: float) -> str:
@@ -155,16 +163,15 @@ def _generator_sections(run: Path, explain: bool, device: str, log) -> list[str]
 
 
 def _draw_generator_explanations(run: Path, device: str, log) -> None:
-    from ..data import load_dataset
     from ..sampling import SampleRequest, load_generator
-    from .draw import draw_guidance, draw_nearest, draw_trajectory, draw_walk
+    from .draw import draw_guidance, draw_nearest, draw_trajectory, draw_walk, model_split
 
     gen = load_generator(run, device)
     sampling = SampleRequest(str(run), device=device).check().settings(gen)  # the run's own settings
     ex = run / "explain"
     log("drawing explanations: nearest training images, latent walk" +
         (", trajectory, guidance" if gen.method in ("flow", "edm") else ""))
-    train = load_dataset(gen.meta["dataset"], "train", show_progress=False).images
+    train = model_split(gen.meta["dataset"], "train", gen.image_shape).images
     draw_nearest(gen, train, ex / "nearest.png", n=6, k=4, **sampling)
     draw_walk(gen, 0, ex / "walk.png", **sampling)
     if gen.method in ("flow", "edm"):
@@ -191,12 +198,11 @@ def _classifier_sections(run: Path, explain: bool, log) -> list[str]:
             if (run / n).is_file()]
     out.append(_section("Training", *pics))
     if explain:
-        from ..data import load_dataset
-        from .draw import draw_attributions, draw_features, draw_filters, draw_mistakes, load_classifier
+        from .draw import draw_attributions, draw_features, draw_filters, draw_mistakes, load_classifier, model_split
 
         clf = load_classifier(run)
         log("drawing explanations: attributions, mistakes, feature maps, filters")
-        test = load_dataset(clf.dataset, "test", show_progress=False)
+        test = model_split(clf.dataset, "test", clf.image_shape)
         ex = run / "explain"
         draw_attributions(clf, test.images[:6], ex / "attributions.png", labels=test.labels[:6])
         try:

@@ -1,5 +1,6 @@
 """A generator run's evaluator (found, never trained, at the start) and its evaluation at the end: samples drawn
-with the run's sampling settings, scored beside the real-data floor under the evaluator's name."""
+with the run's sampling settings, scored beside the real-data floor under the evaluator's name, with the
+memorisation check against the run's own training images."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from ..config import GenConfig
 from ..data import load_splits
 from ..metrics import evaluate, find_evaluator, format_report
+from ..metrics.report import K
 from ..sampling import data_labels, generate, load_generator, run_settings
 
 
@@ -23,8 +25,14 @@ def run_evaluator(data, shape, device, show_progress: bool, log):
     if tuple(ev.image_shape) != tuple(shape):
         log(f"evaluator {ev.name} takes {tuple(ev.image_shape)} images, not {tuple(shape)}: no evaluation")
         return None
-    ev.reference  # noqa: B018 (read now: computed once per machine for a pinned one)
-    log(f"evaluator {ev.name} ({'pinned' if ev.pinned else 'local'}, sha256 {ev.sha256[:12]})")
+    ref = ev.reference  # read now: computed once per machine for a pinned one
+    n_real = min(len(ref["test_features"]), len(ev.floor_pool(len(ref["train_features"]))))
+    if n_real <= K:
+        log(f"evaluator {ev.name} has {n_real} real test or held-out images, too few to score against (more than "
+            f"{K} needed): no grid FID and no final evaluation; more images make its test split larger")
+        return None
+    log(f"evaluator {ev.name} ({'pinned' if ev.pinned else 'local'}, sha256 {ev.sha256[:12]}, test accuracy "
+        f"{ev.test_accuracy:.4f})")
     return ev
 
 
@@ -33,7 +41,8 @@ def final_evaluation(run: Path, cfg: GenConfig, ev, device, show_progress: bool,
     """Sample `eval_samples` images with the run's sampling settings and score them with the evaluator; with the
     images the run trained on, the memorisation check too (the first failure to expect on a small data set)."""
     if ev is None:
-        log(f"no evaluation: no evaluator for {cfg.data.dataset} of its images")
+        log(f"no evaluation: no evaluator that can score {cfg.data.dataset} (the evaluator line at the start says "
+            "why)")
         return None
     gen = load_generator(run, str(device))
     n = cfg.train.eval_samples
