@@ -66,11 +66,14 @@ def test_the_shipped_files_match_the_index_and_the_recipe(dataset, entry):
     assert file_sha256(folder / "model.safetensors") == entry["sha256"]
     assert file_sha256(folder / "model.json") == entry["json_sha256"]
     recipe = json.loads((folder / "recipe.json").read_text())
-    assert (recipe["name"], recipe["dataset"], recipe["sha256"]) == (entry["name"], dataset, entry["sha256"])
+    name, _, size = dataset.partition("@")  # emoji@32: a dataset read at a chosen size, one evaluator per size
+    assert (recipe["name"], recipe["dataset"], recipe["sha256"]) == (entry["name"], name, entry["sha256"])
     assert recipe["test_accuracy"] == entry["test_accuracy"] and recipe["holdout"]["n"] == entry["holdout"]
-    assert recipe["command"].startswith(f"imagegen evaluator train --dataset {dataset} ")
+    assert recipe["command"].startswith(f"imagegen evaluator train --dataset {name} " + (f"--size {size} "
+                                                                                           if size else ""))
     assert f"--pin {entry['name']} --out src/imagegen/metrics/pinned/{entry['name']}" in recipe["command"]
-    assert recipe["n_fit"] == recipe["n_train"] - recipe["holdout"]["n"] and recipe["fit"]["epochs"] == 10
+    assert recipe["n_fit"] == recipe["n_train"] - recipe["holdout"]["n"]
+    assert recipe["fit"]["epochs"] == (30 if size else 10)  # emoji's 3,404 images: 30 epochs
     assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.safetensors", "recipe.json"]
 
 

@@ -334,12 +334,14 @@ def test_a_bad_setting_with_overwrite_leaves_the_old_run_as_it_was(old_run, caps
 
 def test_networks_that_cannot_draw_the_data_are_refused_before_the_run_exists(image_folder, tmp_path, capsys):
     out = tmp_path / "gan"
-    argv = ["train", "--method", "gan", "--dataset", f"folder:{image_folder}", "--size", "6", "--images", "32",
-            "--out", str(out), "--no-progress"]
+    argv = ["train", "--method", "gan", "--dataset", f"folder:{image_folder}", "--size", "8", "--images", "32",
+            "--out", str(out), "--no-progress", "--set", "model.width=5000000"]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "the gan networks of this config do not fit the data's (3, 6, 6) images: the DCGAN needs an even" in err
+    assert "the gan networks of this config would have " in err and "choose smaller model settings" in err
     assert not out.exists()
+    assert main(argv[:5] + ["--size", "6"] + argv[7:]) == 2  # a size the networks cannot halve is refused first
+    assert "data.size must be in [8, 128]; got 6" in capsys.readouterr().err and not out.exists()
     (tmp_path / "afile").write_text("mine")
     for where in (tmp_path / "afile", tmp_path / "afile" / "run"):
         assert main(["train", "--dataset", "digits", "--images", "32", "--out", str(where), "--overwrite"]) == 1

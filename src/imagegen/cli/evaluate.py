@@ -56,7 +56,8 @@ def evaluator_train(args):
 
 def train_command(args) -> str:
     """The command that trains this evaluator again, every setting spelled out (recipe.json records it)."""
-    flags = {"--dataset": args.dataset or "fashion-mnist", "--data-dir": args.data_dir, "--epochs": args.epochs,
+    flags = {"--dataset": args.dataset or "fashion-mnist", "--size": args.size, "--channels": args.channels,
+             "--data-dir": args.data_dir, "--epochs": args.epochs,
              "--width": args.width, "--seed": args.seed, "--holdout": args.holdout, "--device": args.device,
              "--pin": args.pin, "--out": args.out}
     return "imagegen evaluator train " + " ".join(f"{k} {v}" for k, v in flags.items() if v is not None)
