@@ -31,9 +31,17 @@ ENTRIES = [pytest.param(dataset, entry, id=entry["name"]) for dataset, entry in 
 QUICK = dataclasses.replace(EVALUATOR_FIT, epochs=1, batch_size=64)
 
 
+def data_of(key: str) -> DataConfig:
+    """The data config of an index key: a dataset, or one read at a chosen size (emoji@32)."""
+    name, _, size = key.partition("@")
+    return DataConfig(dataset=name, size=int(size)) if size else DataConfig(dataset=name)
+
+
 def splits_or_skip(dataset: str):
+    data = data_of(dataset)
     try:
-        return load_dataset(dataset, "train", show_progress=False), load_dataset(dataset, "test", show_progress=False)
+        return tuple(load_dataset(data.dataset, split, size=data.size, show_progress=False)
+                     for split in ("train", "test"))
     except ImagegenError as e:
         pytest.skip(f"{dataset} is not installed here: {e}")
 
@@ -89,7 +97,7 @@ def test_the_package_data_globs_cover_every_pinned_file():
 @pytest.mark.parametrize(("dataset", "entry"), ENTRIES)
 def test_it_reproduces_its_recorded_test_accuracy(dataset, entry):
     _, test = splits_or_skip(dataset)
-    ev = load_evaluator(dataset, device="cpu")
+    ev = load_evaluator(data_of(dataset).dataset, device="cpu", data=data_of(dataset))
     assert (ev.name, ev.sha256, ev.pinned) == (entry["name"], entry["sha256"], True)
     _, accuracy = fit_module.evaluate(ev.model, test)
     if dataset == "digits":
@@ -101,7 +109,7 @@ def test_it_reproduces_its_recorded_test_accuracy(dataset, entry):
 @pytest.mark.parametrize(("dataset", "entry"), ENTRIES)
 def test_the_floor_is_drawn_from_images_it_never_trained_on(dataset, entry):
     train, _ = splits_or_skip(dataset)
-    ev = load_evaluator(dataset, device="cpu")
+    ev = load_evaluator(data_of(dataset).dataset, device="cpu", data=data_of(dataset))
     held = ev.holdout.indices()
     assert (ev.holdout.n, ev.holdout.of) == (entry["holdout"], len(train)) and len(np.unique(held)) == len(held)
     assert np.array_equal(ev.floor_pool(len(train)), held)
