@@ -46,6 +46,18 @@ def save(name: str, rows: list[dict], *, ev=None, **extra) -> Path:
     return path
 
 
+def load_rows(name: str) -> list[dict]:
+    """The rows of bench/results/NAME.json from earlier invocations (kept, so parts of a benchmark run apart)."""
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text())["rows"] if path.is_file() else []
+
+
+def report_row(report: dict) -> dict:
+    """An evaluation's samples and floor side by side in one flat row (floor_ prefixed), with FID over the floor."""
+    row = {**report["samples"], **{f"floor_{k}": v for k, v in report["floor"].items()}}
+    return {**row, "fid_over_floor": row["fid"] / row["floor_fid"]}
+
+
 def table(rows: list[dict], columns: list[str]) -> str:
     def fmt(v):
         return f"{v:.4f}" if isinstance(v, float) and abs(v) < 10 else f"{v:.1f}" if isinstance(v, float) else str(v)

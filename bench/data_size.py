@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import RESULTS, save, table
+from common import RESULTS, load_rows, report_row, save, table
 from imagegen.config import DataConfig, GenConfig, load
-from imagegen.data import load_splits, stratified_split
+from imagegen.data import load_splits
 from imagegen.metrics import evaluate, load_evaluator
 from imagegen.sampling import data_labels, generate, load_generator, run_settings
 from imagegen.train.loop import train
@@ -39,20 +39,15 @@ def train_run(subset: float, p: float, images: int, out: Path, reuse: bool, sets
 
 
 def score(run: Path, subset: float, n: int, ev) -> dict:
-    cfg = GenConfig()
     train_ds, test_ds = load_splits(DataConfig(), show_progress=False)
-    if subset < 1:  # the images this run trained on, as the run chose them (train.loop)
-        train_ds = train_ds.subset(stratified_split(train_ds.labels, subset, seed=cfg.seed)[1])
+    train_ds = train_ds.share(subset, seed=GenConfig().seed)  # the images this run trained on, as the run chose them
     gen = load_generator(run, "cpu")
     labels = data_labels(gen, n)
     images = generate(gen, labels, seed=0, batch_size=250, **run_settings(gen))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         report = evaluate(images, labels, ev, train_images=train_ds.images, test_images=test_ds.images, seed=0)
-    row = {**report["samples"], **{f"floor_{k}": v for k, v in report["floor"].items()}, "n": n,
-           "train_images_available": len(train_ds)}
-    row["fid_over_floor"] = row["fid"] / row["floor_fid"]
-    return row
+    return {**report_row(report), "n": n, "train_images_available": len(train_ds)}
 
 
 def plot(rows: list[dict], path: Path) -> Path:
@@ -94,8 +89,7 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     os.chdir(ROOT)
     ev = load_evaluator("fashion-mnist", device="cpu")
-    old = RESULTS / "data_size.json"
-    rows = json.loads(old.read_text())["rows"] if old.is_file() else []
+    rows = load_rows("data_size")
     for subset in args.subsets:
         for aug in args.augment:
             run = Path("runs/bench") / f"data-{subset:g}-aug{aug:g}-{args.images}"

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import RESULTS, save, table
+from common import load_rows, save, table
 from imagegen.config import GenConfig, load
 from imagegen.methods.guidance import band, check_interval
 from imagegen.metrics import evaluate, load_evaluator
@@ -101,8 +101,7 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     ev = load_evaluator(args.dataset, device="cpu")
     interval = check_interval(args.guidance_interval.split(",")) if args.guidance_interval else None
-    old = RESULTS / "generators.json"
-    rows = json.loads(old.read_text())["rows"] if old.is_file() else []
+    rows = load_rows("generators")
     for method in args.methods:
         for minutes in args.minutes:
             run = Path("runs/bench") / f"{method}-{minutes:g}"

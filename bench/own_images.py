@@ -22,11 +22,10 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import RESULTS, save, table
+from common import RESULTS, load_rows, report_row, save, table
 from imagegen.cli import main as imagegen
 from imagegen.config import DataConfig
 from imagegen.data import load_splits
@@ -52,7 +51,7 @@ def train_argv(size: int, minutes: float, p: float, run: Path, sets: list[str]) 
     return argv + [a for s in sets for a in ("--set", s)]
 
 
-def score(run: Path, size: int, n: int | None) -> tuple[dict, np.ndarray]:
+def score(run: Path, size: int, n: int | None) -> dict:
     """Metrics of n samples drawn as the data's mix of classes, beside the floor at the same n, with memorisation."""
     data = DataConfig(dataset="emoji", size=size)
     ev = load_evaluator("emoji", data=data, device="cpu")
@@ -66,11 +65,8 @@ def score(run: Path, size: int, n: int | None) -> tuple[dict, np.ndarray]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         report = evaluate(images, labels, ev, train_images=train.images, test_images=test.images, seed=0)
-    row = {"n": n, "n_floor": report["n_floor"], "evaluator": ev.name, "evaluator_accuracy": ev.test_accuracy,
-           "sample_images_per_second": sample_ips, **report["samples"],
-           **{f"floor_{k}": v for k, v in report["floor"].items()}}
-    row["fid_over_floor"] = row["fid"] / row["floor_fid"]
-    return row, images
+    return {"n": n, "n_floor": report["n_floor"], "evaluator": ev.name, "evaluator_accuracy": ev.test_accuracy,
+            "sample_images_per_second": sample_ips, **report_row(report)}
 
 
 def one(size: int, minutes: float, p: float, args) -> dict:
@@ -81,8 +77,7 @@ def one(size: int, minutes: float, p: float, args) -> dict:
     results = json.loads((run / "results.json").read_text())
     row = {"size": size, "minutes": minutes, "augment": p, "images_trained": results["images"],
            "train_images_per_second": results["images_per_second"], "parameters": results["parameters"]}
-    quality, _ = score(run, size, args.n)
-    row.update(quality)
+    row.update(score(run, size, args.n))
     if args.end_to_end:  # what a user runs after training, each timed
         out = run / "bench"
         shutil.rmtree(out, ignore_errors=True)
@@ -111,8 +106,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     os.chdir(ROOT)
-    old = RESULTS / "own_images.json"
-    rows = json.loads(old.read_text())["rows"] if old.is_file() else []
+    rows = load_rows("own_images")
     for size in args.sizes:
         for minutes in args.minutes:
             for aug in args.augment:

@@ -31,6 +31,10 @@ class Dataset:
     def subset(self, index: np.ndarray) -> Dataset:
         return Dataset(self.name, self.images[index], self.labels[index], self.classes)
 
+    def share(self, fraction: float, seed: int = 0) -> Dataset:
+        """A stratified `fraction` of the images (data.subset: "how much data do I need?"); all of them at 1."""
+        return self if fraction >= 1 else self.subset(stratified_split(self.labels, fraction, seed)[1])
+
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, test): each class contributes round(test_fraction * its count) test items, at least one

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..artifacts import save_artifact
 from ..config import GenConfig, TrainConfig, UNetConfig, checked, saved_config, to_dict
-from ..data import load_splits, stratified_split
+from ..data import load_splits
 from ..errors import ImagegenError, UsageError
 from ..pixels import class_grid, save_png, to_float
 from ..utils import (
@@ -243,7 +243,8 @@ class GeneratorTask:
         cfg = self.cfg if doc is None else _resumed_config(doc, self.budget)
         cfg = checked(cfg)  # a config changed in code since it was loaded passes the same checks
         _check_budget(cfg)
-        self.train_ds = _check_data_and_networks(cfg, self.show_progress)  # build trains on these, not a re-read
+        # build trains on these, and the final evaluation's memorisation check reads them, not a re-read
+        self.train_ds, self.test_ds = _check_data_and_networks(cfg, self.show_progress)
         if doc is None and cfg.train.bf16 == "auto":  # resolved once and saved, so a resumed run computes as it began
             cfg.train.bf16 = has_bf16_units(resolve_device(cfg.device))
         self.cfg, self.train, self.label = cfg, cfg.train, f"train {cfg.method.name}"
@@ -310,7 +311,7 @@ class GeneratorTask:
                   "images_per_second": state["images"] / max(state["seconds"], 1e-9), "grid": str(grid_png)}
         if cfg.train.eval_samples > 0:
             result["evaluation"] = final_evaluation(run, cfg, self.evaluator, self.device, self.show_progress,
-                                                     self.log, train_images=self.train_ds.images)
+                                                     self.log, self.train_ds.images, self.test_ds.images)
         write_json(result, run / "results.json")
         self.log(f"trained {state['images']:,} images in {state['seconds'] / 60:.1f} min "
                  f"({result['images_per_second']:.0f} img/s); grid: {grid_png}")
@@ -419,16 +420,15 @@ def _check_budget(cfg: GenConfig) -> None:
 def _check_data_and_networks(cfg: GenConfig, show_progress: bool):
     """The device exists, the data set loads, and the networks the config builds fit its images (built and run on
     the meta device: no memory, no arithmetic; a UNet's widths and attention left to None are chosen for them,
-    recipes.fit_unet); the training split, which the run then trains on (read once, a
-    download or a folder's first decoding with its progress bar)."""
+    recipes.fit_unet); (the training split, which the run then trains on (its data.subset share), the test split),
+    read once (a download or a folder's first decoding with its progress bar)."""
     resolve_device(cfg.device)
-    train_ds, _ = load_splits(cfg.data, show_progress)
-    if cfg.data.subset < 1:
-        train_ds = train_ds.subset(stratified_split(train_ds.labels, cfg.data.subset, seed=cfg.seed)[1])
+    train_ds, test_ds = load_splits(cfg.data, show_progress)
+    train_ds = train_ds.share(cfg.data.subset, seed=cfg.seed)
     if isinstance(cfg.model, UNetConfig):  # widths and attention left to the data: chosen now, saved with the run
         cfg.model = recipes.fit_unet(cfg.model, train_ds.shape)
     recipes.dry_run(cfg, train_ds.shape, len(train_ds.classes))
-    return train_ds
+    return train_ds, test_ds
 
 
 def _check_out(run: Path) -> None:

@@ -42,15 +42,15 @@ def network_configs(cfg: GenConfig, shape: tuple[int, int, int], num_classes: in
     raise ValueError(f"no networks for a model config of type {type(m).__name__}")
 
 
-def unet_for(shape: tuple[int, int, int]) -> dict:
+def unet_for(shape: tuple[int, int, int], patch: int | None = None) -> dict:
     """The UNet's patch, widths and attention for images of `shape` (the settings left to None): a patch of 1 up
     to 28 px, 2 up to 64 and 4 above (the levels' cost is in their pixels: on a 2-core CPU a 32 px colour UNet
     trains 3.6x faster patched); then one level per halving down to 4-7 pixels (3 at 28 px and 32 px, 4 at 64),
     widths doubling from 16 (greyscale) or 32 (colour) up to 4x that, and self-attention at the lowest level. At
     28x28 greyscale this is the measured Fashion-MNIST recipe, 16,32,64 with attention at 7x7; colour starts
-    twice as wide, as three channels carry more to model than one."""
+    twice as wide, as three channels carry more to model than one. A `patch` given is kept, the levels fit it."""
     size = max(shape[1:])
-    patch = 1 if size <= 28 else 2 if size <= 64 else 4
+    patch = patch or (1 if size <= 28 else 2 if size <= 64 else 4)
     levels = _levels(size // patch)
     return {"patch": patch, "channels": _widths(levels, shape[0]), "attention": _lowest(levels)}
 
@@ -58,9 +58,9 @@ def unet_for(shape: tuple[int, int, int]) -> dict:
 def fit_unet(m: UNetConfig, shape: tuple[int, int, int]) -> UNetConfig:
     """`m` with the settings left to None chosen for images of `shape` (unet_for); attention flags given without
     widths keep the number of levels they name, widths without flags get attention at the lowest level."""
-    patch = m.patch or unet_for(shape)["patch"]
-    levels = len(m.channels or m.attention or _widths(_levels(max(shape[1:]) // patch), shape[0]))
-    return dataclasses.replace(m, patch=patch, channels=m.channels or _widths(levels, shape[0]),
+    auto = unet_for(shape, m.patch)
+    levels = len(m.channels or m.attention or auto["channels"])
+    return dataclasses.replace(m, patch=auto["patch"], channels=m.channels or _widths(levels, shape[0]),
                                attention=m.attention or _lowest(levels))
 
 

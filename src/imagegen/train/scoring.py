@@ -8,7 +8,6 @@ import warnings
 from pathlib import Path
 
 from ..config import GenConfig
-from ..data import load_splits
 from ..metrics import evaluate, find_evaluator, format_report
 from ..metrics.report import K
 from ..sampling import data_labels, generate, load_generator, run_settings
@@ -36,10 +35,11 @@ def run_evaluator(data, shape, device, show_progress: bool, log):
     return ev
 
 
-def final_evaluation(run: Path, cfg: GenConfig, ev, device, show_progress: bool, log, train_images=None
-                     ) -> dict | None:
+def final_evaluation(run: Path, cfg: GenConfig, ev, device, show_progress: bool, log, train_images=None,
+                     test_images=None) -> dict | None:
     """Sample `eval_samples` images with the run's sampling settings and score them with the evaluator; with the
-    images the run trained on, the memorisation check too (the first failure to expect on a small data set)."""
+    images the run trained on and the test split's, the memorisation check too (the first failure to expect on a
+    small data set)."""
     if ev is None:
         log(f"no evaluation: no evaluator that can score {cfg.data.dataset} (the evaluator line at the start says "
             "why)")
@@ -51,7 +51,6 @@ def final_evaluation(run: Path, cfg: GenConfig, ev, device, show_progress: bool,
                       **run_settings(gen))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the small-n caveat is stated in the report itself
-        test_images = load_splits(cfg.data, show_progress=False)[1].images if train_images is not None else None
         report = evaluate(images, labels, ev, seed=cfg.seed, train_images=train_images, test_images=test_images)
     log(format_report(report))
     return report
