@@ -56,21 +56,27 @@ def plot(rows: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for p in sorted({r["augment"] for r in rows}):
-        mine = sorted((r for r in rows if r["augment"] == p), key=lambda r: r["subset"])
-        label = "no augmentation" if p == 0 else f"augmentation p = {p:g}"
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for budget, p in sorted({(r["images_trained"], r["augment"]) for r in rows}):  # one curve per setting
+        mine = sorted((r for r in rows if (r["images_trained"], r["augment"]) == (budget, p)),
+                      key=lambda r: r["subset"])
+        label = ("no augmentation" if p == 0 else f"augmentation p = {p:g}") + f", {budget:,} images trained"
         x = [r["train_images_available"] for r in mine]
-        axes[0].plot(x, [r["fid_over_floor"] for r in mine], "o-", label=label)
-        axes[1].plot(x, [r["memorised_fraction"] for r in mine], "o-", label=label)
+        style = "o-" if len(mine) > 1 else "s"
+        axes[0].plot(x, [r["fid_over_floor"] for r in mine], style, label=label)
+        axes[1].plot(x, [r["memorised_fraction"] for r in mine], style, label=label)
+    floor = rows[0].get("floor_memorised_fraction")
+    if floor is not None:
+        axes[1].axhline(floor, color="grey", ls="--", lw=1, label="real test images (floor)")
+        axes[1].legend(fontsize=7)
     axes[0].set_ylabel("FID / real-data floor (lower is better)")
     axes[1].set_ylabel("memorised fraction (lower is better)")
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("training images (Fashion-MNIST, stratified share)")
         ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.suptitle(f"quality against data size, {rows[0]['images_trained']:,} training images seen by every run")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("quality against data size (every run of a curve sees the same number of training images)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import load_rows, save, table
+from common import load_rows, report_row, save, table
 from imagegen.config import GenConfig, load
 from imagegen.methods.guidance import band, check_interval
 from imagegen.metrics import evaluate, load_evaluator
@@ -63,9 +63,9 @@ def quality(run: Path, n: int, ev, steps: int | None, sampler: str | None, guida
     setting = "1 network call" if gen.method in ("gan", "vae") else f"{sampler} {steps} steps, guidance {guidance}"
     if gen.method not in ("gan", "vae") and guidance != 1.0:
         setting += band(interval)
-    return {"setting": setting, "sample_images_per_second": n / seconds, **{f"{k}": v for k, v in
-            report["samples"].items()}, **{f"floor_{k}": v for k, v in report["floor"].items()},
-            "evaluator": report["evaluator"]["name"], "evaluator_accuracy": report["evaluator_accuracy"], "n": n}
+    return {"setting": setting, "sample_images_per_second": n / seconds, **report_row(report),
+            "evaluator": report["evaluator"]["name"], "evaluator_accuracy": report["evaluator_accuracy"], "n": n,
+            "n_compared": report.get("n_compared", n)}
 
 
 @torch.no_grad()

@@ -85,6 +85,9 @@ def one(size: int, minutes: float, p: float, args) -> dict:
                                    "--device", "cpu", "--no-progress"])
         seconds["eval"] = timed(["eval", str(out / "samples.npz"), "--dataset", "emoji", "--size", str(size),
                                  "--device", "cpu", "--no-progress"])
+        for what in ("trajectory", "guidance", "nearest"):  # why a sample looks as it does
+            seconds[f"explain {what}"] = timed(["explain", what, str(run), "--out", str(out / f"{what}.png"),
+                                                "--device", "cpu", "--no-progress"])
         seconds["report"] = timed(["report", str(run), "--device", "cpu", "--no-progress"])
     row["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
     grid = RESULTS / f"own_images-{run.name}.png"
@@ -100,7 +103,7 @@ def main() -> None:
     p.add_argument("--minutes", type=float, nargs="+", default=[15])
     p.add_argument("--augment", type=float, nargs="+", default=[0.0, 0.15])
     p.add_argument("--n", type=int, default=None, help="samples scored (default: the floor's n, every held-out image)")
-    p.add_argument("--end-to-end", action="store_true", help="also time imagegen sample, eval and report")
+    p.add_argument("--end-to-end", action="store_true", help="also time imagegen sample, eval, explain and report")
     p.add_argument("--reuse", action="store_true", help="score existing runs instead of training them")
     p.add_argument("--set", action="append", default=[], help="config overrides for the runs (key=value)")
     args = p.parse_args()

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import RESULTS, save, table
+from common import RESULTS, report_row, save, table
 from generators import quality
 from imagegen.config import DataConfig
 from imagegen.data import load_dataset
@@ -129,15 +129,13 @@ def main() -> None:
         report = evaluate(images, None, ev, seed=0)
     row = {"method": "diffusers DDPM (example recipe)", "minutes": args.minutes, "parameters": params, **r,
            "setting": "DDIM 50 steps", "sample_images_per_second": ips, "n": args.n,
-           **report["samples"], **{f"floor_{k}": v for k, v in report["floor"].items()}}
-    row["fid_over_floor"] = row["fid"] / row["floor_fid"]
+           **report_row(report)}
     from imagegen.pixels import grid, save_png
 
     suffix = "" if args.dataset == "fashion-mnist" else f"-{args.dataset}-{native}"
     save_png(grid(images[:100], nrow=10, scale=2), RESULTS / f"peer_diffusers{suffix}_grid.png")
     ours = {"method": f"imagegen ({args.ours})", "minutes": args.minutes,
             **quality(Path(args.ours), args.n, ev, None, None, None)}
-    ours["fid_over_floor"] = ours["fid"] / ours["floor_fid"]
     results = json.loads((Path(args.ours) / "results.json").read_text())
     ours["train_images_per_second"] = results["images_per_second"]
     ratio = {"method": "diffusers / imagegen", "fid": row["fid"] / ours["fid"], "kid_mean": row["kid_mean"] /

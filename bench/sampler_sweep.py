@@ -17,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(__file__))
 from common import RESULTS, commit, save, table
 from generators import quality
+from imagegen.config import DataConfig
 from imagegen.methods.guidance import EVERYWHERE, interval_json
 from imagegen.metrics import load_evaluator
 
@@ -43,10 +44,12 @@ def main() -> None:
     p.add_argument("run")
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--size", type=int, default=None, help="image size of a sized dataset (emoji: 32 or 64)")
     p.add_argument("--settings", nargs="+", default=DEFAULT,
                    help="SAMPLER:STEPS:GUIDANCE or SAMPLER:STEPS:GUIDANCE:LO-HI (guidance only at LO < sigma <= HI)")
     args = p.parse_args()
-    ev = load_evaluator(args.dataset, device="cpu")
+    data = DataConfig(dataset=args.dataset, **({"size": args.size} if args.size else {}))
+    ev = load_evaluator(args.dataset, data=data, device="cpu")
     trained = json.loads((Path(args.run) / "model.json").read_text())["meta"].get("images")
     rows, others = earlier(args.run, trained)
     for setting in args.settings:
@@ -59,8 +62,8 @@ def main() -> None:
         rows = [x for x in rows if _key(x) != _key(row)] + [row]
         print(setting, {k: round(v, 4) for k, v in r.items() if k in ("fid", "precision", "recall",
                                                                        "class_accuracy")}, flush=True)
-    print(table(rows, ["sampler", "steps", "guidance", "interval", "fid", "floor_fid", "kid_mean", "precision",
-                       "recall", "class_accuracy", "sample_images_per_second"]))
+    print(table(rows, ["sampler", "steps", "guidance", "interval", "n_compared", "fid", "floor_fid", "kid_mean",
+                       "precision", "recall", "floor_recall", "class_accuracy", "sample_images_per_second"]))
     print("written to", save("sampler_sweep", others + rows, ev=ev, settings="n samples vs the test split"))
 
 
