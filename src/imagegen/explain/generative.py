@@ -71,13 +71,15 @@ def class_sweep(gen: Generator, seed: int, **sampling) -> np.ndarray:
     return generate_from(gen, z, np.arange(gen.num_classes), seed=seed, **sampling)
 
 
-def guidance_sweep(gen: Generator, label: int, scales, *, seed: int = 0, steps: int = 8,
+def guidance_sweep(gen: Generator, label: int, scales, *, seed: int = 0, index: int = 0, steps: int = 8,
                    sampler: str = "dpmpp-2m", guidance_interval=EVERYWHERE) -> np.ndarray:
-    """uint8 (len(scales), C, H, W): one seed and class at each classifier-free guidance scale."""
+    """uint8 (len(scales), C, H, W): image `index` of the run seeded `seed`, one class, at each classifier-free
+    guidance scale."""
     if gen.method not in ("flow", "edm"):
         raise UsageError(f"guidance applies to flow and diffusion models, not to a {gen.method} model")
     labels = sample_labels(gen, 1, label)
-    return np.concatenate([generate(gen, labels, seed=seed, steps=steps, sampler=sampler, guidance=float(s),
+    return np.concatenate([generate(gen, labels, seed=seed, start=index, steps=steps, sampler=sampler,
+                                    guidance=float(s),
                                     guidance_interval=guidance_interval) for s in scales])
 
 

@@ -151,8 +151,8 @@ def draw_walk(gen: Generator, label: int, path, *, seeds=(0, 1), frames: int = 8
 
 
 def draw_guidance(gen: Generator, label: int, path, *, scales=(0, 1, 1.5, 2, 3, 4, 6, 8), seed: int = 0,
-                  steps: int = 8, sampler: str = "dpmpp-2m", guidance_interval=EVERYWHERE) -> Path:
-    images = guidance_sweep(gen, label, scales, seed=seed, steps=steps, sampler=sampler,
+                  index: int = 0, steps: int = 8, sampler: str = "dpmpp-2m", guidance_interval=EVERYWHERE) -> Path:
+    images = guidance_sweep(gen, label, scales, seed=seed, index=index, steps=steps, sampler=sampler,
                             guidance_interval=guidance_interval)
     rows = [(gen.classes[label], images, [f"guidance {s:g}" for s in scales])]
     only = f"{band(guidance_interval)} only" if band(guidance_interval) else ""
@@ -164,8 +164,23 @@ def draw_nearest(gen: Generator, train_images: np.ndarray, path, *, n: int = 8, 
                  **sampling) -> Path:
     """Samples (classes in turn) beside their k nearest training images, RMS pixel distance underneath."""
     images = generate(gen, sample_labels(gen, n), seed=seed, **sampling)
+    return draw_neighbours(gen, images, train_images, path, k=k)
+
+
+def draw_neighbours(gen: Generator, images: np.ndarray, train_images: np.ndarray, path, *, k: int = 4,
+                    names: list[str] | None = None) -> Path:
+    """Given samples (uint8 (n, C, H, W), e.g. images a user picked) beside their k nearest training images."""
     dist, idx = nearest_training(images, train_images, k)
-    rows = [(f"sample {i}", np.concatenate([images[i : i + 1], train_images[idx[i]]]),
-             ["sample"] + [f"#{j} d={d:.3f}" for j, d in zip(idx[i], dist[i], strict=True)]) for i in range(n)]
+    names = names or [f"sample {i}" for i in range(len(images))]
+    rows = [(names[i], np.concatenate([images[i : i + 1], train_images[idx[i]]]),
+             ["sample"] + [f"#{j} d={d:.3f}" for j, d in zip(idx[i], dist[i], strict=True)])
+            for i in range(len(images))]
     return figures.image_rows(rows, _gen_title(gen, f"each sample's {k} nearest training images "
                                                "(memorisation check; d = RMS pixel distance)"), path)
+
+
+def draw_compare(rows: list[tuple[str, np.ndarray]], seeds, title: str, path) -> Path:
+    """An X/Y plot: one row per setting (its label on the left; uint8 (len(seeds), C, H, W) each, rows may come
+    from models of different image shapes), one column per seed."""
+    captions = [f"seed {s}" for s in seeds]
+    return figures.image_rows([(label, images, captions) for label, images in rows], title, path)
