@@ -138,6 +138,18 @@ def test_a_job_draws_the_same_images_as_imagegen_sample_and_serves_them_as_files
     assert job["id"] in [j["id"] for j in client.get(f"{API}/jobs").json()["jobs"]]
 
 
+def test_each_image_file_is_drawn_from_samples_npz_on_its_first_request(client, runs):
+    job = wait(client, client.post(f"{API}/jobs", json={"run": "a", "n": 4, "seed": 1, "steps": 2}).json())
+    folder = runs / ".studio" / "jobs" / job["id"]
+    assert job["state"] == "done" and not (folder / "2.png").exists()  # not written with the job
+    images = np.load(io.BytesIO(client.get(job["files"]["npz"]).content))["images"]
+    assert np.array_equal(png(client, job["files"]["images"][2]), images[2, 0]) and (folder / "2.png").is_file()
+    assert not [f for f in folder.iterdir() if f.name.startswith(".")]  # no temporary file left behind
+    (folder / "samples.npz").unlink()  # without its samples, an image not yet drawn is simply not there
+    assert client.get(job["files"]["images"][3]).status_code == 404
+    assert png(client, job["files"]["images"][2]).shape == (8, 8)  # one already drawn is still served
+
+
 def test_a_class_and_backend_are_in_the_command_and_n_is_capped(client):
     job = wait(client, client.post(f"{API}/jobs", json={"run": "a", "n": 3, "class": 7, "backend": "torch"}).json())
     assert job["labels"] == [7, 7, 7] and "--class 7" in job["command"] and "--backend torch" in job["command"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import queue
+import re
 import shlex
 import shutil
 import threading
@@ -269,6 +270,8 @@ class Jobs:
         result = self.row(id)["result"] or {}
         names = {f for v in result.values() for f in (v if isinstance(v, list) else [v])}
         path = self.root / id / name
+        if name in names and not path.is_file() and IMAGE_FILE.fullmatch(name):
+            draw_image(path, int(name.split(".")[0]))
         if name not in names or not path.is_file():
             raise NotFound(f"job {id} has no file {name!r}")
         return path
@@ -347,13 +350,30 @@ def run_generate(jobs: Jobs, row: dict, folder: Path, advance) -> dict:
     drawn = sample(request, gen, callback=stepper(advance, 0.0, 0.98, calls_of(gen, request, s["steps"])))
     advance(0.98)  # last chance to cancel before the files
     folder.mkdir(parents=True, exist_ok=True)
-    names = [f"{i}.png" for i in range(len(drawn.images))]
-    for name, image in zip(names, drawn.images, strict=True):
-        to_pil(image.transpose(1, 2, 0)).save(folder / name, format="PNG")  # samples.npz below is the durable copy
+    save_samples(folder / "samples.npz", drawn.images, drawn.labels)  # the durable copy of every image
     rows, row_names = class_rows(drawn.images, drawn.labels, gen.classes)
     save_png(class_grid(rows, row_names, nrow=10, footer=drawn_with(gen.method, s, request.seed)), folder / "grid.png")
-    save_samples(folder / "samples.npz", drawn.images, drawn.labels)
-    return {"grid": "grid.png", "npz": "samples.npz", "images": names}
+    # each N.png is drawn from samples.npz on its first GET (Jobs.file): writing 100 PNGs here cost as much as
+    # sampling them with a fast student, and most are never fetched one by one
+    return {"grid": "grid.png", "npz": "samples.npz", "images": [f"{i}.png" for i in range(len(drawn.images))]}
+
+
+IMAGE_FILE = re.compile(r"\d+\.png")
+
+
+def draw_image(path: Path, index: int) -> None:
+    """Image `index` of the samples.npz beside `path`, written to `path`: a file made again from the durable npz
+    whenever it is missing, so it is written without fsync (a unique temporary name, then one rename, so two
+    requests at once both see a whole file)."""
+    npz = path.parent / "samples.npz"
+    if not npz.is_file():
+        return
+    images, _ = load_samples(npz)
+    if index >= len(images):
+        return
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    to_pil(images[index].transpose(1, 2, 0)).save(tmp, format="PNG")
+    tmp.replace(path)
 
 
 def run_compare(jobs: Jobs, row: dict, folder: Path, advance) -> dict:
