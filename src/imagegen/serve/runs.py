@@ -97,7 +97,7 @@ def describe(runs_dir: Path, name: str, *, config: bool = False) -> dict:
         header = read_header(path / "model.json")
     except ImagegenError as e:  # a broken or foreign file is listed with the reason, not hidden
         return {"name": name, "kind": "artifact", "error": str(e), "url": url}
-    meta, results = header.get("meta", {}), _json(path / "results.json")
+    meta, results = header.get("meta", {}), read_json(path / "results.json")
     grids = sorted((path / "grids").glob("*.png")) if (path / "grids").is_dir() else []
     out = {"name": name, "kind": "run" if (path / "config.json").is_file() else "artifact",
            "model": header.get("kind"), "method": meta.get("method"), "dataset": meta.get("dataset"),
@@ -108,7 +108,7 @@ def describe(runs_dir: Path, name: str, *, config: bool = False) -> dict:
            "grid": f"{url}/files/grid.png" if (path / "grid.png").is_file() else None,
            "report": f"{url}/report", "url": url}
     if config:
-        out["config"] = _json(path / "config.json") or None
+        out["config"] = read_json(path / "config.json") or None
     return out
 
 
@@ -116,7 +116,8 @@ def _images_seen(grid: Path) -> int | None:
     return int(grid.stem) if grid.stem.isdigit() else None  # grids/000038784.png: after 38,784 images
 
 
-def _json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """A run's JSON file as a dict; {} when it is missing, half-written or not an object (a run being written)."""
     try:
         value = json.loads(path.read_text())
     except (OSError, ValueError):

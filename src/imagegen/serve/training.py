@@ -31,6 +31,7 @@ from ..config import Method
 from ..data import NAMES, SIZED
 from ..errors import ImagegenError
 from ..utils import write_json
+from .runs import read_json
 
 API = "/api/v1/train"  # where routes_train serves trainings: a grid's URL is API/ID/files/grids/NAME.png
 LOG_NAME = "train.log"  # RUN/train.log: the child's stdout and stderr, every start appended
@@ -458,14 +459,6 @@ def read_jsonl(path: Path) -> list[dict]:
         if isinstance(row, dict):
             rows.append(row)
     return rows
-
-
-def read_json(path: Path) -> dict:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
 
 
 # -- the log
