@@ -4,7 +4,10 @@ evaluator's held-out images), with the memorisation check, and timed end to end 
 train, sample, eval, report (the report draws the explanations). Writes bench/results/own_images.json and one grid
 per run in bench/results/own_images-RUN.png.
 
-    python bench/own_images.py [--sizes 32 64] [--minutes 15] [--augment 0 0.15] [--reuse]
+    python bench/own_images.py [--sizes 32 64] [--minutes 15 | --images N] [--augment 0 0.15] [--reuse]
+
+`--images N` gives the budget in images trained instead (a host's speed differs from day to day; 60 minutes of the
+32 px recipe is 4 x 258,432 = 1,033,728 images on the host of bench/RESULTS.md); the wall time is recorded beside.
 
 Each (size, augment) is its own run in runs/bench/emoji-SIZE-MINUTESm-augP, trained with configs/flow-SIZE.toml
 where it exists (else the default recipe, which adapts to the size), `method.augment` set to P. The evaluator is
@@ -43,9 +46,10 @@ def timed(argv: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def train_argv(size: int, minutes: float, p: float, run: Path, sets: list[str]) -> list[str]:
+def train_argv(size: int, budget: tuple[str, float], p: float, run: Path, sets: list[str]) -> list[str]:
     recipe = ROOT / "configs" / f"flow-{size}.toml"
-    argv = ["train", "--dataset", "emoji", "--size", str(size), "--minutes", str(minutes), "--out", str(run),
+    amount = f"{budget[1]:g}" if budget[0] == "minutes" else str(int(budget[1]))
+    argv = ["train", "--dataset", "emoji", "--size", str(size), f"--{budget[0]}", amount, "--out", str(run),
             "--device", "cpu", "--no-progress", "--set", f"method.augment={p}", "--set", "train.eval_samples=0"]
     argv += ["--config", str(recipe)] if recipe.is_file() else []
     return argv + [a for s in sets for a in ("--set", s)]
@@ -69,13 +73,20 @@ def score(run: Path, size: int, n: int | None) -> dict:
             "sample_images_per_second": sample_ips, **report_row(report)}
 
 
-def one(size: int, minutes: float, p: float, args) -> dict:
-    run = Path("runs/bench") / f"emoji-{size}-{minutes:g}m-aug{p:g}"
+def budget_name(budget: tuple[str, float]) -> str:
+    return f"{budget[1]:g} min" if budget[0] == "minutes" else f"{budget[1]:,.0f} images"
+
+
+def one(size: int, budget: tuple[str, float], p: float, args) -> dict:
+    tag = f"{budget[1]:g}m" if budget[0] == "minutes" else f"{budget[1] / 1000:.0f}k"
+    run = Path("runs/bench") / f"emoji-{size}-{tag}-aug{p:g}"
     seconds = {}
     if not (args.reuse and (run / "results.json").is_file()):
-        seconds["train"] = timed(train_argv(size, minutes, p, run, args.set))
+        seconds["train"] = timed(train_argv(size, budget, p, run, args.set))
     results = json.loads((run / "results.json").read_text())
-    row = {"size": size, "minutes": minutes, "augment": p, "images_trained": results["images"],
+    minutes = budget[1] if budget[0] == "minutes" else round(results["seconds"] / 60, 1)
+    row = {"size": size, "budget": budget_name(budget), "minutes": minutes, "augment": p,
+           "images_trained": results["images"],
            "train_images_per_second": results["images_per_second"], "parameters": results["parameters"]}
     row.update(score(run, size, args.n))
     if args.end_to_end:  # what a user runs after training, each timed
@@ -101,6 +112,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
     p.add_argument("--minutes", type=float, nargs="+", default=[15])
+    p.add_argument("--images", type=int, nargs="+", default=None,
+                   help="budgets in images trained instead of --minutes (wall time recorded beside)")
     p.add_argument("--augment", type=float, nargs="+", default=[0.0, 0.15])
     p.add_argument("--n", type=int, default=None, help="samples scored (default: the floor's n, every held-out image)")
     p.add_argument("--end-to-end", action="store_true", help="also time imagegen sample, eval, explain and report")
@@ -111,14 +124,17 @@ def main() -> None:
     os.chdir(ROOT)
     rows = load_rows("own_images")
     for size in args.sizes:
-        for minutes in args.minutes:
+        budgets = [("images", n) for n in args.images] if args.images else [("minutes", m) for m in args.minutes]
+        for budget in budgets:
             for aug in args.augment:
-                row = one(size, minutes, aug, args)
-                rows = [r for r in rows if (r["size"], r["minutes"], r["augment"]) != (size, minutes, aug)] + [row]
+                row = one(size, budget, aug, args)
+                key = (size, budget_name(budget), aug)
+                rows = [r for r in rows if (r["size"], r.get("budget", f"{r['minutes']:g} min"), r["augment"]) != key]
+                rows.append(row)
                 save("own_images", rows, settings="emoji (emoji-datasource-google 16.0.0), the default recipe at each "
                      "size (configs/flow-SIZE.toml), method.augment = the non-leaking augmentation's p; n samples "
                      "drawn as the training data's mix of classes; floor = n held-out training images")
-    print(table(rows, ["size", "minutes", "augment", "images_trained", "fid", "floor_fid", "fid_over_floor",
+    print(table(rows, ["size", "budget", "minutes", "augment", "images_trained", "fid", "floor_fid", "fid_over_floor",
                        "kid_mean", "floor_kid_mean", "precision", "floor_precision", "recall", "floor_recall",
                        "class_accuracy", "floor_class_accuracy", "memorised_fraction", "floor_memorised_fraction",
                        "train_images_per_second", "sample_images_per_second"]))

@@ -3,14 +3,16 @@
 a single client's 10x10 class grid; then the server killed during a job and restarted. Prints a table, writes
 bench/results/serve.json and screenshots of the page to bench/results/serve-*.png.
 
-    python bench/serve.py [--run runs/bench/gn32-p2init-progressive-1] [--make] [--tiny] [--clients 16]
+    python bench/serve.py [--run runs/bench/gn32-p2init-progressive-1] [--make [--make-scale 1]] [--tiny]
+        [--clients 16]
         [--seconds 60] [--max-requests 20000] [--big 0.5] [--threads CORES] [--kill-n 1000] [--no-kill]
         [--no-screenshots] [--name serve]
 
 The model is the fastest student of the fast-generation benchmarks (bench/RESULTS.md, "A network at half the
 resolution: patches": the 1-step patched progressive student, 1,479 img/s end to end with onnxruntime). Where it
 is missing, `--make` trains it with that section's budget (about 55 minutes on the CPU; each step is skipped when
-its run exists):
+its run exists; `--make-scale 0.2` trains each for a fifth of its minutes, in runs/bench/serve-make-x0.2/: the
+same networks and step counts, so the same work per image, which is what the server is measured on):
 
     imagegen train --minutes 15 --out runs/bench/flow-15-bf16gn32                      # the default recipe
     imagegen train --minutes 15 --set model.channels=32,64 --set model.attention=false,true --set model.patch=2 \\
@@ -79,6 +81,20 @@ TINY = ["--dataset", "digits", "--images", "640", "--batch-size", "64", *[a for 
 
 # ---- the model and the runs folder the server sees ----
 
+def recipe(scale: float) -> list[tuple[str, list[str]]]:
+    """RECIPE with every --minutes times `scale`, in runs/bench/serve-make-xSCALE/ when scale is not 1: the same
+    networks and step counts (so the same cost per image, which is what serving measures), trained for less."""
+    if scale == 1:
+        return RECIPE
+    prefix = f"runs/bench/serve-make-x{scale:g}/"
+    out = []
+    for run, argv in RECIPE:
+        argv = [f"{float(a) * scale:g}" if i and argv[i - 1] == "--minutes" else a for i, a in enumerate(argv)]
+        out.append((prefix + Path(run).name, [prefix + Path(a).name if a.startswith("runs/bench/") else a
+                                              for a in argv]))
+    return out
+
+
 def model(args) -> Path:
     """The run to serve: the fastest student (made with --make where missing), or a tiny one with --tiny."""
     if args.tiny:
@@ -86,10 +102,10 @@ def model(args) -> Path:
         if not (run / "model.json").is_file():
             _imagegen(["train", *TINY, "--out", str(run), "--overwrite"])
         return run
-    for run, argv in RECIPE if args.make else []:
+    for run, argv in recipe(args.make_scale) if args.make else []:
         if not (Path(run) / "model.json").is_file():
             _imagegen([*argv, "--out", run, "--device", "cpu"])
-    run = Path(args.run)
+    run = Path(args.run or recipe(args.make_scale)[-1][0])
     if not (run / "model.json").is_file():
         raise SystemExit(f"{run} has no model.json: make it with --make (about 55 minutes), or name another --run")
     return run
@@ -363,8 +379,10 @@ def screenshots(url: str, run: str, name: str) -> list[str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", default=STUDENT, help="the run to serve (default: the fastest student)")
+    p.add_argument("--run", default=None, help="the run to serve (default: the fastest student)")
     p.add_argument("--make", action="store_true", help="train the fastest student where missing (~55 minutes)")
+    p.add_argument("--make-scale", type=float, default=1.0,
+                   help="--make with every budget times this (its own folder): the same networks, less training")
     p.add_argument("--tiny", action="store_true", help="a tiny digits run instead: checks the benchmark only")
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--seconds", type=float, default=60)
@@ -407,7 +425,8 @@ def main() -> None:
         print(table([kill], ["state_at_kill", "killed_job_after_restart", "queued_job_after_restart", "done_before",
                              "done_after", "files_checked", "files_ok", "restart_seconds", "served_after_restart"]))
     errors = [r["error"] for r in results if "error" in r][:5]
-    save(name, rows, run=str(run), tiny=args.tiny, clients=args.clients, worker_threads=args.threads, seconds=seconds,
+    save(name, rows, run=str(run), make_scale=args.make_scale, tiny=args.tiny, clients=args.clients,
+         worker_threads=args.threads, seconds=seconds,
          big_fraction=args.big,
          in_process=base, single_grid=grid, kill=kill, screenshots=shots, first_errors=errors,
          settings=f"{args.clients} clients, {args.seconds:g} s, n = 100 with probability {args.big:g} else 1; latency "

@@ -18,7 +18,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from imagegen.serve.routes_train import train_router
-from imagegen.serve.training import Training, TrainManager, ended, error_line, split_threads
+from imagegen.serve.train_files import error_line
+from imagegen.serve.training import Training, TrainManager, ended, split_threads
 
 TINY = ["model.channels=8,16", "model.attention=false,true", "train.batch_size=16", "train.warmup_images=32",
         "train.log_every=2", "train.eval_samples=0", "train.grid_minutes=0.005", "train.checkpoint_images=64",

@@ -67,6 +67,25 @@ def test_sigterm_becomes_a_stop_request():
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+def test_a_ctrl_c_swallowed_during_start_up_still_stops_the_run_before_its_first_step(tmp_path, monkeypatch):
+    from imagegen import interrupts
+
+    monkeypatch.setattr(interrupts, "_seen", False)  # and back to False after the test
+    before = signal.getsignal(signal.SIGINT)
+    interrupts.install()
+    try:
+        with pytest.raises(KeyboardInterrupt):  # the handler raises as Python's own does...
+            os.kill(os.getpid(), signal.SIGINT)
+        assert interrupts.requested()
+        # ... and a library that swallowed it cannot make the stop disappear: the loop ends before any step
+        with pytest.raises(KeyboardInterrupt):
+            loop.train(tiny_config(), tmp_path / "run", show_progress=False, log=lambda s: None)
+        assert not (tmp_path / "run" / "state.json").exists()
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def test_an_existing_run_is_never_overwritten_without_asking(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

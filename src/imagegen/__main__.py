@@ -1,5 +1,9 @@
 import sys
 
-from .cli import main
+from . import interrupts
+
+interrupts.install()  # first: a Ctrl-C during the imports below is not lost (interrupts.py says why)
+
+from .cli import main  # noqa: E402
 
 sys.exit(main())

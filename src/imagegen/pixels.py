@@ -52,13 +52,14 @@ def to_pil(array_hwc: np.ndarray) -> Image.Image:
     return Image.fromarray(array_hwc[..., 0] if array_hwc.shape[-1] == 1 else array_hwc)
 
 
-def save_png(image: Image.Image | np.ndarray, path: str | os.PathLike) -> Path:
-    """Write a PNG atomically (utils.atomic_write: a kill leaves the old file or the new one) and return its path."""
+def save_png(image: Image.Image | np.ndarray, path: str | os.PathLike, compress_level: int = 6) -> Path:
+    """Write a PNG atomically (utils.atomic_write: a kill leaves the old file or the new one) and return its path.
+    `compress_level` is zlib's, 0-9 (PIL's default 6)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(image, np.ndarray):
         image = to_pil(image)
-    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG", compress_level=compress_level))
 
 
 def class_rows(images: np.ndarray, labels: np.ndarray, classes, per_row: int = 10, max_rows: int = 20

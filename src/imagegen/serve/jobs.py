@@ -2,18 +2,14 @@
 cache of loaded generators (least recently used goes first), progress from the sampler's callback, cancel between
 sampler steps, results as files under RUNS/.studio/jobs/ID/ and the history in SQLite (`store.py`).
 
-A job is validated when it is submitted, by the library's own checks (SampleRequest.check, .labels, .settings on
-the run's model.json), so a bad request is refused with the CLI's message before it waits in the queue. The
-worker then calls exactly what `imagegen sample` calls (SampleRequest -> load_generator -> sample), which is why
-a job's "command" reproduces its images."""
+A job is validated when it is submitted (`params.py`), and run by the worker as its kind's runner
+(`runners.py`)."""
 
 from __future__ import annotations
 
 import logging
 import math
 import queue
-import re
-import shlex
 import shutil
 import threading
 import time
@@ -21,22 +17,15 @@ import uuid
 from collections import OrderedDict, deque
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..errors import ImagegenError, UsageError
-from ..methods.guidance import check_interval
-from ..metrics.samples import load_samples, save_samples
-from ..pixels import class_grid, class_rows, save_png, to_pil
-from ..report import draw
-from ..sampling import SampleRequest, class_index, drawn_with, load_generator, sample
-from .runs import API, STUDIO, NotFound, resolve_run, run_info
+from ..errors import ImagegenError
+from ..sampling import load_generator
+from .runners import IMAGE_FILE, RUNNERS, draw_image
+from .runs import API, STUDIO, NotFound
 from .store import JobStore
 
 log = logging.getLogger("imagegen.serve")
-PLOTTING = threading.Lock()  # matplotlib's pyplot is not thread-safe: the worker and the report route take turns
-GUIDANCE_SCALES = (0, 1, 1.5, 2, 3, 4, 6, 8)  # the explain job's sweep, as `imagegen explain guidance` draws it
-SAMPLE_KEYS = ("steps", "sampler", "guidance", "eta")  # flags of `imagegen sample` taken as they are
 
 
 class Cancelled(Exception):
@@ -71,111 +60,6 @@ class GeneratorCache:
         return gen
 
 
-# -- turning parameters into the library's requests (at submit, and again in the worker)
-
-def interval_flag(value) -> str | None:
-    """A guidance interval given as [lo, hi] or "LO,HI" (as `--guidance-interval` takes it), checked, as that
-    flag's text (JSON has no infinity, "0.3,inf" does); None for the run's."""
-    if value is None:
-        return None
-    parts = value.split(",") if isinstance(value, str) else value
-    try:
-        lo, hi = check_interval(parts)
-    except ValueError as e:
-        raise UsageError(f"guidance_interval: {e} (e.g. [0.3, 5] or \"0.3,inf\")") from None
-    return f"{lo!r},{hi!r}"
-
-
-def request_for(run: Path, p: dict, device: str) -> SampleRequest:
-    interval = None if p.get("guidance_interval") is None else check_interval(p["guidance_interval"].split(","))
-    return SampleRequest(str(run), n=p["n"], classes=None if p.get("class") is None else (p["class"],),
-                         steps=p.get("steps"), sampler=p.get("sampler"), guidance=p.get("guidance"),
-                         guidance_interval=interval, eta=p.get("eta"), seed=p["seed"], backend=p["backend"],
-                         device=device).check()
-
-
-def sample_command(run: Path, p: dict, device: str) -> str:
-    """The `imagegen sample` line that draws the same images (into its default folder, RUN/samples)."""
-    args = ["imagegen", "sample", str(run), "--n", str(p["n"])]
-    if p.get("class") is not None:
-        args += ["--class", str(p["class"])]
-    for key in SAMPLE_KEYS:
-        if p.get(key) is not None:
-            args += [f"--{key}", str(p[key])]
-    if p.get("guidance_interval") is not None:
-        args += ["--guidance-interval", p["guidance_interval"]]
-    args += ["--seed", str(p["seed"])]
-    if p["backend"] != "auto":
-        args += ["--backend", p["backend"]]
-    if device != "auto":
-        args += ["--device", device]
-    return shlex.join(args)
-
-
-def checked(runs_dir: Path, p: dict, device: str, max_n: int) -> tuple[dict, dict]:
-    """One sampling's parameters validated as `imagegen sample` validates them, against the run's model.json;
-    the class given by name becomes its index. (params, info: labels, classes, command)."""
-    run = resolve_run(runs_dir, p["run"])
-    p = {**p, "guidance_interval": interval_flag(p.get("guidance_interval"))}
-    request = request_for(run, p, device)
-    if request.n > max_n:
-        raise UsageError(f"n must be at most {max_n:,} per request on this server, got {request.n:,} "
-                         "(imagegen sample draws more)")
-    info = run_info(run)
-    labels = request.labels(info)
-    request.settings(info)  # sampler settings a GAN or VAE does not read are refused, as by the CLI
-    if p.get("class") is not None:
-        p["class"] = class_index(info, p["class"])
-    return p, {"labels": labels.tolist(), "classes": list(info.classes), "method": info.method,
-               "command": sample_command(run, p, device)}
-
-
-def checked_compare(runs_dir: Path, p: dict, device: str, max_cells: int) -> tuple[dict, dict]:
-    """A compare job: the same seeds (columns) through every setting (rows): each run, or one run at each step
-    count or guidance scale (all combinations of what is given). Every row is validated as a sampling."""
-    runs = p.get("runs") or ([p["run"]] if p.get("run") else [])
-    seeds = p.get("seeds") or [0]
-    if not runs:
-        raise UsageError("compare needs a run, or several runs")
-    steps, scales = p.get("steps") or [None], p.get("guidance") or [None]
-    cells = len(runs) * len(steps) * len(scales) * len(seeds)
-    if cells > max_cells:
-        raise UsageError(f"a comparison holds at most {max_cells} images (rows x seeds), got {cells}")
-    rows, commands, classes = [], [], None
-    for run in runs:
-        for n_steps in steps:
-            for scale in scales:
-                setting = {"run": run, "class": p.get("class"), "steps": n_steps, "sampler": p.get("sampler"),
-                           "guidance": scale, "guidance_interval": p.get("guidance_interval"),
-                           "eta": None, "backend": p.get("backend", "auto")}
-                for seed in seeds:
-                    setting, info = checked(runs_dir, {**setting, "n": 1, "seed": seed}, device, 1)
-                parts = [run] if len(runs) > 1 else []
-                parts += [f"{n_steps} steps"] if n_steps is not None and len(steps) > 1 else []
-                parts += [f"guidance {scale:g}"] if scale is not None and len(scales) > 1 else []
-                rows.append({**setting, "label": ", ".join(parts) or run})
-                commands.append(sample_command(resolve_run(runs_dir, run), {**setting, "seed": seeds[0]}, device))
-                classes = classes or info["classes"]
-    name = "classes in turn" if p.get("class") is None else classes[rows[0]["class"]]
-    title = f"compare ({name}): rows are settings, columns seeds"
-    return ({"rows": rows, "seeds": seeds, "title": title},
-            {"labels": [], "classes": classes, "command": commands[0], "commands": commands})
-
-
-def checked_explain(jobs: Jobs, p: dict) -> tuple[dict, dict]:
-    """An explain job for image `index` of a finished generate job."""
-    source = jobs.row(p["job"])
-    if source["kind"] != "generate" or source["state"] != "done":
-        raise UsageError(f"job {p['job']} is a {source['state']} {source['kind']} job; explain takes an image of "
-                         "a finished generate job")
-    n = len(source["info"]["labels"])
-    if not 0 <= p["index"] < n:
-        raise UsageError(f"index must be between 0 and {n - 1} (the job drew {n} images), got {p['index']}")
-    resolve_run(jobs.runs_dir, source["params"]["run"])
-    info = source["info"]
-    return p, {"labels": [info["labels"][p["index"]]], "classes": info["classes"], "command": info["command"]}
-
-
 class Jobs:
     """The queue, the worker and the store of one server (one device)."""
 
@@ -188,6 +72,9 @@ class Jobs:
         self.queue: queue.Queue[str] = queue.Queue(maxsize=queue_size)
         self.cache = GeneratorCache(cache_size, device)
         self.progress: dict[str, float] = {}
+        # a counter per unfinished job, moved at each change of its state or progress: an event stream compares
+        # it (a dict lookup) and reads the job from SQLite only when it moved, not 10 times a second per client
+        self.versions: dict[str, int] = {}
         self.cancels: dict[str, threading.Event] = {}
         self.finished: dict[str, threading.Event] = {}
         self.durations: deque[float] = deque(maxlen=20)
@@ -223,6 +110,7 @@ class Jobs:
             id = uuid.uuid4().hex
             self.store.insert(id, kind, params, info)
             self.cancels[id], self.finished[id] = threading.Event(), threading.Event()
+            self.versions[id] = 0
             self.queue.put_nowait(id)
         return self.get(id)
 
@@ -240,13 +128,23 @@ class Jobs:
     def get(self, id: str) -> dict:
         return self.describe(self.row(id))
 
+    def version(self, id: str) -> int:
+        """Moves whenever job `id` changes while this server runs it (-1 once it has ended)."""
+        return self.versions.get(id, -1)
+
+    def _move(self, id: str, *args, **kwargs) -> bool:
+        moved = self.store.move(id, *args, **kwargs)
+        if id in self.versions:
+            self.versions[id] += 1
+        return moved
+
     def newest(self, limit: int = 200) -> list[dict]:
         return [self.describe(r) for r in self.store.newest(limit)]
 
     def cancel(self, id: str, wait: float = 10.0) -> dict:
         """A queued job is cancelled at once; a running one at its next sampler step (waited for here)."""
         row = self.row(id)
-        if self.store.move(id, ("queued",), "cancelled", finished=time.time(), error="cancelled"):
+        if self._move(id, ("queued",), "cancelled", finished=time.time(), error="cancelled"):
             return self.get(id)
         cancel, finished = self.cancels.get(id), self.finished.get(id)
         if row["state"] == "running" and cancel is not None and finished is not None:
@@ -289,7 +187,7 @@ class Jobs:
 
     def _run(self, id: str) -> None:
         t0 = time.perf_counter()
-        if not self.store.move(id, ("queued",), "running", started=time.time()):
+        if not self._move(id, ("queued",), "running", started=time.time()):
             self._forget(id)
             return  # cancelled while it waited
         row, folder = self.store.get(id), self.root / id
@@ -299,16 +197,16 @@ class Jobs:
         except Cancelled:
             shutil.rmtree(folder, ignore_errors=True)
             state = "interrupted" if self.stopping.is_set() else "cancelled"
-            self.store.move(id, ("running",), state, finished=time.time(),
+            self._move(id, ("running",), state, finished=time.time(),
                             error="the server stopped during this job" if state == "interrupted" else "cancelled")
         except Exception as e:
             shutil.rmtree(folder, ignore_errors=True)
             if not isinstance(e, ImagegenError):
                 log.exception("job %s failed", id)
             message = str(e) if isinstance(e, ImagegenError) else f"internal error ({type(e).__name__}: {e})"
-            self.store.move(id, ("running",), "failed", finished=time.time(), error=message.splitlines()[0])
+            self._move(id, ("running",), "failed", finished=time.time(), error=message.splitlines()[0])
         else:
-            self.store.move(id, ("running",), "done", finished=time.time(), result=result)
+            self._move(id, ("running",), "done", finished=time.time(), result=result)
             self.durations.append(time.perf_counter() - t0)
         self._forget(id)
 
@@ -316,117 +214,13 @@ class Jobs:
         if self.cancels[id].is_set():
             raise Cancelled
         self.progress[id] = max(self.progress.get(id, 0.0), min(fraction, 1.0))
+        if id in self.versions:
+            self.versions[id] += 1
 
     def _forget(self, id: str) -> None:
         self.progress.pop(id, None)
         self.cancels.pop(id, None)
+        self.versions.pop(id, None)
         event = self.finished.pop(id, None)
         if event is not None:
             event.set()
-
-
-def stepper(advance, done: float, share: float, calls: int):
-    """A sampler callback that moves progress from `done` by `share` over `calls` sampler steps."""
-    count = [0]
-
-    def callback(_state):
-        count[0] += 1
-        advance(done + share * min(count[0] / calls, 1.0))
-
-    return callback
-
-
-def calls_of(gen, request: SampleRequest, steps: int) -> int:
-    """Sampler callbacks for a request: steps per batch for flow and EDM; GAN and VAE draw without steps."""
-    return max(1, steps * -(-request.n // request.batch_size)) if gen.method in ("flow", "edm") else 1
-
-
-def run_generate(jobs: Jobs, row: dict, folder: Path, advance) -> dict:
-    p = row["params"]
-    run = resolve_run(jobs.runs_dir, p["run"])
-    request = request_for(run, p, jobs.device)
-    gen = jobs.cache.get(run, request.backend)
-    s = request.settings(gen)
-    drawn = sample(request, gen, callback=stepper(advance, 0.0, 0.98, calls_of(gen, request, s["steps"])))
-    advance(0.98)  # last chance to cancel before the files
-    folder.mkdir(parents=True, exist_ok=True)
-    save_samples(folder / "samples.npz", drawn.images, drawn.labels)  # the durable copy of every image
-    rows, row_names = class_rows(drawn.images, drawn.labels, gen.classes)
-    save_png(class_grid(rows, row_names, nrow=10, footer=drawn_with(gen.method, s, request.seed)), folder / "grid.png")
-    # each N.png is drawn from samples.npz on its first GET (Jobs.file): writing 100 PNGs here cost as much as
-    # sampling them with a fast student, and most are never fetched one by one
-    return {"grid": "grid.png", "npz": "samples.npz", "images": [f"{i}.png" for i in range(len(drawn.images))]}
-
-
-IMAGE_FILE = re.compile(r"\d+\.png")
-
-
-def draw_image(path: Path, index: int) -> None:
-    """Image `index` of the samples.npz beside `path`, written to `path`: a file made again from the durable npz
-    whenever it is missing, so it is written without fsync (a unique temporary name, then one rename, so two
-    requests at once both see a whole file)."""
-    npz = path.parent / "samples.npz"
-    if not npz.is_file():
-        return
-    images, _ = load_samples(npz)
-    if index >= len(images):
-        return
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    to_pil(images[index].transpose(1, 2, 0)).save(tmp, format="PNG")
-    tmp.replace(path)
-
-
-def run_compare(jobs: Jobs, row: dict, folder: Path, advance) -> dict:
-    p, rows = row["params"], []
-    seeds, cells = p["seeds"], len(p["rows"]) * len(p["seeds"])
-    for r, setting in enumerate(p["rows"]):
-        run = resolve_run(jobs.runs_dir, setting["run"])
-        images = []
-        for c, seed in enumerate(seeds):
-            request = request_for(run, {**setting, "n": 1, "seed": seed}, jobs.device)
-            gen = jobs.cache.get(run, request.backend)
-            steps = request.settings(gen)["steps"]
-            done = (r * len(seeds) + c) / cells
-            images.append(sample(request, gen, callback=stepper(advance, done, 1 / cells,
-                                                                calls_of(gen, request, steps))).images)
-            advance(done + 1 / cells)
-        rows.append((setting["label"], np.concatenate(images)))
-    folder.mkdir(parents=True, exist_ok=True)
-    names = [f"{r}-{c}.png" for r in range(len(rows)) for c in range(len(seeds))]  # row r (setting), seed c
-    for name, image in zip(names, (im for _, row_images in rows for im in row_images), strict=True):
-        to_pil(image.transpose(1, 2, 0)).save(folder / name, format="PNG")
-    with PLOTTING:
-        draw.draw_compare(rows, seeds, p["title"], folder / "grid.png")
-    return {"grid": "grid.png", "images": names}
-
-
-def run_explain(jobs: Jobs, row: dict, folder: Path, advance) -> dict:
-    """For image `index` of a finished job: its denoising trajectory and a guidance sweep (flow and EDM), and its
-    nearest training images, each the picture `imagegen explain` draws."""
-    p = row["params"]
-    source = jobs.row(p["job"])
-    q, index = source["params"], p["index"]
-    run = resolve_run(jobs.runs_dir, q["run"])
-    request = request_for(run, q, jobs.device)
-    gen = jobs.cache.get(run, request.backend)
-    s, label = request.settings(gen), int(source["info"]["labels"][index])
-    images, _ = load_samples(jobs.file(p["job"], "samples.npz"))
-    train = draw.model_split(gen.meta["dataset"], "train", gen.image_shape).images
-    folder.mkdir(parents=True, exist_ok=True)
-    out = {}
-    with PLOTTING:
-        if gen.method in ("flow", "edm"):
-            out["trajectory"] = draw.draw_trajectory(gen, label, folder / "trajectory.png", seed=q["seed"],
-                                                     index=index, **s).name
-            advance(1 / 3)
-            out["guidance"] = draw.draw_guidance(gen, label, folder / "guidance.png", scales=GUIDANCE_SCALES,
-                                                 seed=q["seed"], index=index, steps=s["steps"],
-                                                 sampler=s["sampler"], guidance_interval=s["guidance_interval"]).name
-            advance(2 / 3)
-        out["nearest"] = draw.draw_neighbours(gen, images[index : index + 1], train, folder / "nearest.png",
-                                              k=min(8, len(train)),
-                                              names=[f"image {index} ({gen.classes[label]})"]).name
-    return out
-
-
-RUNNERS = {"generate": run_generate, "compare": run_compare, "explain": run_explain}

@@ -13,12 +13,14 @@ from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..report import build_report
-from .jobs import PLOTTING, checked, checked_compare, checked_explain
+from .params import checked, checked_compare, checked_explain
+from .runners import PLOTTING
 from .runs import API, describe, list_runs, resolve_run, run_file
 from .store import TERMINAL
 
 router = APIRouter(prefix=API)
-POLL = 0.1  # seconds between two looks at a job for its event stream
+POLL = 0.1  # seconds between two looks at a job's change counter (Jobs.version) for its event stream
+LOOK = 2.0  # seconds after which the stream reads the job even if the counter did not move
 HEARTBEAT = 15.0  # seconds of silence after which the stream sends a comment line (keeps proxies from closing it)
 GUIDANCE_INTERVAL = "[lo, hi] or \"LO,HI\": guide only at noise levels lo < sigma <= hi (default: the run's)"
 
@@ -157,16 +159,19 @@ async def events(id: str, request: Request) -> StreamingResponse:
 
 async def _stream(request: Request, jobs, id: str, job: dict):
     yield _event(job)
-    quiet = time.monotonic()
+    quiet = looked = time.monotonic()
+    seen = jobs.version(id)
     while job["state"] not in TERMINAL:
         await asyncio.sleep(POLL)
         if await request.is_disconnected():
             return
-        now = jobs.get(id)
-        if now != job:
-            job, quiet = now, time.monotonic()
-            yield _event(job)
-        elif time.monotonic() - quiet > HEARTBEAT:
+        if jobs.version(id) != seen or time.monotonic() - looked > LOOK:  # else unchanged: not read again
+            seen, looked, now = jobs.version(id), time.monotonic(), jobs.get(id)
+            if now != job:
+                job, quiet = now, time.monotonic()
+                yield _event(job)
+                continue
+        if time.monotonic() - quiet > HEARTBEAT:
             quiet = time.monotonic()
             yield ": heartbeat\n\n"
 

@@ -13,7 +13,6 @@ times over."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shlex
@@ -25,34 +24,16 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import get_args
 
-from ..config import Method
-from ..data import NAMES, SIZED
-from ..errors import ImagegenError
 from ..utils import write_json
-from .runs import read_json
+from .train_checks import METHODS, Refused, check_budget, check_dataset, check_name
+from .train_files import error_line, log_tail, read_progress
 
 API = "/api/v1/train"  # where routes_train serves trainings: a grid's URL is API/ID/files/grids/NAME.png
 LOG_NAME = "train.log"  # RUN/train.log: the child's stdout and stderr, every start appended
 STATES = ("running", "stopping", "stopped", "done", "failed", "interrupted")
 ACTIVE = ("running", "stopping")
-METHODS = get_args(Method)
-DATASETS = tuple(n for n in NAMES if n != "folder:PATH")
-# the limits of the CLI's own flags (cli/shared.py): beyond them a value is a typo, not a plan
-MAX_TRAIN_IMAGES = 10**12
-MAX_MINUTES = 60 * 24 * 366
-SIZES = range(8, 129, 8)  # data.size: a multiple of 8 from 8 to 128 (config.DataConfig)
-NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 INTERRUPT_EXIT = 130  # imagegen's exit code after a stop request ended a run with its checkpoint
-
-
-class Refused(ImagegenError):
-    """A request the manager will not carry out; `status` is the HTTP code that says why (404, 409, 422)."""
-
-    def __init__(self, message: str, status: int = 422):
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
@@ -367,118 +348,3 @@ def _runs(pid: int, run: Path) -> bool:
 
 
 # -- checks of a request
-
-def check_name(name, runs_dir: Path) -> None:
-    """A run name is one plain folder name under RUNS, not taken yet."""
-    if not isinstance(name, str) or not name:
-        raise Refused("name must be a run name such as flow-digits")
-    if set(name) - NAME_CHARS or name.startswith((".", "-")) or len(name) > 100:
-        raise Refused(f"name {name!r} must be letters, digits, '.', '_' and '-' (at most 100, not starting with "
-                      "'.' or '-'), one folder under the runs directory")
-    path = runs_dir / name
-    if path.exists() or path.is_symlink():
-        what = "a run" if (path / "config.json").is_file() else "not a run"
-        raise Refused(f"{name} exists in {runs_dir} already ({what}); choose another name (a studio training is "
-                      "continued with resume, never started over)")
-
-
-def check_dataset(dataset, size) -> str:
-    """The dataset name as the child gets it (a folder's path made absolute), with its size."""
-    if not isinstance(dataset, str) or not (dataset in DATASETS or dataset.startswith("folder:")):
-        raise Refused(f"unknown dataset {dataset!r}; choose one of {', '.join(NAMES)}")
-    if dataset.startswith("folder:"):
-        folder = Path(dataset.removeprefix("folder:")).expanduser()
-        if not folder.is_dir():
-            raise Refused(f"dataset {dataset}: {folder} is no folder (give folder:PATH, a folder with one "
-                          "sub-folder of images per class)")
-        dataset = f"folder:{folder.resolve()}"
-    if size is not None:
-        if isinstance(size, bool) or not isinstance(size, int) or size not in SIZES:
-            raise Refused(f"size must be a multiple of 8 from 8 to 128, got {size!r}")
-        if not (dataset in SIZED or dataset.startswith("folder:")):
-            raise Refused(f"size applies to folder and {', '.join(SIZED)} datasets only, not {dataset}")
-    return dataset
-
-
-def check_budget(minutes, images, *, required: bool) -> dict:
-    """{"minutes": m} or {"images": n} (or {} when neither is given and none is `required`)."""
-    if minutes is not None and images is not None:
-        raise Refused("give minutes or images as the budget, not both")
-    if images is not None:
-        if isinstance(images, bool) or not isinstance(images, int):
-            raise Refused(f"images must be a whole number, got {images!r}")
-        if not 1 <= images <= MAX_TRAIN_IMAGES:
-            raise Refused(f"images must be >= 1 and at most {MAX_TRAIN_IMAGES:,}, got {images:,}")
-        return {"images": images}
-    if minutes is not None:
-        if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not math.isfinite(minutes):
-            raise Refused(f"minutes must be a finite number, got {minutes!r}")
-        if not 0 < minutes <= MAX_MINUTES:
-            raise Refused(f"minutes must be > 0 and at most {MAX_MINUTES:,}, got {minutes:g}")
-        return {"minutes": minutes}
-    if required:
-        raise Refused("no training budget: give minutes or images")
-    return {}
-
-
-# -- progress, as the run directory shows it
-
-def read_progress(run: Path, files: str, budget: dict) -> dict:
-    """Images and seconds trained, the share of the budget done, the loss curve ([images, loss] per logged step),
-    the grids by URL and, once the run is complete, its evaluation: from metrics.jsonl, state.json (the last
-    checkpoint) and results.json (the end), whichever is furthest."""
-    rows = read_jsonl(run / "metrics.jsonl")
-    saved = read_json(run / "state.json").get("progress", {})
-    results = read_json(run / "results.json")
-    points = [r for r in (*rows, saved, results) if isinstance(r.get("images"), int)]
-    images = max((r["images"] for r in points), default=0)
-    seconds = max((r.get("seconds", 0.0) for r in points), default=0.0)
-    (kind, total), = budget.items()
-    done = images / total if kind == "images" else seconds / (60 * total)
-    losses = [r for r in rows if "loss" in r]
-    grids = sorted(p.name for p in (run / "grids").glob("*.png")) if (run / "grids").is_dir() else []
-    return {"images": images, "seconds": round(seconds, 2), "progress": min(1.0, done),
-            "images_per_second": losses[-1].get("images_per_second") if losses else None,
-            "loss": [[r["images"], r["loss"]] for r in losses], "grids": [f"{files}/grids/{g}" for g in grids],
-            "grid": f"{files}/grid.png" if (run / "grid.png").is_file() else None,
-            "evaluation": results.get("evaluation") if results.get("images") == images else None}
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """The JSON objects of a .jsonl file; a line being written (or torn by a kill) is skipped."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return []
-    rows = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
-# -- the log
-
-def log_tail(path: Path, lines: int = 12, max_bytes: int = 16384) -> list[str]:
-    """The last `lines` lines of a log (read from its last `max_bytes` only)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - max_bytes))
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return []
-    return [line for line in text.splitlines() if line.strip()][-lines:]
-
-
-def error_line(path: Path) -> str | None:
-    """The error line of the last start in a log: imagegen's own "imagegen: error: ..." line, else the last line
-    (a traceback's last line names the exception)."""
-    tail = log_tail(path, lines=200)
-    if any(line.startswith("== imagegen studio") for line in tail):
-        tail = tail[max(i for i, line in enumerate(tail) if line.startswith("== imagegen studio")) + 1:]
-    errors = [line for line in tail if line.startswith("imagegen: ") and "warning" not in line[:20]]
-    return (errors or tail or [None])[-1]

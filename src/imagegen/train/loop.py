@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import interrupts
 from ..artifacts import save_artifact
 from ..config import GenConfig, TrainConfig, UNetConfig, checked, saved_config, to_dict
 from ..data import load_splits
@@ -75,6 +76,9 @@ class StopRequest:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(ValueError):  # not the main thread: signals cannot be caught here
                 self._old[sig] = signal.signal(sig, self._set)
+        if interrupts.requested():  # a Ctrl-C during start-up that something swallowed: stop before any step
+            self.__exit__()
+            raise KeyboardInterrupt
         return self
 
     def _set(self, signum, frame):

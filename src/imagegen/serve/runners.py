@@ -1,0 +1,137 @@
+"""What the worker runs for each kind of job: generate, compare, explain. Each takes (jobs, row, folder, advance),
+writes its files into `folder` and returns their names; `advance(fraction)` reports progress and raises when the
+job is cancelled. Generation calls exactly what `imagegen sample` calls (SampleRequest -> load_generator ->
+sample), which is why a job's "command" reproduces its images."""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..metrics.samples import load_samples, save_samples
+from ..pixels import class_grid, class_rows, save_png, to_pil
+from ..report import draw
+from ..sampling import SampleRequest, drawn_with, sample
+from .params import request_for
+from .runs import resolve_run
+
+if TYPE_CHECKING:
+    from .jobs import Jobs
+
+PLOTTING = threading.Lock()  # matplotlib's pyplot is not thread-safe: the worker and the report route take turns
+GUIDANCE_SCALES = (0, 1, 1.5, 2, 3, 4, 6, 8)  # the explain job's sweep, as `imagegen explain guidance` draws it
+
+
+def stepper(advance, done: float, share: float, calls: int):
+    """A sampler callback that moves progress from `done` by `share` over `calls` sampler steps."""
+    count = [0]
+
+    def callback(_state):
+        count[0] += 1
+        advance(done + share * min(count[0] / calls, 1.0))
+
+    return callback
+
+
+def calls_of(gen, request: SampleRequest, steps: int) -> int:
+    """Sampler callbacks for a request: steps per batch for flow and EDM; GAN and VAE draw without steps."""
+    return max(1, steps * -(-request.n // request.batch_size)) if gen.method in ("flow", "edm") else 1
+
+
+def run_generate(jobs: Jobs, row: dict, folder: Path, advance) -> dict:
+    p = row["params"]
+    run = resolve_run(jobs.runs_dir, p["run"])
+    request = request_for(run, p, jobs.device)
+    gen = jobs.cache.get(run, request.backend)
+    s = request.settings(gen)
+    drawn = sample(request, gen, callback=stepper(advance, 0.0, 0.98, calls_of(gen, request, s["steps"])))
+    advance(0.98)  # last chance to cancel before the files
+    folder.mkdir(parents=True, exist_ok=True)
+    save_samples(folder / "samples.npz", drawn.images, drawn.labels)  # the durable copy of every image
+    rows, row_names = class_rows(drawn.images, drawn.labels, gen.classes)
+    # zlib level 1: a 100-image grid (661x620) took 11 ms to encode instead of 25 at PIL's default 6, for a file 8%
+    # larger; with a 1-step student that was a sixth of the worker's time per job
+    save_png(class_grid(rows, row_names, nrow=10, footer=drawn_with(gen.method, s, request.seed)), folder / "grid.png",
+             compress_level=1)
+    # each N.png is drawn from samples.npz on its first GET (Jobs.file): writing 100 PNGs here cost as much as
+    # sampling them with a fast student, and most are never fetched one by one
+    return {"grid": "grid.png", "npz": "samples.npz", "images": [f"{i}.png" for i in range(len(drawn.images))]}
+
+
+IMAGE_FILE = re.compile(r"\d+\.png")
+
+
+def draw_image(path: Path, index: int) -> None:
+    """Image `index` of the samples.npz beside `path`, written to `path`: a file made again from the durable npz
+    whenever it is missing, so it is written without fsync (a unique temporary name, then one rename, so two
+    requests at once both see a whole file)."""
+    npz = path.parent / "samples.npz"
+    if not npz.is_file():
+        return
+    images, _ = load_samples(npz)
+    if index >= len(images):
+        return
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    to_pil(images[index].transpose(1, 2, 0)).save(tmp, format="PNG")
+    tmp.replace(path)
+
+
+def run_compare(jobs: Jobs, row: dict, folder: Path, advance) -> dict:
+    p, rows = row["params"], []
+    seeds, cells = p["seeds"], len(p["rows"]) * len(p["seeds"])
+    for r, setting in enumerate(p["rows"]):
+        run = resolve_run(jobs.runs_dir, setting["run"])
+        images = []
+        for c, seed in enumerate(seeds):
+            request = request_for(run, {**setting, "n": 1, "seed": seed}, jobs.device)
+            gen = jobs.cache.get(run, request.backend)
+            steps = request.settings(gen)["steps"]
+            done = (r * len(seeds) + c) / cells
+            images.append(sample(request, gen, callback=stepper(advance, done, 1 / cells,
+                                                                calls_of(gen, request, steps))).images)
+            advance(done + 1 / cells)
+        rows.append((setting["label"], np.concatenate(images)))
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f"{r}-{c}.png" for r in range(len(rows)) for c in range(len(seeds))]  # row r (setting), seed c
+    for name, image in zip(names, (im for _, row_images in rows for im in row_images), strict=True):
+        to_pil(image.transpose(1, 2, 0)).save(folder / name, format="PNG")
+    with PLOTTING:
+        draw.draw_compare(rows, seeds, p["title"], folder / "grid.png")
+    return {"grid": "grid.png", "images": names}
+
+
+def run_explain(jobs: Jobs, row: dict, folder: Path, advance) -> dict:
+    """For image `index` of a finished job: its denoising trajectory and a guidance sweep (flow and EDM), and its
+    nearest training images, each the picture `imagegen explain` draws."""
+    p = row["params"]
+    source = jobs.row(p["job"])
+    q, index = source["params"], p["index"]
+    run = resolve_run(jobs.runs_dir, q["run"])
+    request = request_for(run, q, jobs.device)
+    gen = jobs.cache.get(run, request.backend)
+    s, label = request.settings(gen), int(source["info"]["labels"][index])
+    images, _ = load_samples(jobs.file(p["job"], "samples.npz"))
+    train = draw.model_split(gen.meta["dataset"], "train", gen.image_shape).images
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    with PLOTTING:
+        if gen.method in ("flow", "edm"):
+            out["trajectory"] = draw.draw_trajectory(gen, label, folder / "trajectory.png", seed=q["seed"],
+                                                     index=index, **s).name
+            advance(1 / 3)
+            out["guidance"] = draw.draw_guidance(gen, label, folder / "guidance.png", scales=GUIDANCE_SCALES,
+                                                 seed=q["seed"], index=index, steps=s["steps"],
+                                                 sampler=s["sampler"], guidance_interval=s["guidance_interval"]).name
+            advance(2 / 3)
+        out["nearest"] = draw.draw_neighbours(gen, images[index : index + 1], train, folder / "nearest.png",
+                                              k=min(8, len(train)),
+                                              names=[f"image {index} ({gen.classes[label]})"]).name
+    return out
+
+
+RUNNERS = {"generate": run_generate, "compare": run_compare, "explain": run_explain}
