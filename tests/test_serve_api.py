@@ -365,9 +365,13 @@ def test_serve_refuses_a_public_host_without_a_token_and_prints_the_url(runs, ca
     assert err == "imagegen: error: imagegen serve needs fastapi: pip install 'imagegen[serve]'"
 
 
-def test_one_worker_runs_jobs_one_at_a_time_in_the_order_given(client):
+def test_one_worker_runs_jobs_in_the_order_given_and_writes_their_files_behind(client):
     queued = [client.post(f"{API}/jobs", json={"run": "a", "n": 50, "steps": 20, "seed": s, "backend": "torch"}).json()
               for s in range(3)]
     done = [wait(client, j) for j in queued]
     assert all(j["state"] == "done" for j in done)
-    assert done[0]["finished"] <= done[1]["started"] and done[1]["finished"] <= done[2]["started"]
+    # sampled one at a time, in order; a job's files are written (and it is done) while the next one samples
+    assert done[0]["started"] < done[1]["started"] < done[2]["started"]
+    assert done[0]["finished"] <= done[1]["finished"] <= done[2]["finished"]
+    assert all(j["started"] < j["finished"] for j in done)
+    assert all(client.get(j["files"]["grid"]).status_code == 200 for j in done)

@@ -80,6 +80,8 @@ class Jobs:
         self.durations: deque[float] = deque(maxlen=20)
         self.submit_lock, self.stopping = threading.Lock(), threading.Event()
         self.worker: threading.Thread | None = None
+        self.writes: queue.Queue = queue.Queue(maxsize=2)  # (id, folder, write, t0) for the writer; None ends it
+        self.writer: threading.Thread | None = None
 
     # -- lifecycle
 
@@ -89,6 +91,8 @@ class Jobs:
             log.warning("%d job(s) left unfinished by an earlier server are marked interrupted", n)
         self.worker = threading.Thread(target=self._loop, name=f"imagegen-worker-{self.device}", daemon=True)
         self.worker.start()
+        self.writer = threading.Thread(target=self._write_loop, name=f"imagegen-writer-{self.device}", daemon=True)
+        self.writer.start()
 
     def stop(self) -> None:
         """Stop the worker: the running job ends at its next step; it and the queued ones become interrupted."""
@@ -97,6 +101,9 @@ class Jobs:
             event.set()
         if self.worker is not None:
             self.worker.join(timeout=30)
+        if self.writer is not None:  # the jobs already sampled are written before the store closes
+            self.writes.put(None)
+            self.writer.join(timeout=30)
         self.store.interrupt_unfinished("the server stopped before this job finished")
         self.store.close()
 
@@ -194,21 +201,43 @@ class Jobs:
         self.progress[id] = 0.0
         try:
             result = RUNNERS[row["kind"]](self, row, folder, lambda f: self._advance(id, f))
-        except Cancelled:
-            shutil.rmtree(folder, ignore_errors=True)
+        except Exception as e:
+            self._failed(id, folder, e)
+        else:
+            if callable(result):  # its files, written by the writer while this thread samples the next job
+                self.writes.put((id, folder, result, t0))
+                return
+            self._done(id, result, t0)
+        self._forget(id)
+
+    def _write_loop(self) -> None:
+        """The writer: a generate job's files (samples.npz, its grid) written while the worker samples the next job.
+        At 100 images per job these took a sixth of a 1-step student's job, on one core, while the other idled."""
+        while (item := self.writes.get()) is not None:
+            id, folder, write, t0 = item
+            try:
+                result = write()
+            except Exception as e:
+                self._failed(id, folder, e)
+            else:
+                self._done(id, result, t0)
+            self._forget(id)
+
+    def _done(self, id: str, result: dict, t0: float) -> None:
+        self._move(id, ("running",), "done", finished=time.time(), result=result)
+        self.durations.append(time.perf_counter() - t0)
+
+    def _failed(self, id: str, folder: Path, e: Exception) -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(e, Cancelled):
             state = "interrupted" if self.stopping.is_set() else "cancelled"
             self._move(id, ("running",), state, finished=time.time(),
-                            error="the server stopped during this job" if state == "interrupted" else "cancelled")
-        except Exception as e:
-            shutil.rmtree(folder, ignore_errors=True)
-            if not isinstance(e, ImagegenError):
-                log.exception("job %s failed", id)
-            message = str(e) if isinstance(e, ImagegenError) else f"internal error ({type(e).__name__}: {e})"
-            self._move(id, ("running",), "failed", finished=time.time(), error=message.splitlines()[0])
-        else:
-            self._move(id, ("running",), "done", finished=time.time(), result=result)
-            self.durations.append(time.perf_counter() - t0)
-        self._forget(id)
+                       error="the server stopped during this job" if state == "interrupted" else "cancelled")
+            return
+        if not isinstance(e, ImagegenError):
+            log.exception("job %s failed", id)
+        message = str(e) if isinstance(e, ImagegenError) else f"internal error ({type(e).__name__}: {e})"
+        self._move(id, ("running",), "failed", finished=time.time(), error=message.splitlines()[0])
 
     def _advance(self, id: str, fraction: float) -> None:
         if self.cancels[id].is_set():

@@ -43,7 +43,8 @@ def calls_of(gen, request: SampleRequest, steps: int) -> int:
     return max(1, steps * -(-request.n // request.batch_size)) if gen.method in ("flow", "edm") else 1
 
 
-def run_generate(jobs: Jobs, row: dict, folder: Path, advance) -> dict:
+def run_generate(jobs: Jobs, row: dict, folder: Path, advance):
+    """Samples; returns the function that writes the files (the writer thread calls it)."""
     p = row["params"]
     run = resolve_run(jobs.runs_dir, p["run"])
     request = request_for(run, p, jobs.device)
@@ -51,16 +52,20 @@ def run_generate(jobs: Jobs, row: dict, folder: Path, advance) -> dict:
     s = request.settings(gen)
     drawn = sample(request, gen, callback=stepper(advance, 0.0, 0.98, calls_of(gen, request, s["steps"])))
     advance(0.98)  # last chance to cancel before the files
-    folder.mkdir(parents=True, exist_ok=True)
-    save_samples(folder / "samples.npz", drawn.images, drawn.labels)  # the durable copy of every image
-    rows, row_names = class_rows(drawn.images, drawn.labels, gen.classes)
-    # zlib level 1: a 100-image grid (661x620) took 11 ms to encode instead of 25 at PIL's default 6, for a file 8%
-    # larger; with a 1-step student that was a sixth of the worker's time per job
-    save_png(class_grid(rows, row_names, nrow=10, footer=drawn_with(gen.method, s, request.seed)), folder / "grid.png",
-             compress_level=1)
-    # each N.png is drawn from samples.npz on its first GET (Jobs.file): writing 100 PNGs here cost as much as
-    # sampling them with a fast student, and most are never fetched one by one
-    return {"grid": "grid.png", "npz": "samples.npz", "images": [f"{i}.png" for i in range(len(drawn.images))]}
+
+    def write() -> dict:  # by the writer thread (Jobs._write_loop), while the worker samples the next job
+        folder.mkdir(parents=True, exist_ok=True)
+        save_samples(folder / "samples.npz", drawn.images, drawn.labels)  # the durable copy of every image
+        rows, row_names = class_rows(drawn.images, drawn.labels, gen.classes)
+        # zlib level 1: a 100-image grid (661x620) took 11 ms to encode instead of 25 at PIL's default 6, for a
+        # file 8% larger
+        save_png(class_grid(rows, row_names, nrow=10, footer=drawn_with(gen.method, s, request.seed)),
+                 folder / "grid.png", compress_level=1)
+        # each N.png is drawn from samples.npz on its first GET (Jobs.file): writing 100 PNGs here cost as much as
+        # sampling them with a fast student, and most are never fetched one by one
+        return {"grid": "grid.png", "npz": "samples.npz", "images": [f"{i}.png" for i in range(len(drawn.images))]}
+
+    return write
 
 
 IMAGE_FILE = re.compile(r"\d+\.png")
