@@ -54,6 +54,7 @@ def finish(space: Space, out: Path, study: optuna.Study, log) -> dict:
         + (f", test accuracy {summary['test_accuracy']:.4f} (scored once)" if "test_accuracy" in summary else "")
         + f"; settings: {out / 'best.toml'} ({COMMAND_LINE[space.command]} {out / 'best.toml'}); "
         f"imagegen report {out}")
+    log(f"the study, live: optuna-dashboard {json.loads((out / 'sweep.json').read_text())['storage']}")
     return summary
 
 

@@ -51,9 +51,9 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat is, still
             return optuna.storages.RDBStorage(url, heartbeat_stale_trial_callback=retry, **HEARTBEAT)
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+    from optuna.storages.journal import JournalFileBackend
 
-    return optuna.storages.JournalStorage(JournalFileBackend(url, lock_obj=JournalFileOpenLock(url)))
+    return optuna.storages.JournalStorage(JournalFileBackend(url))  # its default lock, as optuna-dashboard's
 
 
 def open_study(space: Space, storage, name: str, offset: int = 0) -> optuna.Study:
@@ -152,13 +152,14 @@ def optimize(space: Space, out: Path, storage, name: str, budget: dict, log, wor
         return run_trial(space, out, trial, log)
 
     while _budget_left(study, budget):
-        number = len(study.trials)
+        finished = _finished(study)
         study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
         study.set_user_attr("seconds", budget["spent"] + time.time() - budget["t0"])
-        last = _last_of(study, number)
+        last = _last_of(study, finished)
         if last is not None:
             log(trial_line(last, space))
-            failures = failures + 1 if last.state == TrialState.FAIL else 0
+            error = last.state == TrialState.FAIL and not last.user_attrs.get("refused")  # refused: a bad mix
+            failures = failures + 1 if error else 0
         if failures >= MAX_FAILURES:
             raise ImagegenError(f"{failures} trials in a row failed; the last: {last.user_attrs.get('error', '?')} "
                                 f"(its log: {out / last.user_attrs.get('run', 'trials')}/log.txt)")
@@ -170,8 +171,13 @@ def _budget_left(study: optuna.Study, budget: dict) -> bool:
     return budget.get("trials") is None or counted(study) < budget["trials"]
 
 
-def _last_of(study: optuna.Study, after: int):
-    mine = [t for t in study.get_trials(deepcopy=False) if t.number >= after and t.state.is_finished()
+def _finished(study: optuna.Study) -> set[int]:
+    return {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+
+
+def _last_of(study: optuna.Study, before: set[int]):
+    """The trial this process has just finished (not among the `before` finished ones)."""
+    mine = [t for t in study.get_trials(deepcopy=False) if t.number not in before and t.state.is_finished()
             and t.user_attrs.get("pid") == os.getpid()]
     return mine[-1] if mine else None
 

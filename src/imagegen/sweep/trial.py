@@ -39,8 +39,12 @@ def run_trial(space: Space, out: Path, trial: optuna.Trial, log) -> float:
     except KeyboardInterrupt:
         trial.set_user_attr("interrupted", True)
         raise
+    except UsageError as e:  # settings that do not go together (the config or the network refuses them)
+        trial.set_user_attr("error", str(e))
+        trial.set_user_attr("refused", True)
+        raise
     except Exception as e:
-        trial.set_user_attr("error", f"{type(e).__name__}: {e}" if not isinstance(e, UsageError) else str(e))
+        trial.set_user_attr("error", f"{type(e).__name__}: {e}")
         raise
     finally:
         trial.set_user_attr("minutes", (time.monotonic() - t0) / 60)
