@@ -24,6 +24,7 @@ reduction_factor = 2
 
 [set]
 "data.dataset" = "digits"
+"fit.batch_size" = 128
 {extra}
 
 [space]
@@ -101,7 +102,7 @@ def test_the_pruner_stops_a_trial_that_learns_nothing(tmp_path, capsys):
 
 def test_a_sweep_killed_mid_trial_continues_with_the_same_command(tmp_path, capsys):
     space = space_file(tmp_path)
-    space.write_text(space.read_text().replace('low = 2, high = 3', 'low = 12, high = 13'))  # a second a trial
+    space.write_text(space.read_text().replace('low = 2, high = 3', 'low = 30, high = 31'))  # a second a trial
     out = tmp_path / "killed"
     argv = ["sweep", str(space), "--out", str(out), "--budget-trials", "2", "--no-progress"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
