@@ -11,7 +11,7 @@ import imagegen
 SRC = Path(imagegen.__file__).parent
 # Lower layers first; a module may import from its own layer's package and from any layer listed before it.
 # errors <- utils (device, progress, atomic writes, locks) <- config, pixels, artifacts <- data <- models <- methods
-# <- sampling <- metrics <- train | explain <- report <- serve <- cli
+# <- sampling <- metrics <- train | explain <- report <- sweep <- serve <- cli
 LAYERS = [
     {"errors"},
     {"utils"},
@@ -23,6 +23,7 @@ LAYERS = [
     {"metrics"},
     {"train", "explain"},  # siblings: neither imports the other
     {"report"},
+    {"sweep"},  # imagegen sweep: trials are train's runs, its pictures report's
     {"serve"},  # the studio: `imagegen serve` (cli) starts it
     {"cli"},
     {"__main__"},

@@ -123,6 +123,9 @@ class ClassifyConfig:
     fit: FitConfig = field(default_factory=FitConfig)
     seed: Natural = 0
     device: Device = "auto"
+    # score on this stratified share of the training split, held out from training, instead of the test split
+    # (imagegen sweep's objective: settings are chosen without ever seeing the test split); 0: the test split
+    validation: Share = 0.0
 
     def __post_init__(self):
         if self.data.subset != 1:  # nothing is silently ignored
@@ -254,6 +257,8 @@ class TrainConfig:
     checkpoint_minutes: Positive = 5.0  # write a resumable checkpoint this often (and at the end)
     checkpoint_images: Count | None = None  # ... or every this many images
     grid_minutes: NonNegative = 2.0  # write a sample grid this often
+    grid_images: Count | None = None  # ... or every this many images instead (imagegen sweep's cadence: the
+    # grid's FID is what a pruner compares, at the same images in every trial)
     log_every: Count = 50  # steps between lines of metrics.jsonl
     max_bad_steps: Count = 5  # stop with an error after this many non-finite steps in a row
     eval_samples: Natural = 2000  # samples for the evaluation at the end (0 = none)

@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 
 from .. import __version__
 from ..errors import ImagegenError, UsageError
-from . import classify, evaluate, explain, generators, serve
+from . import classify, evaluate, explain, generators, serve, sweep
 from . import data as data_cmds
 from .shared import common_flags, data_flags_parser
 
@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="imagegen", description=__doc__.splitlines()[0], formatter_class=fmt)
     parser.add_argument("--version", action="version", version=f"imagegen {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")  # sub-parsers are Parsers too
-    for group in (classify, evaluate, data_cmds, generators, explain, serve):
+    for group in (classify, evaluate, data_cmds, generators, explain, sweep, serve):
         group.register(sub, common, data, fmt)
     return parser
 

@@ -97,7 +97,7 @@ def register(sub, common, data, fmt) -> None:
 
     r = sub.add_parser("report", parents=[common_flags(seed=False)], formatter_class=fmt,
                        help="one self-contained HTML page of a run's numbers, curves, grids and explanations")
-    r.add_argument("run", help="a run directory (generator or seed classifier)")
+    r.add_argument("run", help="a run directory (generator or seed classifier) or a sweep directory")
     r.add_argument("--out", default=None, help="HTML file (default: RUN/report.html)")
     r.add_argument("--no-explain", action="store_true", help="only what the run already holds: draw nothing new")
     r.set_defaults(func=run_report)

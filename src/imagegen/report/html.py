@@ -30,11 +30,14 @@ def build_report(run: str | os.PathLike, out: str | os.PathLike | None = None, *
     """Write RUN/report.html (or `out`) for a generator run or a seed-classifier run."""
     run = Path(run)
     header = run / "model.json"
-    if not header.is_file():
+    if (run / "sweep.json").is_file():  # a sweep directory (imagegen sweep): its trials, best settings, pictures
+        from .sweep import sweep_sections
+
+        body = sweep_sections(run, _img, _section, _table)
+    elif not header.is_file():
         raise ImagegenError(f"{run} is not a run directory: it has no model.json (train one with imagegen train "
                             "or imagegen classify train --out DIR)")
-    kind = read_header(header).get("kind")
-    if kind == "seed-classifier":
+    elif read_header(header).get("kind") == "seed-classifier":
         body = _classifier_sections(run, explain, log)
     else:
         body = _generator_sections(run, explain, device, log)

@@ -11,7 +11,7 @@ import torch
 
 from ..artifacts import restore, save_artifact
 from ..config import ClassifyConfig, to_dict
-from ..data import Dataset, load_splits
+from ..data import Dataset, load_splits, stratified_split
 from ..methods.classification import predict_proba
 from ..models import SeedClassifier, build_model
 from ..pixels import labelled_grid, read_images, save_png
@@ -22,12 +22,18 @@ KIND = "seed-classifier"
 
 
 def train_seed_classifier(cfg: ClassifyConfig, out: str | Path | None = None, *, overwrite: bool = False,
-                          show_progress: bool = True, log=print) -> dict:
-    """Train with `cfg`, print Keras-like epoch lines through `log`, and return the final metrics."""
+                          show_progress: bool = True, log=print, on_epoch=None) -> dict:
+    """Train with `cfg`, print Keras-like epoch lines through `log` (and give each EpochLog to `on_epoch`), and
+    return the final metrics: on the test split, or with `cfg.validation` on a held-out share of the training
+    split (its "test_" numbers are then that share's)."""
     run = prepare_run_dir(out, overwrite) if out else None
     device = resolve_device(cfg.device)
     d = cfg.data
     train, test = load_splits(d, show_progress)
+    if cfg.validation:  # the test split stays unseen: a stratified share of the training split is scored instead
+        kept, held = stratified_split(train.labels, cfg.validation, cfg.seed)
+        train, test = train.subset(kept), train.subset(held)
+    split = "validation" if cfg.validation else "test"
     torch.manual_seed(cfg.seed)
     model_kwargs = dict(in_channels=train.shape[0], image_size=train.shape[1], num_classes=len(train.classes),
                         **to_dict(cfg.model))
@@ -37,14 +43,14 @@ def train_seed_classifier(cfg: ClassifyConfig, out: str | Path | None = None, *,
     t0 = time.perf_counter()
     history = [dataclasses.asdict(h) for h in fit(model, train, test, cfg.fit, generator=generator, device=device,
                                                     show_progress=show_progress,
-                                                    on_epoch=lambda e: log(e.line(cfg.fit.epochs)))]
+                                                    on_epoch=lambda e: _epoch(e, cfg.fit.epochs, log, on_epoch))]
     result = {
         "loss": history[-1]["test_loss"], "accuracy": history[-1]["test_accuracy"],
         "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])),
         "seconds_total": time.perf_counter() - t0, "epochs": cfg.fit.epochs, "dataset": d.dataset,
-        "n_train": len(train), "n_test": len(test), "device": str(device),
+        "n_train": len(train), "n_test": len(test), "device": str(device), "split": split,
     }
-    log(f"test loss: {result['loss']:.4f} - test accuracy: {result['accuracy']:.4f}")
+    log(f"{split} loss: {result['loss']:.4f} - {split} accuracy: {result['accuracy']:.4f}")
     if run:
         meta = {"classes": list(train.classes), "dataset": d.dataset, "image_shape": list(train.shape),
                 "metrics": result, "config": to_dict(cfg)}
@@ -53,6 +59,12 @@ def train_seed_classifier(cfg: ClassifyConfig, out: str | Path | None = None, *,
         predictions_figure(model, test, run / "predictions.png")
         result["out"] = str(run)
     return result
+
+
+def _epoch(e, epochs: int, log, on_epoch) -> None:
+    log(e.line(epochs))
+    if on_epoch is not None:
+        on_epoch(e)
 
 
 def predictions_figure(model, data: Dataset, path: Path, n: int = 40, seed: int = 0) -> Path:

@@ -132,9 +132,11 @@ class Task(Protocol):
 
 @releases_run_locks  # the run directory's lock, taken in _open_run, is held until the run ends or raises
 def run_loop(task: Task, out: str | Path, *, resume: bool = False, overwrite: bool = False,
-             show_progress: bool = True, log=print, stop: StopRequest | None = None) -> dict:
+             show_progress: bool = True, log=print, stop: StopRequest | None = None, on_grid=None) -> dict:
     """Run `task` into run directory `out` (continue the run there from its last checkpoint with `resume`);
-    returns its summary, or `{"interrupted": True, ...}` when a stop request ended it after a checkpoint."""
+    returns its summary, or `{"interrupted": True, ...}` when a stop request ended it after a checkpoint.
+    `on_grid(run, state)`, called after each sample grid of the training (its FID is in metrics.jsonl), may
+    return True to stop the run as a stop request does (imagegen sweep's pruner)."""
     # -- set-up: the config checked, then the run directory; the task's networks, restored when resuming
     run = Path(out)
     config, doc, tensors = _open_run(task, run, resume, overwrite)
@@ -149,8 +151,8 @@ def run_loop(task: Task, out: str | Path, *, resume: bool = False, overwrite: bo
     cfg = task.train
     beta = ema_beta(cfg.batch_size, cfg.ema_half_life_images)
 
-    last = {"grid": time.monotonic(), "ckpt": time.monotonic(), "ckpt_images": state["images"],
-            "log_seconds": state["seconds"], "saved": doc is not None}
+    last = {"grid": time.monotonic(), "grid_images": state["images"], "ckpt": time.monotonic(),
+            "ckpt_images": state["images"], "log_seconds": state["seconds"], "saved": doc is not None}
 
     def save_checkpoint():
         checkpoint.save_state(run, nets=task.nets, ema=task.ema, optimizers=task.optimizers,
@@ -203,14 +205,17 @@ def run_loop(task: Task, out: str | Path, *, resume: bool = False, overwrite: bo
                 append_jsonl(line, run / "metrics.jsonl")
                 losses = []
             now = time.monotonic()
-            if now - last["grid"] > 60 * cfg.grid_minutes:
+            stopped = False  # by on_grid
+            if (state["images"] - last["grid_images"] >= cfg.grid_images if cfg.grid_images
+                    else now - last["grid"] > 60 * cfg.grid_minutes):
                 task.grid(run, state)
-                last["grid"] = time.monotonic()
+                last.update(grid=time.monotonic(), grid_images=state["images"])
+                stopped = on_grid is not None and bool(on_grid(run, state))
             every = cfg.checkpoint_images
             if (now - last["ckpt"] > 60 * cfg.checkpoint_minutes
                     or (every and state["images"] - last["ckpt_images"] >= every)):
                 save_checkpoint()
-            if stop.requested:
+            if stop.requested or stopped:
                 save_checkpoint()
                 bar.close()
                 log(f"stopped at {state['images']:,} images; checkpoint written. "
@@ -224,13 +229,16 @@ def run_loop(task: Task, out: str | Path, *, resume: bool = False, overwrite: bo
 
 
 def train(cfg: GenConfig | None, out: str | Path, *, resume: bool = False, budget: dict | None = None,
-          overwrite: bool = False, show_progress: bool = True, log=print, stop: StopRequest | None = None) -> dict:
+          overwrite: bool = False, show_progress: bool = True, log=print, stop: StopRequest | None = None,
+          on_grid=None) -> dict:
     """Train `cfg.method` on `cfg.data` into run directory `out`; returns a summary (also in results.json).
 
     `resume` continues the run in `out` with its own saved config (`cfg` is not used); `budget`
-    ({"minutes": ..., "images": ...}) replaces its training budget, e.g. to train it longer."""
+    ({"minutes": ..., "images": ...}) replaces its training budget, e.g. to train it longer; `on_grid` as
+    `run_loop` takes it."""
     task = GeneratorTask(cfg, budget, show_progress, log)
-    return run_loop(task, out, resume=resume, overwrite=overwrite, show_progress=show_progress, log=log, stop=stop)
+    return run_loop(task, out, resume=resume, overwrite=overwrite, show_progress=show_progress, log=log, stop=stop,
+                    on_grid=on_grid)
 
 
 class GeneratorTask:

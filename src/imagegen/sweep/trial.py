@@ -1,0 +1,138 @@
+"""One trial of a sweep: an ordinary run directory (sweeps/NAME/trials/NNNN) trained with the space's fixed
+settings and the trial's sampled ones, reporting its metric as it trains so that a pruner can stop it early.
+
+A generator reports the FID of its fixed-seed grid (n = 100, biased upward but comparable between trials at the
+same images), every `study.report_images` images, and is scored at the end by the evaluator's FID or KID at the
+study's n with the config's seed; a classifier reports its validation accuracy (or loss) each epoch."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import optuna
+
+from ..errors import UsageError
+from .space import Space
+
+GRID_STEP = "images"  # what a generator's intermediate values are counted in
+
+
+def run_trial(space: Space, out: Path, trial: optuna.Trial, log) -> float:
+    """Train the trial's run and return its metric; raises optuna.TrialPruned when the pruner stops it, and
+    KeyboardInterrupt (the trial marked "interrupted", to be run again by the next start) on Ctrl-C or SIGTERM."""
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", os.getpid())
+    params = {p.key: p.suggest(trial) for p in space.params}
+    settings = space.trial_settings(params)
+    run, resume = trial_dir(out, trial)
+    trial.set_user_attr("run", str(run.relative_to(out)))
+    trial.set_user_attr("settings", settings)
+    t0 = time.monotonic()
+    try:
+        cfg = space.build(settings)  # a combination the config refuses fails this trial, with the reason
+        value = (_train(space, cfg, run, trial, resume) if space.command == "train"
+                 else _classify(space, cfg, run, trial))
+    except KeyboardInterrupt:
+        trial.set_user_attr("interrupted", True)
+        raise
+    except UsageError as e:  # settings that do not go together (the config or the network refuses them)
+        trial.set_user_attr("error", str(e))
+        trial.set_user_attr("refused", True)
+        raise
+    except Exception as e:
+        trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        trial.set_user_attr("minutes", (time.monotonic() - t0) / 60)
+    return value
+
+
+def trial_dir(out: Path, trial: optuna.Trial) -> tuple[Path, bool]:
+    """The trial's run directory, and whether it continues one: a trial run again after an interruption continues
+    the generator run its first try checkpointed (nothing of it is lost), else it starts in its own directory."""
+    first = trial.user_attrs.get("retry_of")
+    if first is not None:
+        old = out / "trials" / f"{first:04d}"
+        if (old / "state.json").is_file() and not (old / "results.json").is_file():
+            return old, True
+    return out / "trials" / f"{trial.number:04d}", False
+
+
+def _log_to(run: Path):
+    def log(line: str) -> None:
+        run.mkdir(parents=True, exist_ok=True)
+        with open(run / "log.txt", "a") as f:
+            f.write(line + "\n")
+
+    return log
+
+
+class GridReports:
+    """`train`'s on_grid: each grid's FID to the trial (`trial.report`) and the pruner's verdict back."""
+
+    def __init__(self, trial: optuna.Trial):
+        self.trial, self.pruned_at = trial, None
+
+    def __call__(self, run: Path, state: dict) -> bool:
+        fid = grid_fid(run / "metrics.jsonl", state["images"])
+        if fid is None:
+            return False
+        self.trial.report(fid, state["images"])
+        if self.trial.should_prune():
+            self.pruned_at = (state["images"], fid)
+        return self.pruned_at is not None
+
+
+def grid_fid(metrics: Path, images: int) -> float | None:
+    """The grid FID that training logged at `images` (metrics.jsonl), if it did."""
+    if not metrics.is_file():
+        return None
+    for line in reversed(metrics.read_text().splitlines()):
+        row = json.loads(line) if line.strip() else {}
+        if row.get("images") == images and "grid_fid" in row:
+            return float(row["grid_fid"])
+    return None
+
+
+def _train(space: Space, cfg, run: Path, trial: optuna.Trial, resume: bool) -> float:
+    from ..train.loop import train
+
+    reports = GridReports(trial)
+    if resume:
+        result = train(None, run, resume=True, show_progress=False, log=_log_to(run), on_grid=reports)
+    else:
+        result = train(cfg, run, overwrite=True, show_progress=False, log=_log_to(run), on_grid=reports)
+    trial.set_user_attr("images", result.get("images"))
+    if reports.pruned_at is not None:
+        images, fid = reports.pruned_at
+        raise optuna.TrialPruned(f"grid FID {fid:.2f} at {images:,} images")
+    if result.get("interrupted"):
+        raise KeyboardInterrupt
+    evaluation = result.get("evaluation") or {}
+    key = {"fid": "fid", "kid": "kid_mean"}[space.metric]
+    if key not in evaluation.get("samples", {}):
+        raise RuntimeError(f"the run has no {space.metric} (no final evaluation)")
+    return float(evaluation["samples"][key])
+
+
+def _classify(space: Space, cfg, run: Path, trial: optuna.Trial) -> float:
+    from ..report.plots import training_curves
+    from ..train.classify import train_seed_classifier
+
+    loss = space.metric == "val_loss"
+
+    def on_epoch(e) -> None:
+        trial.report(e.test_loss if loss else e.test_accuracy, e.epoch)
+        if e.epoch < cfg.fit.epochs and trial.should_prune():  # the last epoch is the trial's value, not a report
+            raise optuna.TrialPruned(f"validation {'loss' if loss else 'accuracy'} "
+                                     f"{e.test_loss if loss else e.test_accuracy:.4f} after epoch {e.epoch}")
+
+    result = train_seed_classifier(cfg, run, overwrite=True, show_progress=False, log=_log_to(run),
+                                   on_epoch=on_epoch)
+    history = json.loads((run / "metrics.json").read_text())["history"]
+    training_curves(history, run / "curves.png", f"trial {trial.number}: seed classifier, validation split")
+    return float(result["loss"] if loss else result["accuracy"])
