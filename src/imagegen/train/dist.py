@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import inspect
 import os
+import re
 
 import numpy as np
 import torch
@@ -25,6 +27,9 @@ from .ema import NORMS
 TIMEOUT_ENV = "IMAGEGEN_DIST_TIMEOUT"  # seconds a collective waits for the other processes (default 30 minutes)
 DEFAULT_TIMEOUT = 1800.0
 ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+# DDP's flag for buffers sent from process 0 before each forward pass: renamed in torch 2.13
+SYNC_BUFFERS = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(
+    DistributedDataParallel.__init__).parameters else "broadcast_buffers"
 
 
 def world_size() -> int:
@@ -125,6 +130,12 @@ def lost(e: BaseException) -> bool:
     text = str(e)
     return dist.is_initialized() and (isinstance(e, dist.DistError) or any(
         w in text for w in ("gloo", "Gloo", "NCCL", "Connection closed", "Connection reset", "timed out", "Timeout")))
+
+
+def reason(e: BaseException) -> str:
+    """The first sentence of a collective's error, less the C++ source location gloo puts before it."""
+    text = re.sub(r"^\[[^\]]*\]\s*", "", _first_line(e))
+    return text.split(". ")[0][:200]
 
 
 def _first_line(e: BaseException) -> str:
@@ -229,9 +240,8 @@ def replicate(nets: dict, seed: int, trained: tuple[str, ...] | None = None) -> 
         net = nets[name]
         device = next(net.parameters()).device
         check_device(device)
-        bn = any(isinstance(m, NORMS) for m in net.modules())
-        out[name] = Replica(net, device_ids=[device.index] if device.type == "cuda" else None,
-                            broadcast_buffers=bn)
+        sync = {SYNC_BUFFERS: any(isinstance(m, NORMS) for m in net.modules())}  # BatchNorm's statistics
+        out[name] = Replica(net, device_ids=[device.index] if device.type == "cuda" else None, **sync)
     return out
 
 

@@ -240,7 +240,7 @@ def _lost_process(task: Task, run: Path, last: dict):
         kept = f"its last checkpoint ({last['ckpt_images']:,} images) is intact" if last["saved"] else \
             "no checkpoint was written yet"
         raise ImagegenError(f"stopped {run}: another process of the run failed or stopped answering (waited at most "
-                            f"{dist.timeout():g} s: {str(e).strip().splitlines()[0][:200]}); {kept}; continue with: "
+                            f"{dist.timeout():g} s: {dist.reason(e)}); {kept}; continue with: "
                             f"imagegen {task.command} --resume {run} (under torchrun or alone)") from None
 
 
