@@ -250,14 +250,20 @@ def no_sync(replica, last: bool):
     return replica.no_sync() if isinstance(replica, DistributedDataParallel) and not last else contextlib.nullcontext()
 
 
+def check_split(batch_size: int) -> None:
+    w = world_size()
+    if batch_size % w:
+        raise UsageError(f"train.batch_size {batch_size} does not split evenly over {w} processes; choose a multiple "
+                         f"of {w} (each process takes batch_size / {w} images per step)")
+
+
 class Share:
     """This process's part of step `step`'s global batch of `total` samples: samples start..stop-1, in passes of
     at most `micro` (gradient accumulation, as EDM's --batch-gpu), each with the noise of its samples."""
 
     def __init__(self, seed: int, step: int, total: int, micro: int | None, device):
         w, r = world_size(), rank()
-        if total % w:
-            raise UsageError(f"train.batch_size {total} does not split over {w} processes; choose a multiple of {w}")
+        check_split(total)
         self.seed, self.step, self.total, self.micro, self.device = seed, step, total, micro, device
         self.start, self.stop = total // w * r, total // w * (r + 1)
 

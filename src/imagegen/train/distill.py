@@ -93,7 +93,7 @@ def teacher_pairs(gen: Generator, teacher: Path, cfg: DistillConfig, guidance: f
                 "guidance": guidance, "guidance_interval": interval_json(interval)}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     path = teacher / "pairs" / f"{key[:32]}.safetensors"
-    cached = _cached_pairs(path, key, log)
+    cached = dist.broadcast(_cached_pairs(path, key, log) if dist.is_main() else None)  # process 0's file decides
     if cached is not None:
         log(f"reusing the teacher's pairs in {path}")
         return cached

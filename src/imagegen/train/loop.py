@@ -2,8 +2,9 @@
 models) that every kind of run shares through a small `Task`: `imagegen train`'s GeneratorTask below, `imagegen
 distill`'s DistillTask (train/distill.py). The loop owns what they have in common: the learning-rate schedule, the
 non-finite guard, the EMA, log lines, grids, checkpoints, resume and stop requests. Progress is counted in images
-seen; the data order and every random draw are functions of the seed and of the saved generator state, so a
-resumed run reaches the same weights as an uninterrupted one."""
+seen; the data order is a function of the seed and the images seen, and every random draw of a step of (seed,
+step, sample), so a resumed run reaches the same weights as an uninterrupted one, and a run on several processes
+(train/dist.py: each takes its share of every step's global batch; process 0 writes) those of one process."""
 
 from __future__ import annotations
 
@@ -496,8 +497,10 @@ def _check_sampling(cfg: GenConfig) -> None:
 
 
 def check_budget(train: TrainConfig) -> None:
+    """A budget, and a global batch that splits evenly over the processes of a distributed run."""
     if train.images is None and train.minutes is None:
         raise UsageError("no training budget: set train.images or train.minutes")
+    dist.check_split(train.batch_size)
 
 
 def budget_text(train: TrainConfig) -> str:
