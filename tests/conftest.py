@@ -1,4 +1,5 @@
 import http.server
+import os
 import threading
 import typing
 
@@ -7,6 +8,12 @@ import pytest
 from PIL import Image
 
 from imagegen.data.idx import write_idx
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n 2`: the workers share the cores, one thread each (children too)
+    import torch
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,8 @@
 """What the worker runs for each kind of job: generate, compare, explain. Each takes (jobs, row, folder, advance),
-writes its files into `folder` and returns their names; `advance(fraction)` reports progress and raises when the
-job is cancelled. Generation calls exactly what `imagegen sample` calls (SampleRequest -> load_generator ->
-sample), which is why a job's "command" reproduces its images."""
+writes its files into `folder` and returns their names (generate returns the function that writes them, which the
+writer thread calls); `advance(fraction)` reports progress and raises when the job is cancelled. Generation calls
+exactly what `imagegen sample` calls (SampleRequest -> load_generator -> sample), which is why a job's "command"
+reproduces its images."""
 
 from __future__ import annotations
 
