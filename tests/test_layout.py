@@ -13,7 +13,7 @@ SRC = Path(imagegen.__file__).parent
 # errors <- utils (device, progress, atomic writes, locks) <- config, pixels, artifacts <- data <- models <- methods
 # <- sampling <- metrics <- train | explain <- report <- sweep <- serve <- cli
 LAYERS = [
-    {"errors"},
+    {"errors", "interrupts"},  # interrupts: a Ctrl-C remembered from the first line of `python -m imagegen`
     {"utils"},
     {"config", "pixels", "artifacts"},
     {"data"},

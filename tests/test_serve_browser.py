@@ -206,7 +206,8 @@ def test_start_stop_and_resume_a_training_run(page, studio):
     card = page.locator(".train-card").first
     page.wait_for_selector(".train-card .state[data-state='running']")
     page.wait_for_function("[...document.querySelectorAll('.train-card')].some(c => / [1-9][0-9,]* images/"
-                           ".test(c.innerText))")  # the child process is training
+                           ".test(c.innerText))", timeout=120_000)  # the child is training (its first log line:
+    # on one thread, beside the other test process, that took longer than the usual wait)
     page.click(".train-card .stop")
     page.wait_for_selector(".train-card .state[data-state='stopped']")
     shot(page, studio, "train-stopped")

@@ -1,8 +1,8 @@
 import sys
 
-from . import interrupts
+from .interrupts import install
 
-interrupts.install()  # first: a Ctrl-C during the imports below is not lost (interrupts.py says why)
+install()  # first: a Ctrl-C during the imports below is not lost (interrupts.py says why)
 
 from .cli import main  # noqa: E402
 

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import interrupts
 from ..artifacts import save_artifact
 from ..config import GenConfig, TrainConfig, UNetConfig, checked, saved_config, to_dict
 from ..data import load_splits
 from ..errors import ImagegenError, UsageError
+from ..interrupts import requested as interrupt_requested
 from ..methods import noise as draws
 from ..pixels import class_grid, save_png, to_float
 from ..utils import (
@@ -78,7 +78,7 @@ class StopRequest:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(ValueError):  # not the main thread: signals cannot be caught here
                 self._old[sig] = signal.signal(sig, self._set)
-        if interrupts.requested():  # a Ctrl-C during start-up that something swallowed: stop before any step
+        if interrupt_requested():  # a Ctrl-C during start-up that something swallowed: stop before any step
             self.__exit__()
             raise KeyboardInterrupt
         return self
