@@ -6,15 +6,11 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..errors import UsageError
 from ..methods.guidance import check_interval
 from ..sampling import SampleRequest, class_index
 from .runs import resolve_run, run_info
-
-if TYPE_CHECKING:
-    from .jobs import Jobs
 
 SAMPLE_KEYS = ("steps", "sampler", "guidance", "eta")  # flags of `imagegen sample` taken as they are
 
@@ -109,7 +105,7 @@ def checked_compare(runs_dir: Path, p: dict, device: str, max_cells: int) -> tup
             {"labels": [], "classes": classes, "command": commands[0], "commands": commands})
 
 
-def checked_explain(jobs: Jobs, p: dict) -> tuple[dict, dict]:
+def checked_explain(jobs, p: dict) -> tuple[dict, dict]:
     """An explain job for image `index` of a finished generate job."""
     source = jobs.row(p["job"])
     if source["kind"] != "generate" or source["state"] != "done":

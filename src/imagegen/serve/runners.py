@@ -10,7 +10,6 @@ import re
 import threading
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,9 +19,6 @@ from ..report import draw
 from ..sampling import SampleRequest, drawn_with, sample
 from .params import request_for
 from .runs import resolve_run
-
-if TYPE_CHECKING:
-    from .jobs import Jobs
 
 PLOTTING = threading.Lock()  # matplotlib's pyplot is not thread-safe: the worker and the report route take turns
 GUIDANCE_SCALES = (0, 1, 1.5, 2, 3, 4, 6, 8)  # the explain job's sweep, as `imagegen explain guidance` draws it
@@ -44,7 +40,7 @@ def calls_of(gen, request: SampleRequest, steps: int) -> int:
     return max(1, steps * -(-request.n // request.batch_size)) if gen.method in ("flow", "edm") else 1
 
 
-def run_generate(jobs: Jobs, row: dict, folder: Path, advance):
+def run_generate(jobs, row: dict, folder: Path, advance):
     """Samples; returns the function that writes the files (the writer thread calls it)."""
     p = row["params"]
     run = resolve_run(jobs.runs_dir, p["run"])
@@ -87,7 +83,7 @@ def draw_image(path: Path, index: int) -> None:
     tmp.replace(path)
 
 
-def run_compare(jobs: Jobs, row: dict, folder: Path, advance) -> dict:
+def run_compare(jobs, row: dict, folder: Path, advance) -> dict:
     p, rows = row["params"], []
     seeds, cells = p["seeds"], len(p["rows"]) * len(p["seeds"])
     for r, setting in enumerate(p["rows"]):
@@ -111,7 +107,7 @@ def run_compare(jobs: Jobs, row: dict, folder: Path, advance) -> dict:
     return {"grid": "grid.png", "images": names}
 
 
-def run_explain(jobs: Jobs, row: dict, folder: Path, advance) -> dict:
+def run_explain(jobs, row: dict, folder: Path, advance) -> dict:
     """For image `index` of a finished job: its denoising trajectory and a guidance sweep (flow and EDM), and its
     nearest training images, each the picture `imagegen explain` draws."""
     p = row["params"]
