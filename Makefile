@@ -25,8 +25,9 @@ data:
 demo: setup data
 	$(BIN)/imagegen demo --out runs/demo --download $(if $(MINUTES),--minutes $(MINUTES),)
 
-# serial: `pytest -n auto` (one process per core, tests/conftest.py) took 382 s instead of ~550, but two timing
-# tests (a SIGKILL'd training, a SIGINT'd sweep) failed under that load in a fresh clone; to fix before using it
+# serial: `pytest -n auto` (one process per core, tests/conftest.py) took 382 s instead of ~550, but in a fresh clone
+# started in the background two kill tests failed: a SIGINT'd sweep (a background shell ignores SIGINT, and the
+# child inherited that) and a SIGKILL'd training (not explained yet); to settle before making it the default
 test: setup data
 	$(BIN)/python -m pytest -q
 

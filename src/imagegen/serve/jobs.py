@@ -141,9 +141,13 @@ class Jobs:
 
     def _move(self, id: str, *args, **kwargs) -> bool:
         moved = self.store.move(id, *args, **kwargs)
+        self._touch(id)
+        return moved
+
+    def _touch(self, id: str) -> None:
+        """Move job `id`'s change counter (a job this server no longer runs has none)."""
         if id in self.versions:
             self.versions[id] += 1
-        return moved
 
     def newest(self, limit: int = 200) -> list[dict]:
         return [self.describe(r) for r in self.store.newest(limit)]
@@ -243,8 +247,7 @@ class Jobs:
         if self.cancels[id].is_set():
             raise Cancelled
         self.progress[id] = max(self.progress.get(id, 0.0), min(fraction, 1.0))
-        if id in self.versions:
-            self.versions[id] += 1
+        self._touch(id)
 
     def _forget(self, id: str) -> None:
         self.progress.pop(id, None)

@@ -165,8 +165,9 @@ async def _stream(request: Request, jobs, id: str, job: dict):
         await asyncio.sleep(POLL)
         if await request.is_disconnected():
             return
-        if jobs.version(id) != seen or time.monotonic() - looked > LOOK:  # else unchanged: not read again
-            seen, looked, now = jobs.version(id), time.monotonic(), jobs.get(id)
+        version = jobs.version(id)
+        if version != seen or time.monotonic() - looked > LOOK:  # else unchanged: not read again
+            seen, looked, now = version, time.monotonic(), jobs.get(id)
             if now != job:
                 job, quiet = now, time.monotonic()
                 yield _event(job)

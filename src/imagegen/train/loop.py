@@ -76,7 +76,7 @@ class StopRequest:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(ValueError):  # not the main thread: signals cannot be caught here
                 self._old[sig] = signal.signal(sig, self._set)
-        if interrupt_requested():  # a Ctrl-C during start-up that something swallowed: stop before any step
+        if interrupt_requested():  # a Ctrl-C during start-up, ignored or swallowed (interrupts.py): stop now
             self.__exit__()
             raise KeyboardInterrupt
         return self
