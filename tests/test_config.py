@@ -260,7 +260,8 @@ def test_the_defaults_are_the_flat_configs_defaults(method):
         assert new[section] == {k: old[k] for k in new[section]}
     then = {k: v for k, v in FLAT_DEFAULTS.items() if k not in ("model", "method")}
     then["data"] = {**then["data"], "subset": 1.0}  # since 2026-12-03: the whole training split, as before
-    then["train"] = {**then["train"], "grid_images": None}  # since issue 26: grids by time, as before
+    then["train"] = {**then["train"], "grid_images": None,  # since issue 26: grids by time, as before
+                     "micro_batch": None}  # since issue 27: the whole batch in one pass, as before
     assert {k: v for k, v in new.items() if k not in ("model", "method")} == then
     for kind, kwargs in network_configs(cfg, (1, 28, 28), 10).values():  # and the networks are built as before
         assert kwargs == {**FLAT_NETWORKS[kind], **NEW_KEYWORDS[kind]}

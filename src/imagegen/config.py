@@ -242,7 +242,10 @@ NETWORK_NAMES = {UNetConfig: "UNet", DCGANConfig: "DCGAN", VAEConfig: "VAE"}
 class TrainConfig:
     minutes: Positive | None = 5.0  # stop after this much training time (None: use images)
     images: Count | None = None  # stop after this many training images (wins over minutes when both are set)
-    batch_size: Count = 128
+    batch_size: Count = 128  # the global batch: split evenly over the processes of a distributed run
+    # at most this many images per process in one forward and backward pass; a larger share of the batch is
+    # accumulated over several passes (EDM's --batch-gpu). None: a process's whole share in one pass
+    micro_batch: Count | None = None
     lr: Positive = 2e-3  # peak learning rate (Adam; the GAN uses it for both networks)
     warmup_images: Natural = 5_000  # linear warm-up, then cosine decay to zero at the end of the budget
     schedule: Schedule = "cosine"

@@ -107,6 +107,7 @@ def register_distill(sub, fmt) -> None:
 
 
 def run_distill(args):
+    from ..train import dist
     from ..train.distill import distill
 
     log, show = log_for(args), not args.no_progress
@@ -133,7 +134,7 @@ def run_distill(args):
         result = distill(teacher, out, cfg, overwrite=args.overwrite, show_progress=show, log=log)
     if result.get("interrupted"):
         raise KeyboardInterrupt
-    return result
+    return result if dist.is_main() else None  # under torchrun: one summary, process 0's
 
 
 def _check_moved(path: str | None, overrides: list[str]) -> None:
@@ -159,6 +160,7 @@ def train_config(args) -> GenConfig:
 
 
 def run_train(args):
+    from ..train import dist
     from ..train.loop import train
 
     log = log_for(args)
@@ -173,6 +175,8 @@ def run_train(args):
         result = train(cfg, out, overwrite=args.overwrite, show_progress=not args.no_progress, log=log)
     if result.get("interrupted"):
         raise KeyboardInterrupt
+    if not dist.is_main():  # under torchrun: one summary, process 0's
+        return None
     log(f"outputs in {out}: model.json + model.safetensors (EMA weights), grid.png, metrics.jsonl, "
         "state.* (resumable), results.json")
     return result

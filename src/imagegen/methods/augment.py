@@ -15,6 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from . import noise as draws
+
 # the label: mirrored (0/1), log2 of the scale, log2 of the anisotropy, sin and cos - 1 of the rotation, and the
 # translation in x and y as fractions of the image; all zero for an image left as it is
 AUGMENT_DIM = 7
@@ -30,16 +32,16 @@ def augment(x: torch.Tensor, p: float, generator: torch.Generator | None = None
     b, dev = x.shape[0], x.device
 
     def chosen() -> torch.Tensor:  # (B,) 1.0 where the transform is applied
-        return (torch.rand(b, generator=generator, device=dev) < p).float()
+        return (draws.rand(generator, (b,), dev) < p).float()
 
     def normal(std: float) -> torch.Tensor:
-        return torch.randn(b, generator=generator, device=dev) * std
+        return draws.randn(generator, (b,), dev) * std
 
-    flip = chosen() * (torch.rand(b, generator=generator, device=dev) < 0.5).float()
+    flip = chosen() * (draws.rand(generator, (b,), dev) < 0.5).float()
     log_scale = normal(SCALE_STD) * chosen()
     log_aniso = normal(ANISO_STD) * chosen()
-    angle = (torch.rand(b, generator=generator, device=dev) * 2 - 1) * math.pi * chosen()
-    shift = torch.randn(b, 2, generator=generator, device=dev) * TRANSLATE_STD * chosen()[:, None]
+    angle = (draws.rand(generator, (b,), dev) * 2 - 1) * math.pi * chosen()
+    shift = draws.randn(generator, (b, 2), dev) * TRANSLATE_STD * chosen()[:, None]
     labels = torch.stack([flip, log_scale, log_aniso, angle.sin(), angle.cos() - 1, shift[:, 0], shift[:, 1]], 1)
     moved = labels.abs().sum(1) > 0
     if not moved.any():

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from . import noise as draws
+
 
 def _batch(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
     """sigma as a (B, 1, 1, 1) float tensor on x's device."""
@@ -53,8 +55,8 @@ def edm_loss(net, x0: torch.Tensor, y: torch.Tensor | None, *, generator: torch.
              sigma_data: float = 0.5, p_mean: float = -1.2, p_std: float = 1.2, augment_labels=None) -> torch.Tensor:
     """EDM's training loss (Karras et al. 2022, Eq. 8 with log-normal sigmas); one value per image (B,)."""
     b = x0.shape[0]
-    sigma = (torch.randn(b, generator=generator, device=x0.device) * p_std + p_mean).exp()
-    noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+    sigma = (draws.randn(generator, (b,), x0.device) * p_std + p_mean).exp()
+    noise = draws.randn(generator, x0.shape, x0.device)
     denoised = EDMDenoiser(net, sigma_data)(x0 + _batch(sigma, x0) * noise, sigma, y, augment_labels)
     weight = (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
     return weight * (denoised - x0).square().mean(dim=(1, 2, 3))
@@ -67,10 +69,10 @@ def flow_loss(net, x0: torch.Tensor, y: torch.Tensor | None, *, generator: torch
     (Esser et al. 2024) mixed with a `uniform` share, because logit-normal alone almost never trains the ends
     (t < 0.05 or t > 0.95: 0.3% of draws) where every sampler takes its first and last steps."""
     b = x0.shape[0]
-    t = torch.sigmoid(torch.randn(b, generator=generator, device=x0.device) * logit_std + logit_mean)
-    t = torch.where(torch.rand(b, generator=generator, device=x0.device) < uniform,
-                    torch.rand(b, generator=generator, device=x0.device), t)
-    noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+    t = torch.sigmoid(draws.randn(generator, (b,), x0.device) * logit_std + logit_mean)
+    t = torch.where(draws.rand(generator, (b,), x0.device) < uniform,
+                    draws.rand(generator, (b,), x0.device), t)
+    noise = draws.randn(generator, x0.shape, x0.device)
     tb = t.view(-1, 1, 1, 1)
     v = _call(net, (1 - tb) * x0 + tb * noise, t, y, augment_labels).float()
     return (v - (noise - x0)).square().mean(dim=(1, 2, 3))
@@ -80,7 +82,7 @@ def drop_labels(y: torch.Tensor, p: float, null_label: int, generator: torch.Gen
     """Replace each label by the null class with probability p, for classifier-free guidance (Ho & Salimans 2022)."""
     if p <= 0:
         return y
-    drop = torch.rand(y.shape, generator=generator, device=y.device) < p
+    drop = draws.rand(generator, y.shape, y.device) < p
     return torch.where(drop, torch.full_like(y, null_label), y)
 
 

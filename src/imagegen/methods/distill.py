@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from . import noise as draws
 from .diffusion import FlowDenoiser
 from .guidance import EVERYWHERE, check_interval
 from .samplers import SAMPLERS
@@ -48,7 +49,7 @@ def guided_velocity(net, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor, sc
 def _grid_times(k: int, b: int, generator, device) -> tuple[torch.Tensor, torch.Tensor]:
     """A random step j of the k-step grid for each of b examples: (t_j, t_{j+1})."""
     grid = student_times(k).to(device)
-    j = torch.randint(0, k, (b,), generator=generator, device=device)
+    j = draws.randint(k, (b,), generator, device)
     return grid[j], grid[j + 1]
 
 
@@ -79,7 +80,7 @@ def progressive_loss(student, teacher, x0: torch.Tensor, y: torch.Tensor, k: int
     student's grid."""
     b = x0.shape[0]
     t, t_next = _grid_times(k, b, generator, x0.device)
-    noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+    noise = draws.randn(generator, x0.shape, x0.device)
     tb = t.view(-1, 1, 1, 1)
     x_t = (1 - tb) * x0 + tb * noise
     x_next = teacher_solve(teacher, x_t, t, t_next, y, substeps, sampler)
@@ -93,8 +94,8 @@ def reflow_loss(student, z: torch.Tensor, x0: torch.Tensor, y: torch.Tensor, k: 
     the times are the k-step student's grid points, the rest uniform on (0, t_max]."""
     b = x0.shape[0]
     t_grid, _ = _grid_times(k, b, generator, x0.device)
-    t_uniform = torch.rand(b, generator=generator, device=x0.device) * T_MAX
-    t = torch.where(torch.rand(b, generator=generator, device=x0.device) < grid_share, t_grid, t_uniform)
+    t_uniform = draws.rand(generator, (b,), x0.device) * T_MAX
+    t = torch.where(draws.rand(generator, (b,), x0.device) < grid_share, t_grid, t_uniform)
     tb = t.view(-1, 1, 1, 1)
     v = student((1 - tb) * x0 + tb * z, t, y).float()
     return (v - (z - x0)).square().mean(dim=(1, 2, 3))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import noise as draws
+
 GAN_LOSSES = ("non-saturating", "hinge")
 
 
@@ -45,7 +47,7 @@ def diff_augment(x: torch.Tensor, policy: str, generator: torch.Generator | None
 
 
 def _rand(x, generator, *shape):
-    return torch.rand(x.shape[0], *shape, generator=generator, device=x.device)
+    return draws.rand(generator, (x.shape[0], *shape), x.device)
 
 
 def _color(x, g):

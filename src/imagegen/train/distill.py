@@ -41,7 +41,7 @@ from ..sampling import (
     sample_labels,
 )
 from ..utils import file_sha256, has_bf16_units, write_json
-from . import checkpoint
+from . import checkpoint, dist
 from .ema import make_ema
 from .loop import (
     StopRequest,
@@ -53,7 +53,7 @@ from .loop import (
     with_resume_changes,
     write_grid,
 )
-from .recipes import update
+from .recipes import accumulate
 
 
 def stages(cfg: DistillConfig) -> list[int]:
@@ -93,19 +93,21 @@ def teacher_pairs(gen: Generator, teacher: Path, cfg: DistillConfig, guidance: f
                 "guidance": guidance, "guidance_interval": interval_json(interval)}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     path = teacher / "pairs" / f"{key[:32]}.safetensors"
-    cached = _cached_pairs(path, key, log)
+    cached = dist.broadcast(_cached_pairs(path, key, log) if dist.is_main() else None)  # process 0's file decides
     if cached is not None:
         log(f"reusing the teacher's pairs in {path}")
         return cached
     log(f"drawing {cfg.pairs:,} (noise, image) pairs with the teacher ({sampler}, {steps} steps, "
         f"guidance {guidance:g}{band(interval)}); cached in {path}")
     labels = sample_labels(gen, cfg.pairs)
-    images = generate(gen, labels, seed=cfg.seed, show_progress=show_progress, **s)
-    path.parent.mkdir(exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({"images": images, "labels": labels.astype(np.int64)}, str(tmp),
-              metadata={"key": key, "settings": json.dumps(settings, sort_keys=True)})
-    tmp.replace(path)
+    images = dist.split_draw(lambda part: generate(gen, labels[part.start:part.stop], seed=cfg.seed, start=part.start,
+                                                   show_progress=show_progress, **s), cfg.pairs)  # each its part
+    if dist.is_main():
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({"images": images, "labels": labels.astype(np.int64)}, str(tmp),
+                  metadata={"key": key, "settings": json.dumps(settings, sort_keys=True)})
+        tmp.replace(path)
     return images, labels
 
 
@@ -130,8 +132,10 @@ def distill(teacher: str | Path | None, out: str | Path, cfg: DistillConfig | No
 
     `resume` continues the distillation in `out` from its last checkpoint with its own teacher and settings
     (`teacher` and `cfg` are not used); `budget` ({"minutes": ..., "images": ...}) replaces its budget."""
-    task = DistillTask(teacher, cfg, budget, show_progress, log)
-    return run_loop(task, out, resume=resume, overwrite=overwrite, show_progress=show_progress, log=log, stop=stop)
+    with dist.session():
+        log, show_progress = (log, show_progress) if dist.is_main() else (lambda line: None, False)
+        task = DistillTask(teacher, cfg, budget, show_progress, log)
+        return run_loop(task, out, resume=resume, overwrite=overwrite, show_progress=show_progress, log=log, stop=stop)
 
 
 class DistillTask:
@@ -195,6 +199,7 @@ class DistillTask:
         if doc is not None:
             checkpoint.restore(doc, tensors, nets=self.nets, ema=self.ema, optimizers=self.optimizers,
                                generator=self.generator)
+        self.replicas = dist.replicate(self.nets, cfg.seed, trained=("student",))
         self.folded = _folded(gen, self.guidance, self.interval)
         target = (f"; first target: the teacher's {cfg.teacher_sampler}, {cfg.teacher_substeps} steps per student "
                   "step" if cfg.method == "progressive" else "")
@@ -231,14 +236,21 @@ class DistillTask:
         return torch.optim.Adam(self.student.parameters(), lr=self.train.lr)
 
     def step(self, state: dict) -> dict[str, float] | None:
-        cfg, stage = self.cfg, state["stage"]
-        idx = torch.from_numpy(batch_indices(cfg.seed + stage, len(self.data[0]), state["images"] -
-                                             state["stage_images"], cfg.train.batch_size))
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.train.bf16 is True):
-            loss = _loss(cfg, self.student, self.teacher_v, self.teacher_steps, self.data, idx, self.plan[stage],
-                         self.generator, self.device)
-        ok = update(loss, self.optimizers["student"], self.student, cfg.train.grad_clip)
-        return {"loss": loss.item()} if ok else None
+        cfg, stage, t = self.cfg, state["stage"], self.cfg.train
+        share = dist.Share(cfg.seed, state["step"], t.batch_size, t.micro_batch, self.device)
+        order = batch_indices(cfg.seed + stage, len(self.data[0]), state["images"] - state["stage_images"],
+                              t.batch_size)
+        idx = torch.from_numpy(order[share.start:share.stop])
+        student = self.replicas["student"]
+
+        def loss_sum(rows, rand):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.bf16 is True):
+                return _loss(cfg, student, self.teacher_v, self.teacher_steps, self.data, idx[rows],
+                             self.plan[stage], rand, self.device).sum()
+
+        loss = accumulate(loss_sum, share.passes(), t.batch_size, self.optimizers["student"], self.student, student,
+                          t.grad_clip)
+        return None if loss is None else {"loss": loss}
 
     def position(self, state: dict) -> dict:
         return {"stage": state["stage"], "student_steps": self.plan[state["stage"]]}
@@ -263,11 +275,13 @@ class DistillTask:
         return write_grid(run, gen, state, None)
 
     def finish(self, run: Path, state: dict) -> dict:
-        cfg, k, grid_png = self.cfg, self.plan[-1], self.grid(run, state)
+        cfg, k = self.cfg, self.plan[-1]
+        grid_png = self.grid(run, state) if dist.is_main() else run / "grid.png"
         result = {"out": str(run), "interrupted": False, "method": cfg.method, "steps": k, "stages": self.plan,
                   "guidance_folded": self.folded["guidance"], "pair_seconds": self.pair_seconds, **state,
                   "grid": str(grid_png), "config": to_dict(cfg)}
-        write_json(result, run / "results.json")
+        if dist.is_main():
+            write_json(result, run / "results.json")
         self.log(f"student ({k} step{'s' if k > 1 else ''}) in {run}: {state['images']:,} images in "
                  f"{state['seconds'] / 60:.1f} min; grid: {grid_png}")
         return result
@@ -365,15 +379,14 @@ def _without_attention(net: torch.nn.Module, config: dict) -> tuple[torch.nn.Mod
 
 def _loss(cfg: DistillConfig, student, teacher_v, teacher_steps: tuple[str, int], data, idx, k: int, generator,
           device) -> torch.Tensor:
-    """The batch `idx` of the training images (or teacher pairs) and the route's loss on it; progressive targets
-    take `teacher_steps` = (sampler, steps per student step) of the teacher."""
+    """The batch `idx` of the training images (or teacher pairs) and the route's loss on it, per example;
+    progressive targets take `teacher_steps` = (sampler, steps per student step) of the teacher."""
     images_t, labels_t, z_all = data
     x0 = to_float(images_t[idx]).to(device)
     if cfg.train.channels_last:
         x0 = x0.contiguous(memory_format=torch.channels_last)
     y = labels_t[idx].to(device)
     if cfg.method == "reflow":
-        return reflow_loss(student, z_all[idx].to(device), x0, y, k, generator=generator).mean()
+        return reflow_loss(student, z_all[idx].to(device), x0, y, k, generator=generator)
     sampler, substeps = teacher_steps
-    return progressive_loss(student, teacher_v, x0, y, k, generator=generator, substeps=substeps,
-                            sampler=sampler).mean()
+    return progressive_loss(student, teacher_v, x0, y, k, generator=generator, substeps=substeps, sampler=sampler)

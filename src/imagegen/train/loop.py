@@ -2,8 +2,9 @@
 models) that every kind of run shares through a small `Task`: `imagegen train`'s GeneratorTask below, `imagegen
 distill`'s DistillTask (train/distill.py). The loop owns what they have in common: the learning-rate schedule, the
 non-finite guard, the EMA, log lines, grids, checkpoints, resume and stop requests. Progress is counted in images
-seen; the data order and every random draw are functions of the seed and of the saved generator state, so a
-resumed run reaches the same weights as an uninterrupted one."""
+seen; the data order is a function of the seed and the images seen, and every random draw of a step of (seed,
+step, sample), so a resumed run reaches the same weights as an uninterrupted one, and a run on several processes
+(train/dist.py: each takes its share of every step's global batch; process 0 writes) those of one process."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from ..config import GenConfig, TrainConfig, UNetConfig, checked, saved_config, 
 from ..data import load_splits
 from ..errors import ImagegenError, UsageError
 from ..interrupts import requested as interrupt_requested
+from ..methods import noise as draws
 from ..pixels import class_grid, save_png, to_float
 from ..utils import (
     append_jsonl,
@@ -36,7 +38,7 @@ from ..utils import (
     resolve_device,
     write_json,
 )
-from . import checkpoint, recipes
+from . import checkpoint, dist, recipes
 from .ema import ema_beta, ema_update, make_ema
 from .scoring import final_evaluation, run_evaluator
 
@@ -139,8 +141,13 @@ def run_loop(task: Task, out: str | Path, *, resume: bool = False, overwrite: bo
     return True to stop the run as a stop request does (imagegen sweep's pruner)."""
     # -- set-up: the config checked, then the run directory; the task's networks, restored when resuming
     run = Path(out)
-    config, doc, tensors = _open_run(task, run, resume, overwrite)
-    task.build(run, doc, tensors)
+    with dist.together("opening the run"):  # process 0 checks and opens the run; the others follow its config
+        opened = _open_run(task, run, resume, overwrite) if dist.is_main() else None
+    config, doc, tensors = dist.broadcast(opened)
+    with dist.together("building the networks"):
+        if not dist.is_main():
+            task.configure(doc or {"config": config})
+        task.build(run, doc, tensors)
     state = {"step": 0, "images": 0, "seconds": 0.0, "bad_steps": 0, **task.start}
     losses: list[dict] = []  # the steps' losses since the last log line, saved with each checkpoint
     if doc is not None:
@@ -154,10 +161,11 @@ def run_loop(task: Task, out: str | Path, *, resume: bool = False, overwrite: bo
     last = {"grid": time.monotonic(), "grid_images": state["images"], "ckpt": time.monotonic(),
             "ckpt_images": state["images"], "log_seconds": state["seconds"], "saved": doc is not None}
 
-    def save_checkpoint():
-        checkpoint.save_state(run, nets=task.nets, ema=task.ema, optimizers=task.optimizers,
-                              generator=task.generator, progress={**state, "window": losses}, config=config)
-        task.write_artifact(run, state)
+    def save_checkpoint():  # process 0 writes (the others wait at their next collective)
+        if dist.is_main():
+            checkpoint.save_state(run, nets=task.nets, ema=task.ema, optimizers=task.optimizers,
+                                  generator=task.generator, progress={**state, "window": losses}, config=config)
+            task.write_artifact(run, state)
         last.update(ckpt=time.monotonic(), ckpt_images=state["images"], saved=True)
 
     # -- the loop: learning rate -> step -> non-finite guard -> EMA -> maintenance at a cadence
@@ -166,7 +174,7 @@ def run_loop(task: Task, out: str | Path, *, resume: bool = False, overwrite: bo
     bar = progress(total=total[1], enabled=show_progress, desc=task.label, unit=unit, initial=_done(state, total),
                    bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} " + unit + " [{elapsed}<{remaining}{postfix}]")
     stop = stop or StopRequest()
-    with stop:
+    with stop, _lost_process(task, run, last):
         while (where := task.schedule(state)) is not None:
             t0 = time.perf_counter()
             # -- learning rate: warm-up, then decay over the schedule the step is on
@@ -193,11 +201,11 @@ def run_loop(task: Task, out: str | Path, *, resume: bool = False, overwrite: bo
                 losses.append(stats)
             state["step"] += 1
             state["images"] += cfg.batch_size
-            dt = time.perf_counter() - t0
+            dt, stopping = dist.agree(time.perf_counter() - t0, stop.requested)  # every process counts the same
             state["seconds"] += dt
             bar.update(min(cfg.batch_size if total[0] == "images" else dt, max(0.0, total[1] - bar.n)))
-            # -- maintenance: log line, sample grid, checkpoint, stop request
-            if state["step"] % cfg.log_every == 0 and losses:
+            # -- maintenance: log line, sample grid, checkpoint (process 0 alone), stop request (all together)
+            if state["step"] % cfg.log_every == 0 and losses and dist.is_main():
                 line = {**_log_line(state, lr, losses, cfg.log_every * cfg.batch_size,
                                     state["seconds"] - last["log_seconds"]), **task.position(state)}
                 last["log_seconds"] = state["seconds"]
@@ -206,8 +214,8 @@ def run_loop(task: Task, out: str | Path, *, resume: bool = False, overwrite: bo
                 losses = []
             now = time.monotonic()
             stopped = False  # by on_grid
-            if (state["images"] - last["grid_images"] >= cfg.grid_images if cfg.grid_images
-                    else now - last["grid"] > 60 * cfg.grid_minutes):
+            if dist.is_main() and (state["images"] - last["grid_images"] >= cfg.grid_images if cfg.grid_images
+                                   else now - last["grid"] > 60 * cfg.grid_minutes):
                 task.grid(run, state)
                 last.update(grid=time.monotonic(), grid_images=state["images"])
                 stopped = on_grid is not None and bool(on_grid(run, state))
@@ -215,17 +223,37 @@ def run_loop(task: Task, out: str | Path, *, resume: bool = False, overwrite: bo
             if (now - last["ckpt"] > 60 * cfg.checkpoint_minutes
                     or (every and state["images"] - last["ckpt_images"] >= every)):
                 save_checkpoint()
-            if stop.requested or stopped:
+            if on_grid is not None:  # process 0's pruner decides for every process
+                stopped = dist.broadcast(stopped)
+            if stopping or stopped:
                 save_checkpoint()
+                dist.barrier()
                 bar.close()
                 log(f"stopped at {state['images']:,} images; checkpoint written. "
                     f"Continue with: imagegen {task.command} --resume {run}")
                 return {"out": str(run), "interrupted": True, **state}
-    bar.close()
+        bar.close()
 
-    # -- the end: checkpoint and artifact, then the task's final grid, evaluation and summary
-    save_checkpoint()
-    return task.finish(run, state)
+        # -- the end: checkpoint and artifact, then the task's final grid, evaluation and summary
+        save_checkpoint()
+        dist.barrier()
+        return task.finish(run, state)
+
+
+@contextlib.contextmanager
+def _lost_process(task: Task, run: Path, last: dict):
+    """A collective that failed (another process died, or the group's timeout ran out) as one line: the run stops
+    with its last checkpoint intact."""
+    try:
+        yield
+    except RuntimeError as e:
+        if not dist.lost(e):
+            raise
+        kept = f"its last checkpoint ({last['ckpt_images']:,} images) is intact" if last["saved"] else \
+            "no checkpoint was written yet"
+        raise ImagegenError(f"stopped {run}: another process of the run failed or stopped answering (waited at most "
+                            f"{dist.timeout():g} s: {dist.reason(e)}); {kept}; continue with: "
+                            f"imagegen {task.command} --resume {run} (under torchrun or alone)") from None
 
 
 def train(cfg: GenConfig | None, out: str | Path, *, resume: bool = False, budget: dict | None = None,
@@ -236,9 +264,11 @@ def train(cfg: GenConfig | None, out: str | Path, *, resume: bool = False, budge
     `resume` continues the run in `out` with its own saved config (`cfg` is not used); `budget`
     ({"minutes": ..., "images": ...}) replaces its training budget, e.g. to train it longer; `on_grid` as
     `run_loop` takes it."""
-    task = GeneratorTask(cfg, budget, show_progress, log)
-    return run_loop(task, out, resume=resume, overwrite=overwrite, show_progress=show_progress, log=log, stop=stop,
-                    on_grid=on_grid)
+    with dist.session():
+        log, show_progress = (log, show_progress) if dist.is_main() else (_quiet, False)
+        task = GeneratorTask(cfg, budget, show_progress, log)
+        return run_loop(task, out, resume=resume, overwrite=overwrite, show_progress=show_progress, log=log, stop=stop,
+                        on_grid=on_grid)
 
 
 class GeneratorTask:
@@ -292,15 +322,21 @@ class GeneratorTask:
                  f"full config: {run / 'config.json'}")
         if isinstance(cfg.model, UNetConfig):
             self.log(f"network: {recipes.describe(cfg.model)}")
-        self.evaluator = run_evaluator(cfg.data, train_ds.shape, device, self.show_progress, self.log)
+        self.replicas = dist.replicate(nets, cfg.seed)
+        # process 0 scores; the others only draw their part of the final evaluation's samples
+        self.evaluator = run_evaluator(cfg.data, train_ds.shape, device, self.show_progress, self.log) \
+            if dist.is_main() else None
 
     def schedule(self, state: dict) -> tuple[int, float] | None:
         fraction = fraction_done(state, self.cfg.train)
         return (state["images"], fraction) if fraction < 1.0 else None
 
     def step(self, state: dict) -> dict[str, float] | None:
-        x, y = _batch(self.cfg, self.images_u8, self.labels, state["images"], self.generator, self.device)
-        return recipes.train_step(self.cfg, self.nets, self.optimizers, x, y, self.generator, self.num_classes)
+        t = self.cfg.train
+        share = dist.Share(self.cfg.seed, state["step"], t.batch_size, t.micro_batch, self.device)
+        x, y = _batch(self.cfg, self.images_u8, self.labels, state["images"], share, self.device)
+        return recipes.train_step(self.cfg, self.nets, self.optimizers, x, y, self.generator, self.num_classes,
+                                  share=share, replicas=self.replicas)
 
     def position(self, state: dict) -> dict:
         return {}
@@ -309,25 +345,34 @@ class GeneratorTask:
         save_artifact(run / "model.json", self.infer_kind, self.net_configs[self.infer_name][1], self.ema,
                       {**self.meta, "images": state["images"]})
 
-    def grid(self, run: Path, state: dict) -> Path:
+    def _ema_generator(self):
         from ..sampling import Generator
 
-        gen = Generator(self.ema, self.cfg.method.name, tuple(self.meta["classes"]), self.shape, self.meta,
-                        self.device)
-        return write_grid(run, gen, state, self.evaluator)
+        return Generator(self.ema, self.cfg.method.name, tuple(self.meta["classes"]), self.shape, self.meta,
+                         self.device)
+
+    def grid(self, run: Path, state: dict) -> Path:
+        return write_grid(run, self._ema_generator(), state, self.evaluator)
 
     def finish(self, run: Path, state: dict) -> dict:
-        cfg, grid_png = self.cfg, self.grid(run, state)
+        cfg = self.cfg
+        grid_png = self.grid(run, state) if dist.is_main() else run / "grid.png"
         result = {"out": str(run), "interrupted": False, "method": cfg.method.name, "dataset": cfg.data.dataset,
                   "parameters": self.parameters, **state,
                   "images_per_second": state["images"] / max(state["seconds"], 1e-9), "grid": str(grid_png)}
-        if cfg.train.eval_samples > 0:
+        if cfg.train.eval_samples > 0:  # several processes draw the samples from their EMA copies, process 0 scores
+            gen = self._ema_generator() if dist.world_size() > 1 else None
             result["evaluation"] = final_evaluation(run, cfg, self.evaluator, self.device, self.show_progress,
-                                                     self.log, self.train_ds.images, self.test_ds.images)
-        write_json(result, run / "results.json")
+                                                     self.log, self.train_ds.images, self.test_ds.images, gen)
+        if dist.is_main():
+            write_json(result, run / "results.json")
         self.log(f"trained {state['images']:,} images in {state['seconds'] / 60:.1f} min "
                  f"({result['images_per_second']:.0f} img/s); grid: {grid_png}")
         return result
+
+
+def _quiet(line: str) -> None:
+    """The log of every process but process 0."""
 
 
 def _open_run(task: Task, run: Path, resume: bool, overwrite: bool):
@@ -361,13 +406,15 @@ def _check_command(doc: dict, command: str, run: Path) -> None:
                          f"--resume {run}")
 
 
-def _batch(cfg: GenConfig, images_u8: torch.Tensor, labels: torch.Tensor, start: int, generator, device):
-    """Training images start..start+batch_size-1 of the run's data order as floats in [-1, 1] (flipped at random
-    when `train.flip`, channels-last when `train.channels_last`), and their labels."""
-    idx = torch.from_numpy(batch_indices(cfg.seed, len(images_u8), start, cfg.train.batch_size))
+def _batch(cfg: GenConfig, images_u8: torch.Tensor, labels: torch.Tensor, start: int, share: dist.Share, device):
+    """This process's `share` of training images start..start+batch_size-1 of the run's data order (one process:
+    all of them) as floats in [-1, 1] (flipped at random when `train.flip`, channels-last when
+    `train.channels_last`), and their labels."""
+    order = batch_indices(cfg.seed, len(images_u8), start, cfg.train.batch_size)
+    idx = torch.from_numpy(order[share.start:share.stop])
     x = to_float(images_u8[idx]).to(device)
     if cfg.train.flip:
-        flip = torch.rand(len(x), generator=generator, device=device) < 0.5
+        flip = draws.rand(share.noise(stream=1), (len(x),), device) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
     if cfg.train.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -464,8 +511,10 @@ def _check_sampling(cfg: GenConfig) -> None:
 
 
 def check_budget(train: TrainConfig) -> None:
+    """A budget, and a global batch that splits evenly over the processes of a distributed run."""
     if train.images is None and train.minutes is None:
         raise UsageError("no training budget: set train.images or train.minutes")
+    dist.check_split(train.batch_size)
 
 
 def budget_text(train: TrainConfig) -> str:

@@ -13,7 +13,9 @@ from ..artifacts import MAX_PARAMETERS  # one limit for the networks a config bu
 from ..config import METHOD_CONFIGS, DCGANConfig, EDMConfig, GANConfig, GenConfig, UNetConfig, VAEConfig, to_dict
 from ..errors import UsageError
 from ..methods import augment, diffusion, gan, vae
+from ..methods import noise as draws
 from ..models import build_model
+from . import dist
 
 METHODS = tuple(METHOD_CONFIGS)  # flow, edm, gan, vae
 # the network whose EMA becomes the inference artifact, and its kind in `imagegen.models`
@@ -144,64 +146,103 @@ def build_optimizers(cfg: GenConfig, nets: dict[str, nn.Module]) -> dict[str, to
 
 
 def train_step(cfg: GenConfig, nets: dict, opts: dict, x: torch.Tensor, y: torch.Tensor,
-               generator: torch.Generator, num_classes: int) -> dict[str, float] | None:
-    """One optimisation step of the configured method; None when a non-finite loss or gradient skipped it."""
-    m, clip = cfg.method, cfg.train.grad_clip
+               generator: torch.Generator, num_classes: int, *, share: dist.Share | None = None,
+               replicas: dict | None = None) -> dict[str, float] | None:
+    """One optimisation step of the configured method; None when a non-finite loss or gradient skipped it (on
+    every process). x is the whole batch with noise from `generator`, or this process's `share` of the step's
+    global batch, in its passes with their noise; the forward passes go through `replicas` (nets in DDP)."""
+    m, clip, rep = cfg.method, cfg.train.grad_clip, replicas or nets
     # train.bf16 "auto" is resolved when the run starts (loop._open_run); unresolved it means off
     autocast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.train.bf16 is True)
+    passes = share.passes() if share is not None else [(slice(None), generator)]
+    total = share.total if share is not None else len(x)
     if m.name in ("flow", "edm"):
-        y = diffusion.drop_labels(y, m.label_dropout, num_classes, generator)
         kwargs = ({"sigma_data": m.sigma_data, "p_mean": m.p_mean, "p_std": m.p_std} if m.name == "edm"
                   else {"uniform": m.flow_uniform})
-        if m.augment > 0:
-            x, kwargs["augment_labels"] = augment.augment(x, m.augment, generator)
-            if cfg.train.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-        with autocast:
-            loss = diffusion.LOSSES[m.name](nets["net"], x, y, generator=generator, **kwargs).mean()
-        return {"loss": loss.item()} if update(loss, opts["net"], nets["net"], clip) else None
+
+        def loss_sum(rows, rand):
+            xs, ys, extra = x[rows], diffusion.drop_labels(y[rows], m.label_dropout, num_classes, rand), {}
+            if m.augment > 0:
+                xs, extra["augment_labels"] = augment.augment(xs, m.augment, rand)
+                if cfg.train.channels_last:
+                    xs = xs.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                return diffusion.LOSSES[m.name](rep["net"], xs, ys, generator=rand, **kwargs, **extra).sum()
+
+        loss = accumulate(loss_sum, passes, total, opts["net"], nets["net"], rep["net"], clip)
+        return None if loss is None else {"loss": loss}
     if m.name == "vae":
-        with autocast:
-            loss = vae.elbo_loss(nets["vae"], x, y, generator=generator, beta=m.beta).mean()
-        return {"loss": loss.item()} if update(loss, opts["vae"], nets["vae"], clip) else None
-    return _gan_step(cfg, nets, opts, x, y, generator, autocast)
+        def vae_sum(rows, rand):
+            with autocast:
+                return vae.elbo_loss(rep["vae"], x[rows], y[rows], generator=rand, beta=m.beta).sum()
+
+        loss = accumulate(vae_sum, passes, total, opts["vae"], nets["vae"], rep["vae"], clip)
+        return None if loss is None else {"loss": loss}
+    if len(passes) > 1:
+        raise UsageError("the GAN takes its steps in one pass: train.micro_batch must be at least the batch of each "
+                         "process (train.batch_size / processes)")
+    return _gan_step(cfg, nets, rep, opts, x, y, passes[0][1], total, autocast)
 
 
-def _gan_step(cfg, nets, opts, x, y, generator, autocast) -> dict[str, float] | None:
+def _gan_step(cfg, nets, rep, opts, x, y, rand, total, autocast) -> dict[str, float] | None:
     """Discriminator step on real and generated images, then generator step (DCGAN's alternation)."""
     m, clip = cfg.method, cfg.train.grad_clip
-    G, D = nets["generator"], nets["discriminator"]
+    G, D = rep["generator"], rep["discriminator"]
+    everything = [(slice(None), rand)]
 
     def aug(images):
-        return gan.diff_augment(images, m.diffaugment, generator) if m.diffaugment else images
+        return gan.diff_augment(images, m.diffaugment, rand) if m.diffaugment else images
 
-    z = torch.randn(x.shape[0], G.z_dim, generator=generator, device=x.device)
+    z = draws.randn(rand, (x.shape[0], nets["generator"].z_dim), x.device)
     with autocast:
         fake = G(z, y)
-        loss_d = gan.d_loss(D(aug(x), y).float(), D(aug(fake.detach()), y).float(), m.gan_loss).mean()
-    if m.r1_gamma > 0:
-        loss_d = loss_d + m.r1_gamma / 2 * gan.r1_penalty(D, x, y).mean()
-    if not update(loss_d, opts["discriminator"], D, clip):
+
+    def d_sum(rows, _):
+        with autocast:
+            loss = gan.d_loss(D(aug(x), y).float(), D(aug(fake.detach()), y).float(), m.gan_loss)
+        if m.r1_gamma > 0:  # through the network itself: DDP does not differentiate twice
+            loss = loss + m.r1_gamma / 2 * gan.r1_penalty(nets["discriminator"], x, y)
+        return loss.sum()
+
+    def g_sum(rows, _):
+        with autocast:
+            return gan.g_loss(D(aug(fake), y).float(), m.gan_loss).sum()
+
+    loss_d = accumulate(d_sum, everything, total, opts["discriminator"], nets["discriminator"], D, clip)
+    if loss_d is None:
         return None
-    with autocast:
-        loss_g = gan.g_loss(D(aug(fake), y).float(), m.gan_loss).mean()
-    if not update(loss_g, opts["generator"], G, clip):
+    loss_g = accumulate(g_sum, everything, total, opts["generator"], nets["generator"], G, clip)
+    if loss_g is None:
         return None
-    return {"loss": loss_g.item(), "loss_d": loss_d.item()}
+    return {"loss": loss_g, "loss_d": loss_d}
+
+
+def accumulate(loss_sum, passes: list, total: int, opt: torch.optim.Optimizer, net: nn.Module, replica: nn.Module,
+               clip: float) -> float | None:
+    """One optimisation step over `passes` (rows, noise), `loss_sum(rows, noise)` the summed loss of each, for a
+    global batch of `total` samples: the gradient of the global mean (DDP averages the processes' gradients after
+    the last pass, as EDM scales by its batch per GPU); then the update, only if the loss and the gradient norm
+    (clipped to `clip` when > 0) are finite. Both are the same on every process, so every process skips a step or
+    none does. Returns the global mean loss, or None for a skipped step."""
+    opt.zero_grad(set_to_none=True)
+    sums = []
+    for i, (rows, rand) in enumerate(passes):
+        with dist.no_sync(replica, last=i == len(passes) - 1):
+            s = loss_sum(rows, rand)
+            (s * (dist.world_size() / total)).backward()
+        sums.append(s.detach().float())
+    loss = dist.all_sum(torch.stack(sums).sum()) / total
+    norm = nn.utils.clip_grad_norm_(net.parameters(), clip if clip > 0 else math.inf) if math.isfinite(loss) else loss
+    if not math.isfinite(loss) or not torch.isfinite(torch.as_tensor(norm)):
+        opt.zero_grad(set_to_none=True)
+        return None
+    opt.step()
+    return loss
 
 
 def update(loss: torch.Tensor, opt: torch.optim.Optimizer, net: nn.Module, clip: float) -> bool:
-    """Backward, then step only if the loss and the gradient norm are finite (clipped to `clip` when > 0)."""
-    opt.zero_grad(set_to_none=True)
-    if not torch.isfinite(loss):
-        return False
-    loss.backward()
-    norm = nn.utils.clip_grad_norm_(net.parameters(), clip if clip > 0 else math.inf)
-    if not torch.isfinite(norm):
-        opt.zero_grad(set_to_none=True)
-        return False
-    opt.step()
-    return True
+    """Backward of one process's mean loss, then step only if the loss and the gradient norm are finite."""
+    return accumulate(lambda rows, rand: loss, [(None, None)], 1, opt, net, net, clip) is not None
 
 
 # The quick recipe: `imagegen demo`'s for budgets under 5 minutes (configs/quick.toml holds the same settings, a

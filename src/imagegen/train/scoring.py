@@ -11,6 +11,7 @@ from ..config import GenConfig
 from ..metrics import evaluate, find_evaluator, format_report
 from ..metrics.report import K
 from ..sampling import data_labels, generate, load_generator, run_settings
+from . import dist
 
 
 def run_evaluator(data, shape, device, show_progress: bool, log):
@@ -36,19 +37,23 @@ def run_evaluator(data, shape, device, show_progress: bool, log):
 
 
 def final_evaluation(run: Path, cfg: GenConfig, ev, device, show_progress: bool, log, train_images=None,
-                     test_images=None) -> dict | None:
+                     test_images=None, gen=None) -> dict | None:
     """Sample `eval_samples` images with the run's sampling settings and score them with the evaluator; with the
     images the run trained on and the test split's, the memorisation check too (the first failure to expect on a
-    small data set)."""
-    if ev is None:
+    small data set). In a distributed run every process draws its part of the images from `gen` (its own copy
+    of the EMA network; image i depends only on (seed, i)) and process 0, which has the evaluator, scores them."""
+    if not dist.broadcast(ev is not None):
         log(f"no evaluation: no evaluator that can score {cfg.data.dataset} (the evaluator line at the start says "
             "why)")
         return None
-    gen = load_generator(run, str(device))
-    n = cfg.train.eval_samples
+    gen = load_generator(run, str(device)) if gen is None else gen
+    n, settings = cfg.train.eval_samples, run_settings(gen)
     labels = data_labels(gen, n)  # the training data's mix of classes
-    images = generate(gen, labels, seed=cfg.seed, batch_size=cfg.sample.batch_size, show_progress=show_progress,
-                      **run_settings(gen))
+    images = dist.split_draw(lambda part: generate(gen, labels[part.start:part.stop], seed=cfg.seed, start=part.start,
+                                                   batch_size=cfg.sample.batch_size, show_progress=show_progress,
+                                                   **settings), n)
+    if not dist.is_main():
+        return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the small-n caveat is stated in the report itself
         report = evaluate(images, labels, ev, seed=cfg.seed, train_images=train_images, test_images=test_images)

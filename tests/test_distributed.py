@@ -1,0 +1,156 @@
+"""Training on 2 processes (gloo on 127.0.0.1, a free port, torchrun's environment variables) is the single run,
+split: the same weights as one process with the same global batch, the same EMA on both processes, a 2-process
+run resumed on 1 reaches the weights of an uninterrupted 2-process run, and the processes draw different noise.
+A process killed in the middle of a run stops the other with one clear line, not a hang, and the last
+checkpoint resumes. Every wait is bounded."""
+
+import json
+import multiprocessing
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from imagegen.cli import main
+from imagegen.methods.noise import SliceNoise, randn
+from imagegen.train import loop
+
+from . import distributed_worker
+from .test_train import TINY, tiny_config
+
+QUIET = {"show_progress": False, "log": lambda s: None}
+WAIT = 120  # seconds: the most any launch of 2 processes may take on a busy 2-core machine
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(rank: int, port: int, cache: Path, log: Path, what: str, *args, timeout: float = 20.0):
+    """Process `rank` of 2, forked with the environment torchrun gives its workers (tests/distributed_worker.py)."""
+    proc = multiprocessing.get_context("fork").Process(target=distributed_worker.child,
+                                                       args=(rank, port, cache, timeout, log, what, *args))
+    proc.start()
+    return proc
+
+
+def finish(procs: list, timeout: float = WAIT) -> list[int]:
+    """The processes' exit codes; any still running after `timeout` seconds is killed (and its code is -9)."""
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        p.join(max(0.1, deadline - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join(5)
+    return [p.exitcode for p in procs]
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    """The runs of tests/distributed_worker.py on 2 processes, after one step of a single process (OUT/alone,
+    the whole batch of 32 in one pass), which also imports what the forked processes need."""
+    out = tmp_path_factory.mktemp("two")
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("IMAGEGEN_CACHE", str(out / "cache"))
+        m.setattr(loop, "run_evaluator", lambda *args, **kwargs: None)
+        loop.train(tiny_config(images=32), out / "alone", **QUIET)
+    port = free_port()
+    procs = [launch(r, port, out / "cache", out / f"log{r}.txt", "runs", out) for r in range(2)]
+    codes = finish(procs)
+    assert codes == [0, 0], [(out / f"log{r}.txt").read_text()[-2000:] for r in range(2)]
+    return out
+
+
+def weights(path: Path, prefix: str = "net.") -> dict:
+    return {k: v for k, v in load_file(path).items() if k.startswith(prefix)}
+
+
+def close(a: dict, b: dict, tol: float = 1e-5) -> bool:
+    assert a.keys() == b.keys() and a
+    return all(torch.allclose(a[k].float(), b[k].float(), atol=tol, rtol=tol) for k in a)
+
+
+@pytest.fixture(autouse=True)
+def _no_evaluator(monkeypatch):
+    """No evaluator: computing its reference features would take longer than these runs."""
+    monkeypatch.setattr(loop, "run_evaluator", lambda *args, **kwargs: None)
+
+
+def test_one_step_on_two_processes_gives_the_weights_of_one_process_with_the_same_global_batch(two):
+    alone, split = weights(two / "alone" / "state.safetensors"), weights(two / "one" / "state.safetensors")
+    assert close(alone, split)
+    assert not close(alone, weights(two / "full" / "state.safetensors"))  # trained further: the check can fail
+
+
+def test_the_processes_draw_different_noise_that_together_is_the_single_process_noise(two):
+    draws = [json.loads((two / f"draws-rank{r}.json").read_text()) for r in range(2)]
+    step0 = [[d for d in ds if d["key"] == [0, 0, 0]] for ds in draws]
+    # the starting noise of flow matching: the first image-shaped draw of each pass (16 per process, passes of 8)
+    images = [[d for d in ds if len(torch.tensor(d["values"]).shape) == 4] for ds in step0]
+    assert [d["offset"] for d in images[0]] == [0, 8] and [d["offset"] for d in images[1]] == [16, 24]
+    mine = [torch.cat([torch.tensor(d["values"]) for d in ds]) for ds in images]
+    assert mine[0].shape == (16, 1, 8, 8) and not torch.allclose(mine[0], mine[1])
+    whole = SliceNoise(0, 0, 32, 0, "cpu")  # a single process's step draws the batch of 32 whole
+    whole.calls = images[0][0]["call"]  # at the same draw of the step
+    assert torch.equal(torch.cat(mine), randn(whole, (32, 1, 8, 8), "cpu"))
+
+
+def test_several_steps_leave_the_same_ema_on_both_processes(two):
+    ema = [weights(two / f"full-rank{r}.safetensors", "ema.") for r in range(2)]
+    assert all(torch.equal(ema[0][k], ema[1][k]) for k in ema[0])
+    net = {k.replace("net.", "ema.", 1): v for k, v in weights(two / "full-rank0.safetensors").items()}
+    assert not close(ema[0], net, 1e-7)  # an average, not a copy of the network
+
+
+def test_a_two_process_run_resumed_on_one_reaches_the_uninterrupted_weights(two, tmp_path):
+    parts = [json.loads((two / f"part-rank{r}.json").read_text()) for r in range(2)]
+    assert all(p["interrupted"] and p["images"] == 64 for p in parts)  # the stop on process 1 stopped both
+    resumed = loop.train(None, two / "part", resume=True, **QUIET)
+    assert resumed["images"] == 128
+    full, part = two / "full" / "state.safetensors", two / "part" / "state.safetensors"
+    assert close(weights(full), weights(part)) and close(weights(full, "ema."), weights(part, "ema."))
+
+
+def test_a_killed_process_stops_the_other_with_one_line_and_the_checkpoint_resumes(tmp_path):
+    run, port = tmp_path / "run", free_port()
+    sets = [a for s in [*TINY, "train.checkpoint_images=32", "train.grid_minutes=1000"] for a in ("--set", s)]
+    args = ["train", "--dataset", "digits", "--images", "100000", "--batch-size", "32", "--out", str(run),
+            "--no-progress", *sets]
+    logs = [tmp_path / f"log{r}.txt" for r in range(2)]
+    procs = [launch(r, port, tmp_path / "cache", logs[r], "cli", *args, timeout=15.0) for r in range(2)]
+    try:
+        deadline = time.monotonic() + WAIT
+        while not (run / "state.safetensors").is_file():  # a checkpoint every step: wait for the first
+            assert time.monotonic() < deadline and all(p.is_alive() for p in procs), logs[0].read_text()
+            time.sleep(0.2)
+        time.sleep(0.5)
+        procs[1].kill()
+        t0 = time.monotonic()
+        assert finish(procs[:1], timeout=60) == [1]
+        assert time.monotonic() - t0 < 45  # the group's timeout is 15 s; a dead peer is usually seen at once
+    finally:
+        finish(procs, timeout=10)
+    lines = [line for line in logs[0].read_text().splitlines() if line.strip() and not line.startswith("[W")]
+    assert lines[-1].startswith("imagegen: error: stopped") and "--resume" in lines[-1], lines
+    assert not any("Traceback" in line for line in lines)
+    saved = json.loads((run / "state.json").read_text())["progress"]["images"]
+    resumed = loop.train(None, run, resume=True, budget={"images": saved + 64}, **QUIET)
+    assert not resumed["interrupted"] and resumed["images"] == saved + 64
+
+
+def test_a_distributed_environment_without_its_address_is_a_usage_error(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    assert main(["train", "--dataset", "digits", "--images", "32", "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "MASTER_ADDR is not set" in err[0]
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    assert main(["train", "--dataset", "digits", "--images", "32", "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    assert "WORLD_SIZE must be a whole number" in capsys.readouterr().err
