@@ -7,6 +7,7 @@ from imagegen.data import load_dataset
 from imagegen.models import SeedClassifier
 from imagegen.train.fit import augment, evaluate, fit
 from imagegen.train.optim import lr_at, make_optimizer
+from imagegen.utils import keep_freed_memory
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +71,31 @@ def test_lr_schedule():
     assert lr_at(50, 100, 1.0, "cosine") == pytest.approx(0.5)
     assert lr_at(100, 100, 1.0, "cosine") == pytest.approx(0.0)
     assert lr_at(4, 100, 1.0, "constant", warmup=10) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("opt", ["adam", "sgd"])
+def test_the_fused_optimizer_step_follows_the_loop(digits, opt):
+    train, _ = digits
+    nets, histories = [], []
+    for fused in (False, True):
+        torch.manual_seed(2)
+        net = SeedClassifier(image_size=8)
+        histories.append(fit(net, train.subset(np.arange(256)), None,
+                             FitConfig(epochs=2, optimizer=opt, lr=1e-2 if opt == "sgd" else 1e-3,
+                                       fused_optimizer=fused), generator=torch.Generator().manual_seed(3),
+                             show_progress=False))
+        nets.append(net)
+    for a, b in zip(*histories, strict=True):
+        assert a.loss == pytest.approx(b.loss, rel=1e-4) and a.accuracy == pytest.approx(b.accuracy, abs=1 / 256)
+    for p, q in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-5)
+
+
+def test_freed_memory_is_kept_on_glibc():
+    import os
+
+    try:
+        glibc = bool(os.confstr("CS_GNU_LIBC_VERSION"))
+    except (ValueError, OSError):
+        glibc = False
+    assert keep_freed_memory() is glibc

@@ -13,14 +13,32 @@ def test_seed_classifier_is_exactly_the_seed_network():
     net = SeedClassifier()
     layers = list(net.features) + [net.head]
     kinds = [type(m) for m in layers]
-    assert kinds == [Conv2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Linear, nn.ReLU, nn.Linear]
-    conv, pool, dense, head = layers[0], layers[2], layers[4], layers[6]
+    # Conv2D(ReLU) -> MaxPool, computed as max pooling then ReLU: the same function (next test), 4x fewer values
+    assert kinds == [Conv2d, nn.MaxPool2d, nn.ReLU, nn.Flatten, nn.Linear, nn.ReLU, nn.Linear]
+    conv, pool, dense, head = layers[0], layers[1], layers[4], layers[6]
     assert (conv.in_channels, conv.out_channels, conv.kernel_size, conv.padding) == (1, 32, (3, 3), (0, 0))
     assert pool.kernel_size == 2 and (dense.in_features, dense.out_features) == (13 * 13 * 32, 128)
     assert (head.in_features, head.out_features) == (128, 10)
     # Keras' model.summary() for the same network: 320 + 692,352 + 1,290 parameters
     assert sum(p.numel() for p in net.parameters()) == 693_962
     assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid", "silu"])
+def test_pooling_before_the_activation_is_the_same_network(act):
+    torch.manual_seed(0)
+    net = SeedClassifier(image_size=12, activation=act)
+    conv, dense, head = net.features[0], net.features[4], net.head
+    x = torch.randn(8, 1, 12, 12)
+    f = {"relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "silu": F.silu}[act]
+    seed_order = head(f(dense(F.max_pool2d(f(conv(x)), 2).flatten(1))))  # as written: activation, then pooling
+    ours = net(x)
+    assert torch.allclose(ours, seed_order, atol=1e-6)
+    params = list(net.parameters())
+    for a, b in zip(torch.autograd.grad(ours.square().sum(), params),
+                    torch.autograd.grad(seed_order.square().sum(), params), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert isinstance(net.features[1], nn.SiLU if act == "silu" else nn.MaxPool2d)  # SiLU is not monotone
 
 
 @pytest.mark.parametrize("act,cls", [("sigmoid", nn.Sigmoid), ("tanh", nn.Tanh), ("silu", nn.SiLU)])

@@ -42,6 +42,26 @@ def has_bf16_units(device: torch.device) -> bool:
     return device.type == "cpu" and any(probe() for probe in probes if probe is not None)
 
 
+def keep_freed_memory() -> bool:
+    """Have glibc keep freed memory for reuse instead of returning it to the OS; False where libc is not glibc.
+
+    glibc serves blocks of a few MB with mmap and unmaps them when freed, so a training step that allocates its
+    activations afresh page-faults them in again every time: 1,400 faults, 2.5 ms of the seed classifier's 10 ms
+    step at batch 32 on 2 CPU cores. Process-wide and sticky (mallopt has no undo): blocks up to 64 MiB come from
+    the heap, and up to 256 MiB of free heap is kept. Setting MALLOC_MMAP_THRESHOLD_ in the environment is the same.
+    """
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return False
+    except (ValueError, OSError):  # not a glibc system (macOS, musl, Windows)
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+    return bool(libc.mallopt(m_mmap_threshold, 64 << 20) and libc.mallopt(m_trim_threshold, 256 << 20))
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of a file's bytes, read in blocks (hashlib.file_digest), as hex."""
     with open(path, "rb") as f:

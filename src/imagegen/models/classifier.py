@@ -23,8 +23,12 @@ class SeedClassifier(nn.Module):
         side = (image_size - 2) // 2  # 'valid' 3x3 conv, then 2x2 pooling
         if side < 1:
             raise ValueError(f"image size {image_size} is too small for the seed classifier (needs >= 4)")
+        act, pool = layers.activation(activation), layers.pooling(pooling, 2)
+        # max pooling commutes with a non-decreasing activation: pooling first computes the same function (and
+        # gradients, but for exact ties) on a quarter of the values, 1 ms of the seed's 6 ms step on 2 CPU cores
+        first = (pool, act) if pooling == "max" and activation in layers.NON_DECREASING else (act, pool)
         self.features = nn.Sequential(
-            Conv2d(in_channels, filters, 3), layers.activation(activation), layers.pooling(pooling, 2), nn.Flatten(),
+            Conv2d(in_channels, filters, 3), *first, nn.Flatten(),
             nn.Linear(filters * side * side, hidden), layers.activation(activation),
         )
         self.head = nn.Linear(hidden, num_classes)

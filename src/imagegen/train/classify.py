@@ -47,6 +47,7 @@ def train_seed_classifier(cfg: ClassifyConfig, out: str | Path | None = None, *,
     result = {
         "loss": history[-1]["test_loss"], "accuracy": history[-1]["test_accuracy"],
         "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])),
+        "epoch_seconds": [h["seconds"] for h in history],
         "seconds_total": time.perf_counter() - t0, "epochs": cfg.fit.epochs, "dataset": d.dataset,
         "n_train": len(train), "n_test": len(test), "device": str(device), "split": split,
     }
