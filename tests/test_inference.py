@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from imagegen.errors import ImagegenError, UsageError
-from imagegen.sampling import backends, generate, load_generator
+from imagegen.sampling import SampleRequest, backends, generate, generate_many, load_generator, sample_many
 from imagegen.train import loop
 from imagegen.utils import cache_dir
 
@@ -31,6 +31,17 @@ def test_onnx_backend_draws_what_torch_draws(run):
     diff = np.abs(a.astype(int) - b.astype(int))
     assert diff.max() <= 1 and (diff == 0).mean() > 0.99  # float rounding may move a pixel by one level
     assert np.array_equal(a, generate(fast, labels, seed=1, steps=3, guidance=2.0, batch_size=20))
+
+
+def test_requests_drawn_together_get_the_images_each_gets_alone(run):
+    gen = load_generator(run, "cpu", backend="torch")
+    parts = [(np.array([1, 2, 3]), 5, 0), (np.array([7]), 9, 0), (np.array([0, 0, 4, 4, 4]), 5, 3)]
+    together = generate_many(gen, parts, steps=3, guidance=2.0, batch_size=4)  # batches cross the parts
+    assert [len(t) for t in together] == [3, 1, 5]
+    for (labels, seed, start), got in zip(parts, together, strict=True):
+        assert np.array_equal(got, generate(gen, labels, seed=seed, start=start, steps=3, guidance=2.0))
+    with pytest.raises(ValueError, match="share the run"):
+        sample_many([SampleRequest(str(run), n=2, steps=2), SampleRequest(str(run), n=2, steps=3)], gen)
 
 
 def test_a_patched_unet_exports_as_it_computes(tmp_path):

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from imagegen.cli import main
+from imagegen.sampling import SampleRequest, sample
 from imagegen.serve import app as app_module
 from imagegen.serve import create_app, jobs, routes_jobs
 from imagegen.serve.store import JobStore
@@ -231,6 +232,35 @@ def test_a_running_job_is_cancelled_between_steps_and_the_worker_goes_on(client,
     after = wait(client, client.post(f"{API}/jobs", json={"run": "a", "n": 2, "backend": "torch"}).json())
     assert after["state"] == "done"
     assert client.delete(after["url"]).json()["state"] == "done"  # nothing left to cancel: returned as it is
+
+
+def test_waiting_jobs_of_one_run_and_settings_are_drawn_together_each_as_alone(client, runs, monkeypatch):
+    joined, studio_jobs = [], client.app.state.studio.jobs
+    original = jobs.run_generate_joined
+
+    def spy(owner, rows, folders, advance):
+        joined.append([r["params"]["seed"] for r in rows])
+        if len(rows) > 1:  # a cancel that arrives while the joined jobs sample: that job alone drops out
+            studio_jobs.cancels[rows[1]["id"]].set()
+        return original(owner, rows, folders, advance)
+
+    monkeypatch.setattr(jobs, "run_generate_joined", spy)
+    blocker = client.post(f"{API}/jobs", json={"run": "a", "n": 200, "steps": 1000, "backend": "torch"}).json()
+    wait(client, blocker, states=("running",))
+    asks = [{"n": 3, "seed": 1}, {"n": 2, "seed": 2}, {"n": 5, "seed": 3, "class": 4}, {"n": 1, "seed": 1},
+            {"n": 2, "seed": 4, "steps": 3}]  # the last one's settings differ: drawn on its own
+    queued = [client.post(f"{API}/jobs", json={"run": "a", "backend": "torch", **ask}).json() for ask in asks]
+    client.delete(blocker["url"])
+    ended = [wait(client, job) for job in queued]
+    assert joined == [[1, 2, 3, 1]]  # the blocker and the last job run alone (not through the join)
+    assert [job["state"] for job in ended] == ["done", "cancelled", "done", "done", "done"]
+    assert not (runs / ".studio" / "jobs" / queued[1]["id"]).exists()
+    for job, ask in zip(ended, asks, strict=True):
+        if job["state"] == "done":  # each job's images are those of its own `imagegen sample` request
+            alone = sample(SampleRequest(str(runs / "a"), n=ask["n"], seed=ask["seed"], steps=ask.get("steps"),
+                                         classes=(ask["class"],) if "class" in ask else None, backend="torch"))
+            with np.load(runs / ".studio" / "jobs" / job["id"] / "samples.npz") as got:
+                assert np.array_equal(got["images"], alone.images) and np.array_equal(got["labels"], alone.labels)
 
 
 def test_a_full_queue_answers_429_with_retry_after_and_a_queued_job_can_be_cancelled(runs):

@@ -10,6 +10,7 @@ from .generator import (
     data_labels,
     generate,
     generate_from,
+    generate_many,
     image_seed,
     latent_shape,
     load_generator,
@@ -17,7 +18,7 @@ from .generator import (
     sample_labels,
     sigmas_for,
 )
-from .request import SampleRequest, Samples, class_index, drawn_with, sample
+from .request import SampleRequest, Samples, class_index, drawn_with, sample, sample_many
 
 __all__ = [
     "GENERATOR_KINDS",
@@ -31,11 +32,13 @@ __all__ = [
     "drawn_with",
     "generate",
     "generate_from",
+    "generate_many",
     "image_seed",
     "latent_shape",
     "load_generator",
     "run_settings",
     "sample",
     "sample_labels",
+    "sample_many",
     "sigmas_for",
 ]

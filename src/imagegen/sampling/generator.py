@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,10 +142,15 @@ def _check_sample_meta(s) -> None:
 
 
 class StackedRandom:
-    """One torch.Generator per image, seeded from (seed, index); draws are stacked along the batch."""
+    """One torch.Generator per image, seeded from (seed, index); draws are stacked along the batch. `seed` is one
+    seed for all, or each image's own (a batch that joins the images of several requests)."""
 
-    def __init__(self, seed: int, indices, device: torch.device):
-        self.gens = [torch.Generator().manual_seed(image_seed(seed, int(i))) for i in indices]
+    def __init__(self, seed: int | Sequence[int], indices, device: torch.device):
+        indices = [int(i) for i in indices]
+        seeds = [seed] * len(indices) if isinstance(seed, int | np.integer) else [int(s) for s in seed]
+        if len(seeds) != len(indices):
+            raise ValueError(f"{len(seeds)} seeds for {len(indices)} images")
+        self.gens = [torch.Generator().manual_seed(image_seed(s, i)) for s, i in zip(seeds, indices, strict=True)]
         self.device = device
 
     def randn(self, *shape: int) -> torch.Tensor:
@@ -252,25 +258,44 @@ def check_number(value, name: str, lo: float, hi: float, meaning: str = "") -> N
                          f"got {value:g}")
 
 
-@torch.inference_mode()
 def generate(gen: Generator, labels: np.ndarray, *, seed: int = 0, start: int = 0, steps: int = 8,
              sampler: str = "dpmpp-2m", guidance: float = 1.0, guidance_interval=EVERYWHERE, eta: float = 0.0,
              batch_size: int = 250, callback=None, show_progress: bool = False) -> np.ndarray:
     """uint8 images (N, C, H, W) for `labels`; image j is image (start + j) of the run seeded `seed`; guidance
     applies at noise levels lo < sigma <= hi of `guidance_interval`; `eta` is ddim's (0: deterministic)."""
+    return generate_many(gen, [(labels, seed, start)], steps=steps, sampler=sampler, guidance=guidance,
+                         guidance_interval=guidance_interval, eta=eta, batch_size=batch_size, callback=callback,
+                         show_progress=show_progress)[0]
+
+
+@torch.inference_mode()
+def generate_many(gen: Generator, parts: Sequence[tuple[np.ndarray, int, int]], *, steps: int = 8,
+                  sampler: str = "dpmpp-2m", guidance: float = 1.0, guidance_interval=EVERYWHERE, eta: float = 0.0,
+                  batch_size: int = 250, callback=None, show_progress: bool = False) -> list[np.ndarray]:
+    """`generate` for several (labels, seed, start) parts with the same sampler settings, their images drawn in
+    shared batches: part k's images are those `generate(gen, labels_k, seed=seed_k, start=start_k)` draws (every
+    draw is an image's own, from its (seed, index)), but many small requests take few network calls (the studio
+    joins queued jobs this way)."""
     check_sampling(steps=steps, sampler=sampler, guidance_interval=guidance_interval, batch_size=batch_size,
                    guidance=guidance, eta=eta)
+    if not parts:
+        return []
+    sizes = [len(lab) for lab, _, _ in parts]
+    labels = np.concatenate([np.asarray(lab, np.int64) for lab, _, _ in parts])
+    seeds = np.concatenate([np.full(n, seed, np.int64) for n, (_, seed, _) in zip(sizes, parts, strict=True)])
+    index = np.concatenate([np.arange(start, start + n) for n, (_, _, start) in zip(sizes, parts, strict=True)])
     out = []
     bar = progress(total=len(labels), enabled=show_progress, desc="sampling", unit="img")
     for lo in range(0, len(labels), batch_size):
         idx = np.arange(lo, min(lo + batch_size, len(labels)))
-        rand = StackedRandom(seed, idx + start, gen.device)
+        rand = StackedRandom(seeds[idx].tolist(), index[idx], gen.device)
         y = torch.as_tensor(labels[idx], dtype=torch.long, device=gen.device)
         z = rand.randn(*latent_shape(gen))
         out.append(to_uint8(_draw(gen, y, z, rand, steps, sampler, guidance, guidance_interval, eta, callback)))
         bar.update(len(idx))
     bar.close()
-    return np.concatenate(out) if out else np.zeros((0, *gen.image_shape), np.uint8)
+    images = np.concatenate(out) if out else np.zeros((0, *gen.image_shape), np.uint8)
+    return np.split(images, np.cumsum(sizes)[:-1])
 
 
 def latent_shape(gen: Generator) -> tuple[int, ...]:

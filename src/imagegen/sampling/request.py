@@ -5,6 +5,7 @@ a request leaves unset (None) is the run's own setting, so `SampleRequest(run)` 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from ..config import MAX_IMAGES, MAX_SEED
 from ..errors import UsageError
 from ..methods.guidance import interval_json
 from . import backends
-from .generator import Generator, check_sampling, check_whole, generate, load_generator, run_settings
+from .generator import Generator, check_sampling, check_whole, generate_many, load_generator, run_settings
 
 ONE_CALL = ("gan", "vae")  # methods that draw an image in one network call: no sampler settings apply
 DEVICES = ("auto", "cpu", "cuda")
@@ -110,10 +111,25 @@ class Samples:
 def sample(request: SampleRequest, gen: Generator | None = None, *, show_progress: bool = False,
            callback=None) -> Samples:
     """Draw the images `request` asks for, from `gen` when given (an already loaded generator of that run)."""
-    request.check()
-    gen = gen or load_generator(Path(request.run), request.device, request.backend)
-    labels, settings = request.labels(gen), request.settings(gen)
-    images = generate(gen, labels, seed=request.seed, batch_size=request.batch_size, show_progress=show_progress,
-                      callback=callback, **settings)
-    return Samples(images, labels, settings, request)
+    return sample_many([request], gen, show_progress=show_progress, callback=callback)[0]
 
+
+def sample_many(requests: Sequence[SampleRequest], gen: Generator | None = None, *, show_progress: bool = False,
+                callback=None) -> list[Samples]:
+    """Several requests of one run and backend with the same sampler settings, drawn in shared batches
+    (`generate_many`): each gets the Samples `sample` would give it alone."""
+    if not requests:
+        return []
+    first = requests[0]
+    for r in requests:
+        r.check()
+    gen = gen or load_generator(Path(first.run), first.device, first.backend)
+    settings = first.settings(gen)
+    if any((r.run, r.backend, r.device) != (first.run, first.backend, first.device) or r.settings(gen) != settings
+           for r in requests):
+        raise ValueError("requests drawn together must share the run, backend, device and sampler settings")
+    labels = [r.labels(gen) for r in requests]
+    images = generate_many(gen, [(lab, r.seed, 0) for lab, r in zip(labels, requests, strict=True)],
+                           batch_size=max(r.batch_size for r in requests), callback=callback,
+                           show_progress=show_progress, **settings)
+    return [Samples(im, lab, settings, r) for im, lab, r in zip(images, labels, requests, strict=True)]

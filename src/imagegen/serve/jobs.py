@@ -21,11 +21,12 @@ import torch
 
 from ..errors import ImagegenError
 from ..sampling import load_generator
-from .runners import IMAGE_FILE, RUNNERS, draw_image
+from .runners import IMAGE_FILE, RUNNERS, draw_image, join_key, run_generate_joined
 from .runs import API, STUDIO, NotFound
 from .store import JobStore
 
 log = logging.getLogger("imagegen.serve")
+JOIN_MAX = 16  # waiting generate jobs joined into one sampler call at most (the default queue holds 16)
 
 
 class Cancelled(Exception):
@@ -60,6 +61,41 @@ class GeneratorCache:
         return gen
 
 
+class JobQueue:
+    """The waiting jobs in order, at most `maxsize`, each with its join key (None: runs alone). `take_like` takes
+    out of the middle the waiting jobs that can share a sampler call with the one starting, which queue.Queue
+    cannot do."""
+
+    def __init__(self, maxsize: int):
+        self.maxsize, self.items, self.ready = maxsize, OrderedDict(), threading.Condition()
+
+    def full(self) -> bool:
+        with self.ready:
+            return len(self.items) >= self.maxsize
+
+    def put(self, id: str, key) -> None:
+        with self.ready:
+            if len(self.items) >= self.maxsize:
+                raise queue.Full
+            self.items[id] = key
+            self.ready.notify()
+
+    def get(self, timeout: float) -> tuple[str, object] | None:
+        """The oldest waiting job (id, key), waiting at most `timeout` s for one; None if none came."""
+        with self.ready:
+            if not self.items:
+                self.ready.wait(timeout)
+            return self.items.popitem(last=False) if self.items else None
+
+    def take_like(self, key, limit: int) -> list[str]:
+        """Up to `limit` waiting jobs of join key `key`, oldest first, taken out of the queue."""
+        with self.ready:
+            ids = [] if key is None else [id for id, k in self.items.items() if k == key][:limit]
+            for id in ids:
+                del self.items[id]
+            return ids
+
+
 class Jobs:
     """The queue, the worker and the store of one server (one device)."""
 
@@ -69,7 +105,7 @@ class Jobs:
         self.max_n, self.max_cells = max_n, max_cells
         self.root = runs_dir / STUDIO / "jobs"
         self.store = JobStore(runs_dir / STUDIO / "jobs.sqlite")
-        self.queue: queue.Queue[str] = queue.Queue(maxsize=queue_size)
+        self.queue = JobQueue(queue_size)
         self.cache = GeneratorCache(cache_size, device)
         self.progress: dict[str, float] = {}
         # a counter per unfinished job, moved at each change of its state or progress: an event stream compares
@@ -80,7 +116,7 @@ class Jobs:
         self.durations: deque[float] = deque(maxlen=20)
         self.submit_lock, self.stopping = threading.Lock(), threading.Event()
         self.worker: threading.Thread | None = None
-        self.writes: queue.Queue = queue.Queue(maxsize=2)  # (id, folder, write, t0) for the writer; None ends it
+        self.writes: queue.Queue = queue.Queue(maxsize=2 * JOIN_MAX)  # (id, folder, write, t0); None ends it
         self.writer: threading.Thread | None = None
 
     # -- lifecycle
@@ -118,7 +154,7 @@ class Jobs:
             self.store.insert(id, kind, params, info)
             self.cancels[id], self.finished[id] = threading.Event(), threading.Event()
             self.versions[id] = 0
-            self.queue.put_nowait(id)
+            self.queue.put(id, join_key(kind, params))
         return self.get(id)
 
     def retry_after(self) -> int:
@@ -190,29 +226,73 @@ class Jobs:
     def _loop(self) -> None:
         torch.set_num_threads(self.threads)  # its own share of the cores; a training child gets the rest
         while not self.stopping.is_set():
-            try:
-                id = self.queue.get(timeout=0.2)
-            except queue.Empty:
+            if (item := self.queue.get(timeout=0.2)) is None:
                 continue
-            self._run(id)
+            id, key = item
+            # waiting generate jobs of the same run and settings join it: one sampler call for all of them draws
+            # what each would draw alone, in fewer, fuller batches (1-image jobs cost a whole network call each)
+            ids = [id, *self.queue.take_like(key, JOIN_MAX - 1)]
+            if len(ids) == 1:
+                self._run(id)
+            else:
+                self._run_joined(ids)
+
+    def _start(self, id: str) -> dict | None:
+        """Job `id` moved to running: its row, or None when it was cancelled while it waited."""
+        if not self._move(id, ("queued",), "running", started=time.time()):
+            self._forget(id)
+            return None
+        self.progress[id] = 0.0
+        return self.store.get(id)
 
     def _run(self, id: str) -> None:
         t0 = time.perf_counter()
-        if not self._move(id, ("queued",), "running", started=time.time()):
-            self._forget(id)
-            return  # cancelled while it waited
-        row, folder = self.store.get(id), self.root / id
-        self.progress[id] = 0.0
+        if (row := self._start(id)) is None:
+            return
+        folder = self.root / id
         try:
             result = RUNNERS[row["kind"]](self, row, folder, lambda f: self._advance(id, f))
         except Exception as e:
             self._failed(id, folder, e)
         else:
-            if callable(result):  # its files, written by the writer while this thread samples the next job
-                self.writes.put((id, folder, result, t0))
-                return
-            self._done(id, result, t0)
+            self._finish(id, folder, result, t0)
+            return
         self._forget(id)
+
+    def _finish(self, id: str, folder: Path, result, t0: float) -> None:
+        if callable(result):  # its files, written by the writer while this thread samples the next job
+            self.writes.put((id, folder, result, t0))
+            return
+        self._done(id, result, t0)
+        self._forget(id)
+
+    def _run_joined(self, ids: list[str]) -> None:
+        """Generate jobs of one join key drawn in one sampler call; a job cancelled meanwhile drops out of it."""
+        t0 = time.perf_counter()
+        rows = [row for id in ids if (row := self._start(id)) is not None]
+        if not rows:
+            return
+
+        def advance(fraction: float) -> None:  # each job's progress; Cancelled only once every job is cancelled
+            live = [r for r in rows if not self.cancels[r["id"]].is_set()]
+            if not live or self.stopping.is_set():
+                raise Cancelled
+            for r in live:
+                self._advance(r["id"], fraction)
+
+        try:
+            writes = run_generate_joined(self, rows, [self.root / r["id"] for r in rows], advance)
+        except Exception as e:
+            for r in rows:
+                self._failed(r["id"], self.root / r["id"], e)
+                self._forget(r["id"])
+            return
+        for r, write in zip(rows, writes, strict=True):
+            if self.cancels[r["id"]].is_set():
+                self._failed(r["id"], self.root / r["id"], Cancelled())
+                self._forget(r["id"])
+            else:
+                self._finish(r["id"], self.root / r["id"], write, t0)
 
     def _write_loop(self) -> None:
         """The writer: a generate job's files (samples.npz, its grid) written while the worker samples the next job.

@@ -16,8 +16,8 @@ import numpy as np
 from ..metrics.samples import load_samples, save_samples
 from ..pixels import class_grid, class_rows, save_png, to_pil
 from ..report import draw
-from ..sampling import SampleRequest, drawn_with, sample
-from .params import request_for
+from ..sampling import drawn_with, sample, sample_many
+from .params import SAMPLE_KEYS, request_for
 from .runs import resolve_run
 
 PLOTTING = threading.Lock()  # matplotlib's pyplot is not thread-safe: the worker and the report route take turns
@@ -35,28 +35,45 @@ def stepper(advance, done: float, share: float, calls: int):
     return callback
 
 
-def calls_of(gen, request: SampleRequest, steps: int) -> int:
-    """Sampler callbacks for a request: steps per batch for flow and EDM; GAN and VAE draw without steps."""
-    return max(1, steps * -(-request.n // request.batch_size)) if gen.method in ("flow", "edm") else 1
+def calls_of(gen, n: int, batch_size: int, steps: int) -> int:
+    """Sampler callbacks for n images: steps per batch for flow and EDM; GAN and VAE draw without steps."""
+    return max(1, steps * -(-n // batch_size)) if gen.method in ("flow", "edm") else 1
 
 
 def run_generate(jobs, row: dict, folder: Path, advance):
     """Samples; returns the function that writes the files (the writer thread calls it)."""
-    p = row["params"]
-    run = resolve_run(jobs.runs_dir, p["run"])
-    request = request_for(run, p, jobs.device)
-    gen = jobs.cache.get(run, request.backend)
-    s = request.settings(gen)
-    drawn = sample(request, gen, callback=stepper(advance, 0.0, 0.98, calls_of(gen, request, s["steps"])))
-    advance(0.98)  # last chance to cancel before the files
+    return run_generate_joined(jobs, [row], [folder], advance)[0]
 
+
+def join_key(kind: str, params: dict):
+    """Jobs with equal keys can be drawn in one sampler call: generate jobs of one run, backend and sampler
+    settings (seed, n and class may differ: every image's noise is its own). None: a job that runs alone."""
+    if kind != "generate":
+        return None
+    return (params["run"], params["backend"], *(params.get(k) for k in (*SAMPLE_KEYS, "guidance_interval")))
+
+
+def run_generate_joined(jobs, rows: list[dict], folders: list[Path], advance) -> list:
+    """Generate jobs of one join key sampled together (sampling.sample_many: each gets the images it would get
+    alone); returns each job's function that writes its files."""
+    requests = [request_for(resolve_run(jobs.runs_dir, row["params"]["run"]), row["params"], jobs.device)
+                for row in rows]
+    gen = jobs.cache.get(Path(requests[0].run), requests[0].backend)
+    s = requests[0].settings(gen)
+    calls = calls_of(gen, sum(r.n for r in requests), max(r.batch_size for r in requests), s["steps"])
+    drawn = sample_many(requests, gen, callback=stepper(advance, 0.0, 0.98, calls))
+    advance(0.98)  # last chance to cancel before the files
+    return [_writer(gen, d, s, folder) for d, folder in zip(drawn, folders, strict=True)]
+
+
+def _writer(gen, drawn, s: dict, folder: Path):
     def write() -> dict:  # by the writer thread (Jobs._write_loop), while the worker samples the next job
         folder.mkdir(parents=True, exist_ok=True)
         save_samples(folder / "samples.npz", drawn.images, drawn.labels)  # the durable copy of every image
         rows, row_names = class_rows(drawn.images, drawn.labels, gen.classes)
         # zlib level 1: a 100-image grid (661x620) took 11 ms to encode instead of 25 at PIL's default 6, for a
         # file 8% larger
-        save_png(class_grid(rows, row_names, nrow=10, footer=drawn_with(gen.method, s, request.seed)),
+        save_png(class_grid(rows, row_names, nrow=10, footer=drawn_with(gen.method, s, drawn.request.seed)),
                  folder / "grid.png", compress_level=1)
         # each N.png is drawn from samples.npz on its first GET (Jobs.file): writing 100 PNGs here cost as much as
         # sampling them with a fast student, and most are never fetched one by one
@@ -94,8 +111,8 @@ def run_compare(jobs, row: dict, folder: Path, advance) -> dict:
             gen = jobs.cache.get(run, request.backend)
             steps = request.settings(gen)["steps"]
             done = (r * len(seeds) + c) / cells
-            images.append(sample(request, gen, callback=stepper(advance, done, 1 / cells,
-                                                                calls_of(gen, request, steps))).images)
+            calls = calls_of(gen, request.n, request.batch_size, steps)
+            images.append(sample(request, gen, callback=stepper(advance, done, 1 / cells, calls)).images)
             advance(done + 1 / cells)
         rows.append((setting["label"], np.concatenate(images)))
     folder.mkdir(parents=True, exist_ok=True)
