@@ -1,7 +1,8 @@
 """One process of the 2-process runs of tests/test_distributed.py: `child` is forked by the test (a fork starts
 in milliseconds where a new interpreter imports torch for seconds), takes the environment torchrun gives its
 workers (RANK, WORLD_SIZE, MASTER_ADDR, ...) and runs without an evaluator (its reference features would take
-longer than the runs): `imagegen ARGS` (`cli`), or `runs`, which trains in one process group
+longer than the runs): `imagegen ARGS` (`cli`; `cli-evaluator` with the evaluator), or `runs`, which trains in one
+process group
 
 - OUT/one: one step of a global batch of 32 (16 per process, in passes of 8), recording the noise it drew;
 - OUT/full: four steps, uninterrupted;
@@ -19,7 +20,7 @@ from safetensors.torch import save_file
 
 from imagegen import cli
 from imagegen.methods import noise
-from imagegen.train import dist, loop
+from imagegen.train import dist, loop, scoring
 
 from .test_train import StopAfter, tiny_config
 
@@ -67,8 +68,10 @@ def child(rank: int, port: int, cache: Path, timeout: float, log: Path, what: st
         os.environ.update({"RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2",
                            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "IMAGEGEN_CACHE": str(cache),
                            "IMAGEGEN_DIST_TIMEOUT": str(timeout), "IMAGEGEN_PROGRESS": "0"})
-        loop.run_evaluator = lambda *a, **k: None
-        code = cli.main(list(args)) if what == "cli" else runs(Path(args[0])) or 0
+        # no evaluator (its reference features would take longer than these runs), unless asked for: the real one
+        # then, whatever the test that forked this process had patched
+        loop.run_evaluator = scoring.run_evaluator if what == "cli-evaluator" else lambda *a, **k: None
+        code = cli.main(list(args)) if what.startswith("cli") else runs(Path(args[0])) or 0
     except BaseException:
         traceback.print_exc()
     finally:

@@ -144,6 +144,27 @@ def test_a_killed_process_stops_the_other_with_one_line_and_the_checkpoint_resum
     assert not resumed["interrupted"] and resumed["images"] == saved + 64
 
 
+def test_a_sweep_under_torchrun_trains_every_trial_on_both_processes(tmp_path):
+    from .test_sweep import TINY_FLOW, trials_of
+
+    space, out, port = tmp_path / "space.toml", tmp_path / "sweep", free_port()
+    space.write_text(TINY_FLOW)
+    args = ["sweep", str(space), "--out", str(out), "--budget-trials", "2", "--no-progress"]
+    logs = [tmp_path / f"log{r}.txt" for r in range(2)]
+    procs = [launch(r, port, tmp_path / "cache", logs[r], "cli-evaluator", *args) for r in range(2)]
+    assert finish(procs) == [0, 0], [log.read_text()[-2000:] for log in logs]
+    trials = trials_of(out)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 2 and all(t.value > 0 for t in trials)
+    assert all(list(t.intermediate_values) == [64, 128] for t in trials)  # process 0's reports to the pruner
+    trained = [out / t.user_attrs["run"] for t in trials]
+    trained += list((out / "retrain").iterdir())  # the best one, trained again with its full budget
+    assert all(json.loads((run / "results.json").read_text())["processes"] == 2 for run in trained)
+    assert "best: trial" in logs[0].read_text() and "best: trial" not in logs[1].read_text()  # one summary
+    port = free_port()
+    again = [launch(r, port, tmp_path / "cache", logs[r], "cli", *args, "--workers", "2") for r in range(2)]
+    assert finish(again) == [2, 2] and "use one or the other" in logs[0].read_text()
+
+
 def test_a_distributed_environment_without_its_address_is_a_usage_error(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")

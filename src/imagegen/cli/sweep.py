@@ -35,5 +35,6 @@ def run_sweep(args):
 
     out = Path(args.out) if args.out else Path("sweeps") / Path(args.space).stem
     check_output(out, folder=True)
-    return sweep(args.space, out, minutes=args.budget_minutes, trials=args.budget_trials, storage=args.storage,
-                 workers=args.workers, log=log_for(args))
+    result = sweep(args.space, out, minutes=args.budget_minutes, trials=args.budget_trials, storage=args.storage,
+                   workers=args.workers, log=log_for(args))
+    return None if "process" in result else result  # under torchrun: one summary, process 0's

@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 from ..config import to_dict
 from ..utils import atomic_write, write_json
 from .space import Space, flatten
+from .trial import train_run
 
 COMMAND_LINE = {"train": "imagegen train --config", "classify": "imagegen classify train --config"}
 SWEEP_ONLY = ("validation", "train.grid_images")  # the sweep's own protocol: not part of the best settings
@@ -104,8 +105,6 @@ def _cell(v) -> str:
 def retrain(space: Space, out: Path, study: optuna.Study, log) -> list[dict]:
     """The best `retrain_count` trials trained again with the [retrain] settings (the full budget), each into
     retrain/NNNN; a finished one is read, an interrupted one continued."""
-    from ..train.loop import train
-
     done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.value,
                   reverse=space.maximize)
     results = []
@@ -114,9 +113,7 @@ def retrain(space: Space, out: Path, study: optuna.Study, log) -> list[dict]:
         settings = {k: v for k, v in {**t.user_attrs["settings"], **space.retrain}.items() if k not in SWEEP_ONLY}
         if not (run / "results.json").is_file():
             log(f"retraining trial {t.number} with {', '.join(f'{k}={v}' for k, v in space.retrain.items())}")
-            resume = (run / "state.json").is_file()
-            result = train(None if resume else space.build(settings), run, resume=resume, overwrite=not resume,
-                           show_progress=False, log=lambda s: None)
+            result = train_run(space, settings, run, resume=(run / "state.json").is_file())
             if result.get("interrupted"):
                 raise KeyboardInterrupt
         result = json.loads((run / "results.json").read_text())

@@ -22,9 +22,10 @@ import optuna
 from optuna.trial import TrialState
 
 from ..errors import ImagegenError, UsageError
+from ..train import dist
 from ..utils import lock_run_dir, releases_run_locks, write_json
 from .space import Space, read_space
-from .trial import run_trial
+from .trial import follow, run_trial
 
 SWEEP_FILE = "sweep.json"  # OUT/sweep.json: the space as the study began with it, its storage and study name
 HEARTBEAT = {"heartbeat_interval": 60, "grace_period": 180}  # RDB storages: a trial silent for 3 minutes is stale
@@ -251,12 +252,30 @@ def run_workers(space: Space, out: Path, storage: str, name: str, budget: dict, 
 def sweep(space_path: str | Path, out: str | Path, *, minutes: float | None = None, trials: int | None = None,
           storage: str | None = None, workers: int = 1, log=print) -> dict:
     """Run (or continue) the sweep of the space file into `out`; returns its summary (outputs.py)."""
-    from . import outputs
-
     if minutes is None and trials is None:
         raise UsageError("a sweep needs a budget: --budget-minutes M or --budget-trials N (or both)")
     space = read_space(space_path)  # every setting checked before anything is written
     out = Path(out)
+    with dist.session():  # under torchrun every trial trains on all the processes; process 0 runs the study
+        if dist.world_size() == 1:
+            return _sweep(space, space_path, out, minutes, trials, storage, workers, log)
+        if workers > 1:
+            raise UsageError("--workers runs trials side by side in one machine's processes; under torchrun each "
+                             "trial trains on all the processes: use one or the other")
+        if space.command != "train":
+            raise UsageError("a classifier sweep trains in one process: start it without torchrun")
+        if not dist.is_main():
+            return {"out": str(out), "process": dist.rank(), "runs_trained": follow(space)}
+        try:
+            return _sweep(space, space_path, out, minutes, trials, storage, workers, log)
+        finally:  # the others wait for their next order: the sweep is over (also when it failed here)
+            with contextlib.suppress(RuntimeError, ImagegenError):
+                dist.broadcast(None)
+
+
+def _sweep(space: Space, space_path, out: Path, minutes, trials, storage, workers: int, log) -> dict:
+    from . import outputs
+
     if out.exists() and not out.is_dir():
         raise ImagegenError(f"--out {out} is a file; a sweep directory is needed here")
     saved = _read_sweep(out)

@@ -7,6 +7,7 @@ study's n with the config's seed; a classifier reports its validation accuracy (
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import optuna
 
-from ..errors import UsageError
+from ..errors import ImagegenError, UsageError
 from .space import Space
 
 GRID_STEP = "images"  # what a generator's intermediate values are counted in
@@ -34,7 +35,7 @@ def run_trial(space: Space, out: Path, trial: optuna.Trial, log) -> float:
     t0 = time.monotonic()
     try:
         cfg = space.build(settings)  # a combination the config refuses fails this trial, with the reason
-        value = (_train(space, cfg, run, trial, resume) if space.command == "train"
+        value = (_train(space, settings, run, trial, resume) if space.command == "train"
                  else _classify(space, cfg, run, trial))
     except KeyboardInterrupt:
         trial.set_user_attr("interrupted", True)
@@ -98,14 +99,42 @@ def grid_fid(metrics: Path, images: int) -> float | None:
     return None
 
 
-def _train(space: Space, cfg, run: Path, trial: optuna.Trial, resume: bool) -> float:
+def train_run(space: Space, settings: dict, run: Path, resume: bool, on_grid=None, log=None) -> dict:
+    """Train a trial's (or a retrained trial's) run with `settings`, or continue it (`resume`). Under torchrun,
+    process 0 first tells the others which run to train (`follow` receives it) and all of them train it together;
+    process 0 alone reports to the study (`on_grid`, whose verdict the training loop sends to the others)."""
+    from ..train import dist
+
+    if dist.world_size() > 1:
+        dist.broadcast({"settings": settings, "run": str(run), "resume": resume, "reports": on_grid is not None})
+    return _train_with(space, settings, run, resume, on_grid, log or (lambda line: None))
+
+
+def follow(space: Space) -> int:
+    """A process other than 0 of a sweep under torchrun: train each run that process 0 names, with it, until it
+    says the sweep is over (None); returns how many. A run that fails fails on process 0 too, which decides what
+    comes next; a lost process stops this one at the next collective."""
+    from ..train import dist
+
+    count = 0
+    while (order := dist.broadcast(None)) is not None:
+        count += 1
+        with contextlib.suppress(ImagegenError):  # process 0 reports it
+            _train_with(space, order["settings"], Path(order["run"]), order["resume"],
+                        (lambda run, state: False) if order["reports"] else None, lambda line: None)
+    return count
+
+
+def _train_with(space: Space, settings: dict, run: Path, resume: bool, on_grid, log) -> dict:
     from ..train.loop import train
 
+    cfg = None if resume else space.build(settings)
+    return train(cfg, run, resume=resume, overwrite=not resume, show_progress=False, log=log, on_grid=on_grid)
+
+
+def _train(space: Space, settings: dict, run: Path, trial: optuna.Trial, resume: bool) -> float:
     reports = GridReports(trial)
-    if resume:
-        result = train(None, run, resume=True, show_progress=False, log=_log_to(run), on_grid=reports)
-    else:
-        result = train(cfg, run, overwrite=True, show_progress=False, log=_log_to(run), on_grid=reports)
+    result = train_run(space, settings, run, resume, on_grid=reports, log=_log_to(run))
     trial.set_user_attr("images", result.get("images"))
     if reports.pruned_at is not None:
         images, fid = reports.pruned_at

@@ -358,7 +358,7 @@ class GeneratorTask:
         cfg = self.cfg
         grid_png = self.grid(run, state) if dist.is_main() else run / "grid.png"
         result = {"out": str(run), "interrupted": False, "method": cfg.method.name, "dataset": cfg.data.dataset,
-                  "parameters": self.parameters, **state,
+                  "parameters": self.parameters, **state, "processes": dist.world_size(),
                   "images_per_second": state["images"] / max(state["seconds"], 1e-9), "grid": str(grid_png)}
         if cfg.train.eval_samples > 0:  # several processes draw the samples from their EMA copies, process 0 scores
             gen = self._ema_generator() if dist.world_size() > 1 else None
