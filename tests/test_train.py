@@ -13,7 +13,7 @@ from imagegen.cli import main
 from imagegen.config import GenConfig, load
 from imagegen.errors import ImagegenError, UsageError
 from imagegen.sampling import generate, load_generator, run_settings
-from imagegen.train import loop
+from imagegen.train import loop, runloop
 
 TINY = ["model.channels=8,16", "model.attention=false,true", "train.warmup_images=64", "train.log_every=5",
         "train.eval_samples=0", "sample.steps=2", "sample.batch_size=50"]
@@ -115,15 +115,15 @@ def test_nan_loss_skips_the_step_and_leaves_weights_finite(tmp_path):
 
 def test_lr_warms_up_then_decays_to_zero():
     cfg = tiny_config().train
-    assert loop.lr_at(0, 0.0, cfg) < loop.lr_at(cfg.warmup_images, 0.1, cfg) <= cfg.lr
-    assert loop.lr_at(10**6, 1.0, cfg) == pytest.approx(0.0, abs=1e-12)
+    assert runloop.lr_at(0, 0.0, cfg) < runloop.lr_at(cfg.warmup_images, 0.1, cfg) <= cfg.lr
+    assert runloop.lr_at(10**6, 1.0, cfg) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_batches_cover_each_epoch_once_and_depend_only_on_position():
     n = 50
-    idx = loop.batch_indices(3, n, 0, 2 * n)
+    idx = runloop.batch_indices(3, n, 0, 2 * n)
     assert sorted(idx[:n]) == list(range(n)) and sorted(idx[n:]) == list(range(n))
-    assert np.array_equal(loop.batch_indices(3, n, 40, 20), idx[40:60])
+    assert np.array_equal(runloop.batch_indices(3, n, 40, 20), idx[40:60])
 
 
 @pytest.mark.parametrize("method", ["edm", "gan", "vae"])

@@ -1,6 +1,6 @@
 """`imagegen distill`: turn a trained flow model into a k-step student (progressive distillation, or reflow then
 distillation; the objectives are in `imagegen.methods.distill`), as a task of the one training loop
-(`loop.run_loop`): the same non-finite guard, EMA, log lines, grids, checkpoints, resume and stop requests as
+(`runloop.run_loop`): the same non-finite guard, EMA, log lines, grids, checkpoints, resume and stop requests as
 `imagegen train`. The stages of progressive distillation are part of the run's progress (each has its own
 optimiser, warm-up and decay); the student starts from the teacher's EMA weights and is written as an ordinary
 flow artifact whose default sampling is Euler with k steps and no guidance (it is folded in)."""
@@ -43,7 +43,8 @@ from ..sampling import (
 from ..utils import file_sha256, has_bf16_units, write_json
 from . import checkpoint, dist
 from .ema import make_ema
-from .loop import (
+from .recipes import accumulate
+from .runloop import (
     StopRequest,
     batch_indices,
     budget_of,
@@ -53,7 +54,6 @@ from .loop import (
     with_resume_changes,
     write_grid,
 )
-from .recipes import accumulate
 
 
 def stages(cfg: DistillConfig) -> list[int]:
@@ -139,7 +139,7 @@ def distill(teacher: str | Path | None, out: str | Path, cfg: DistillConfig | No
 
 
 class DistillTask:
-    """Distillation as a task of `loop.run_loop`: the student, its EMA and its stage's optimiser; each step one
+    """Distillation as a task of `runloop.run_loop`: the student, its EMA and its stage's optimiser; each step one
     batch of the route's loss (`_loss`). Its progress adds the stage and where it began (images and seconds);
     a stage ends at its share of the budget, and the next one's teacher is the last one's EMA student."""
 

@@ -1,5 +1,5 @@
 """What differs between methods in training: which networks to build, and one `train_step` per method.
-The loop in `loop.py` is shared; the objectives live in `imagegen.methods`."""
+The loop in `runloop.py` is shared; the objectives live in `imagegen.methods`."""
 
 from __future__ import annotations
 
@@ -152,7 +152,7 @@ def train_step(cfg: GenConfig, nets: dict, opts: dict, x: torch.Tensor, y: torch
     every process). x is the whole batch with noise from `generator`, or this process's `share` of the step's
     global batch, in its passes with their noise; the forward passes go through `replicas` (nets in DDP)."""
     m, clip, rep = cfg.method, cfg.train.grad_clip, replicas or nets
-    # train.bf16 "auto" is resolved when the run starts (loop._open_run); unresolved it means off
+    # train.bf16 "auto" is resolved when the run starts (loop.GeneratorTask.configure); unresolved it means off
     autocast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.train.bf16 is True)
     passes = share.passes() if share is not None else [(slice(None), generator)]
     total = share.total if share is not None else len(x)
