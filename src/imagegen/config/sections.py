@@ -6,17 +6,13 @@ union: `method.name` is the tag), so each holds only the settings that method re
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import math
-import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from .errors import UsageError
+from ..errors import UsageError
+from .values import article, choose
 
 
 @dataclass(frozen=True)
@@ -381,7 +377,7 @@ class GenConfig:
         method = data.get("method")
         name = FlowConfig.name
         if isinstance(method, dict) and "name" in method:
-            name = _choose(method["name"], typing.get_args(Method), "method.name")
+            name = choose(method["name"], typing.get_args(Method), "method.name")
         types_ = {"method": METHOD_CONFIGS[name], "model": MODEL_CONFIGS[name]}
         for section, cls in types_.items():
             if isinstance(data.get(section), dict):
@@ -397,10 +393,10 @@ def _refuse_foreign_keys(section: str, method: str, cls: type, given: dict) -> N
         if section == "method":
             holder = f"method {method}"
             readers = [m for m, c in METHOD_CONFIGS.items() if _has(c, key)]
-            notes = [f"{_article(readers[0])} {' and '.join(readers)} setting"] if readers else []
+            notes = [f"{article(readers[0])} {' and '.join(readers)} setting"] if readers else []
         else:
-            holder = f"the {method} method's model, {_article(NETWORK_NAMES[cls])} {NETWORK_NAMES[cls]},"
-            notes = [f"{_article(net)} {net} setting, for {' and '.join(_trained_with(c))}"
+            holder = f"the {method} method's model, {article(NETWORK_NAMES[cls])} {NETWORK_NAMES[cls]},"
+            notes = [f"{article(net)} {net} setting, for {' and '.join(_trained_with(c))}"
                      for c, net in NETWORK_NAMES.items() if _has(c, key)]
         note = f" ({'; '.join(notes)})" if notes else ""
         raise UsageError(f"{holder} has no setting {key}{note}; its settings are: {', '.join(own)}")
@@ -412,227 +408,3 @@ def _trained_with(model_cls: type) -> list[str]:
 
 def _has(cls: type, key: str) -> bool:
     return key in {f.name for f in dataclasses.fields(cls)}
-
-
-# Settings of the sample section that some methods do not read: a GAN or a VAE draws an image in one network call,
-# with no sampler, steps or guidance (but sample.batch_size). A setting given for a method that does not read it
-# would do nothing, so `load` refuses it. (The method and model sections are typed by method instead.)
-UNET = ("flow", "edm")
-READ_BY: dict[str, tuple[str, ...]] = dict.fromkeys(
-    ("sample.sampler", "sample.steps", "sample.guidance", "sample.guidance_interval", "sample.eta"), UNET)
-
-
-def to_dict(cfg) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
-def from_dict(cls, data: dict[str, Any], where: str = ""):
-    """Build dataclass `cls` from a nested dict, rejecting unknown keys, values of the wrong type, choices not on
-    the list and numbers out of range."""
-    hints = typing.get_type_hints(cls, include_extras=True)
-    if hasattr(cls, "section_types"):  # sections whose type depends on another setting (GenConfig's method)
-        hints.update(cls.section_types(data))
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
-    if unknown:
-        raise UsageError(f"unknown config key '{where}{sorted(unknown)[0]}'; known keys: {', '.join(sorted(names))}")
-    kwargs = {}
-    for key, value in data.items():
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            if not isinstance(value, dict):
-                raise UsageError(f"config key {where}{key} must be a table of settings")
-            kwargs[key] = from_dict(hint, value, f"{where}{key}.")
-        else:
-            kwargs[key] = _coerce(value, hint, f"{where}{key}")
-    return cls(**kwargs)
-
-
-# Settings of the model and method sections that runs were once saved without: a saved config that lacks one was
-# trained with this value (the design before the setting existed), whatever the default has become since.
-BEFORE_SETTING: dict[str, dict[str, Any]] = {
-    "model": {"noise_scale": 1000.0, "patch": 1, "mid_attention": True, "spectral_norm": False, "minibatch_std": 0,
-              "gan_conditioning": "add",  # 2026-11-26: "norm" became the default
-              "max_levels": 3},  # 2026-12-03: 64 px GANs and VAEs start from 4x4
-    "method": {"d_lr_scale": 1.0, "augment": 0.0},
-}
-
-
-def saved_config(data: dict[str, Any]) -> GenConfig:
-    """A GenConfig saved with a run (config.json, a checkpoint's config) by this version or an earlier one.
-
-    Before 2026-12 the model and method sections held every method's settings, flat, and a run read only its own
-    method's: those are kept and the others, which did nothing, dropped. A setting that the run was saved without
-    takes the value it was trained with (BEFORE_SETTING). Anything else is checked as `from_dict` checks it."""
-    data = copy.deepcopy(data)
-    method = data.get("method") if isinstance(data.get("method"), dict) else {}
-    name = method.get("name", FlowConfig.name)
-    if name not in METHOD_CONFIGS:
-        return from_dict(GenConfig, data)  # refused there, with the choices
-    for section, family, cls in (("method", METHOD_CONFIGS, METHOD_CONFIGS[name]),
-                                 ("model", MODEL_CONFIGS, MODEL_CONFIGS[name])):
-        given = data.get(section)
-        if not isinstance(given, dict):
-            continue
-        flat = {f.name for c in family.values() for f in dataclasses.fields(c)}  # the old flat section's keys
-        own = {f.name for f in dataclasses.fields(cls)}
-        data[section] = {k: v for k, v in given.items() if k in own or k not in flat}
-        data[section].update({k: v for k, v in BEFORE_SETTING[section].items() if k in own and k not in given})
-    return from_dict(GenConfig, data)
-
-
-def checked(cfg):
-    """`cfg` built again from its values: the checks of `from_dict` for a config changed in code after loading."""
-    return from_dict(type(cfg), to_dict(cfg))
-
-
-def load(cls, path: str | Path | None = None, overrides: list[str] | None = None, flags: dict | None = None):
-    """Defaults <- TOML file <- `flags` (dotted keys, None = not given) <- `key.sub=value` overrides. A GenConfig
-    setting given for a method that does not read it is refused: the method and model sections by their types
-    (GenConfig.section_types), the sample section by READ_BY."""
-    data: dict[str, Any] = {}
-    if path:
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise UsageError(f"config file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as e:
-            raise UsageError(f"config file {path} is not valid TOML: {e}") from None
-    pairs = [(k, v) for k, v in (flags or {}).items() if v is not None]
-    for item in overrides or []:
-        key, sep, value = item.removeprefix("--").partition("=")
-        if not sep:
-            raise UsageError(f"override {item!r} must look like key.sub=value")
-        pairs.append((key, value))
-    for key, value in pairs:
-        node = data
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise UsageError(f"config key {p} is a value, not a table of settings")
-        node[leaf] = value
-    cfg = from_dict(cls, data)
-    if isinstance(cfg, GenConfig):
-        check_read(cfg, _dotted(data))
-    return cfg
-
-
-def check_read(cfg: GenConfig, given) -> None:
-    """Refuse a setting among the dotted keys `given` that `cfg`'s method does not read."""
-    method = cfg.method.name
-    for key in sorted(given):
-        readers = READ_BY.get(key)
-        if readers is not None and method not in readers:
-            raise UsageError(f"{key} is {_article(readers[0])} {' and '.join(readers)} setting; the {method} method "
-                             "does not read it")
-
-
-def _dotted(data: dict, where: str = "") -> list[str]:
-    """The dotted keys of the values in a nested dict: {"model": {"z_dim": 8}} -> ["model.z_dim"]."""
-    keys = []
-    for key, value in data.items():
-        keys += _dotted(value, f"{where}{key}.") if isinstance(value, dict) else [f"{where}{key}"]
-    return keys
-
-
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
-
-
-def _coerce(value, hint, key: str):
-    """Accept a value of the hinted type, or a string that parses as one (from the command line)."""
-    origin = typing.get_origin(hint)
-    if origin is Annotated:  # a scalar and its rules: Range, CommaList
-        base, *rules = typing.get_args(hint)
-        value = _scalar(value, base, key, finite=not any(getattr(r, "inf", False) for r in rules))
-        for rule in rules:
-            rule.check(value, key)
-        return value
-    if origin is tuple:
-        return _coerce_tuple(value, typing.get_args(hint)[0], key)
-    if origin is Literal:
-        return _choose(value, typing.get_args(hint), key)
-    if origin in (typing.Union, types.UnionType):
-        return _coerce_union(value, typing.get_args(hint), key)
-    return _scalar(value, hint, key)
-
-
-def _coerce_union(value, options: tuple, key: str):
-    """The first of `options` that accepts `value`; None (or "none") where None is one of them."""
-    if value is None or (isinstance(value, str) and value.lower() == "none"):
-        if type(None) in options:
-            return None
-        raise UsageError(f"config key {key} may not be empty")
-    members = [t for t in options if t is not type(None)]
-    errors = []
-    for t in members:
-        try:
-            return _coerce(value, t, key)
-        except UsageError as e:
-            errors.append(e)
-    if len(members) == 1:  # e.g. `Positive | None`: that type's own message (its range)
-        raise errors[0]
-    words = [w for t in members for w in _choices(t)]
-    raise UsageError(f"config key {key} must be one of {', '.join(words)}; got {value!r}")
-
-
-def _choices(t) -> list[str]:
-    """How a member of a union reads in an error message: a bool is true or false, a Literal its values."""
-    if t is bool:
-        return ["true", "false"]
-    if typing.get_origin(t) is Literal:
-        return [str(c) for c in typing.get_args(t)]
-    return [getattr(typing.get_origin(t) or t, "__name__", str(t))]
-
-
-def _choose(value, choices: tuple, key: str):
-    """One of a Literal's `choices`, given as itself or as its text (from the command line)."""
-    for c in choices:
-        if (type(value) is type(c) and value == c) or (isinstance(value, str) and value == str(c)):
-            return c
-    raise UsageError(f"config key {key} must be one of {', '.join(map(str, choices))}; got {value!r}")
-
-
-def _scalar(value, t: type, key: str, finite: bool = True):
-    """A bool, int, float or str from itself or its text; a float is never NaN, and infinite only if `finite` is
-    False."""
-    if value is None or (isinstance(value, str) and value.lower() == "none"):
-        raise UsageError(f"config key {key} may not be empty")
-    out = _parse(value, t)
-    if out is None:
-        raise UsageError(f"config key {key} must be {_KINDS.get(t, t.__name__)}; got {value!r}")
-    if t is float and math.isnan(out):
-        raise UsageError(f"config key {key} must be a number; got {value!r}")
-    if t is float and finite and math.isinf(out):
-        raise UsageError(f"config key {key} must be a finite number; got {value!r}")
-    return out
-
-
-_KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
-
-
-def _parse(value, t: type):
-    """`value` as type `t`, or None when it is not one (a bool is not an int; an int is a float)."""
-    if isinstance(value, bool):
-        return value if t is bool else None
-    if isinstance(value, t) or (t is float and isinstance(value, int)):
-        return t(value)
-    if not isinstance(value, str):
-        return None
-    if t is bool:
-        text = value.lower()
-        return text in ("true", "1", "yes") if text in ("true", "1", "yes", "false", "0", "no") else None
-    try:
-        return t(value)
-    except ValueError:
-        return None
-
-
-def _coerce_tuple(value, item, key: str) -> tuple:
-    """A tuple from a TOML list or a comma-separated string ("32,64,64")."""
-    if isinstance(value, str):
-        value = [v.strip() for v in value.split(",") if v.strip()]
-    if not isinstance(value, list | tuple) or not value:
-        raise UsageError(f"config key {key} must be a non-empty list, e.g. 32,64,64")
-    return tuple(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
