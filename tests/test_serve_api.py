@@ -6,6 +6,7 @@ line of JSON."""
 import io
 import json
 import os
+import queue
 import shlex
 import shutil
 import time
@@ -232,6 +233,22 @@ def test_a_running_job_is_cancelled_between_steps_and_the_worker_goes_on(client,
     after = wait(client, client.post(f"{API}/jobs", json={"run": "a", "n": 2, "backend": "torch"}).json())
     assert after["state"] == "done"
     assert client.delete(after["url"]).json()["state"] == "done"  # nothing left to cancel: returned as it is
+
+
+def test_the_queue_joins_waiting_jobs_of_one_key_within_a_count_and_an_image_budget():
+    q = jobs.JobQueue(maxsize=8)
+    for id, key, n in [("a", "k", 100), ("b", "k", 900), ("c", "other", 1), ("d", "k", 50), ("e", "k", 1),
+                       ("f", None, 1)]:
+        q.put(id, key, n)
+    assert q.get(timeout=0) == ("a", "k", 100)
+    assert q.take_like("k", limit=5, images=100) == ["d", "e"]  # b does not fit the budget; c is another key
+    assert q.take_like(None, limit=5, images=1000) == []  # a job without a key runs alone
+    assert q.take_like("k", limit=1, images=1000) == ["b"]
+    assert [q.get(timeout=0)[0] for _ in range(2)] == ["c", "f"] and q.get(timeout=0) is None
+    for i in range(8):
+        q.put(str(i), "k")
+    with pytest.raises(queue.Full):
+        q.put("full", "k")
 
 
 def test_waiting_jobs_of_one_run_and_settings_are_drawn_together_each_as_alone(client, runs, monkeypatch):

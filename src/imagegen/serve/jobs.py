@@ -27,6 +27,7 @@ from .store import JobStore
 
 log = logging.getLogger("imagegen.serve")
 JOIN_MAX = 16  # waiting generate jobs joined into one sampler call at most (the default queue holds 16)
+JOIN_IMAGES = 1000  # and their images in all (a 1-step student draws ~1,000 images/s on 2 CPU cores)
 
 
 class Cancelled(Exception):
@@ -73,24 +74,34 @@ class JobQueue:
         with self.ready:
             return len(self.items) >= self.maxsize
 
-    def put(self, id: str, key) -> None:
+    def put(self, id: str, key, images: int = 1) -> None:
         with self.ready:
             if len(self.items) >= self.maxsize:
                 raise queue.Full
-            self.items[id] = key
+            self.items[id] = (key, images)
             self.ready.notify()
 
-    def get(self, timeout: float) -> tuple[str, object] | None:
-        """The oldest waiting job (id, key), waiting at most `timeout` s for one; None if none came."""
+    def get(self, timeout: float) -> tuple[str, object, int] | None:
+        """The oldest waiting job (id, key, images), waiting at most `timeout` s for one; None if none came."""
         with self.ready:
             if not self.items:
                 self.ready.wait(timeout)
-            return self.items.popitem(last=False) if self.items else None
+            if not self.items:
+                return None
+            id, (key, images) = self.items.popitem(last=False)
+            return id, key, images
 
-    def take_like(self, key, limit: int) -> list[str]:
-        """Up to `limit` waiting jobs of join key `key`, oldest first, taken out of the queue."""
+    def take_like(self, key, limit: int, images: int) -> list[str]:
+        """Up to `limit` waiting jobs of join key `key` and at most `images` images in all, oldest first, taken
+        out of the queue."""
         with self.ready:
-            ids = [] if key is None else [id for id, k in self.items.items() if k == key][:limit]
+            ids = []
+            for id, (k, n) in self.items.items():
+                if key is None or len(ids) >= limit:
+                    break
+                if k == key and n <= images:
+                    ids.append(id)
+                    images -= n
             for id in ids:
                 del self.items[id]
             return ids
@@ -154,7 +165,7 @@ class Jobs:
             self.store.insert(id, kind, params, info)
             self.cancels[id], self.finished[id] = threading.Event(), threading.Event()
             self.versions[id] = 0
-            self.queue.put(id, join_key(kind, params))
+            self.queue.put(id, join_key(kind, params), params.get("n", 1))
         return self.get(id)
 
     def retry_after(self) -> int:
@@ -228,10 +239,11 @@ class Jobs:
         while not self.stopping.is_set():
             if (item := self.queue.get(timeout=0.2)) is None:
                 continue
-            id, key = item
+            id, key, images = item
             # waiting generate jobs of the same run and settings join it: one sampler call for all of them draws
-            # what each would draw alone, in fewer, fuller batches (1-image jobs cost a whole network call each)
-            ids = [id, *self.queue.take_like(key, JOIN_MAX - 1)]
+            # what each would draw alone, in fewer, fuller batches (1-image jobs cost a whole network call each);
+            # at most JOIN_IMAGES in all, so that a cancel (which waits for the call to end) stays prompt
+            ids = [id, *self.queue.take_like(key, JOIN_MAX - 1, JOIN_IMAGES - images)]
             if len(ids) == 1:
                 self._run(id)
             else:
