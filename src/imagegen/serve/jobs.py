@@ -1,6 +1,7 @@
-"""Generation as jobs: a bounded queue, one worker thread per device that runs jobs one at a time, a bounded
-cache of loaded generators (least recently used goes first), progress from the sampler's callback, cancel between
-sampler steps, results as files under RUNS/.studio/jobs/ID/ and the history in SQLite (`store.py`).
+"""Generation as jobs: a bounded queue, one worker thread per device that runs jobs one at a time (waiting
+generate jobs of one run and sampler settings together, in one sampler call), a bounded cache of loaded generators
+(least recently used goes first), progress from the sampler's callback, cancel between sampler steps, results as
+files under RUNS/.studio/jobs/ID/ and the history in SQLite (`store.py`).
 
 A job is validated when it is submitted (`params.py`), and run by the worker as its kind's runner
 (`runners.py`)."""
