@@ -151,7 +151,8 @@ def test_a_sweep_under_torchrun_trains_every_trial_on_both_processes(tmp_path):
     space.write_text(TINY_FLOW)
     args = ["sweep", str(space), "--out", str(out), "--budget-trials", "2", "--no-progress"]
     logs = [tmp_path / f"log{r}.txt" for r in range(2)]
-    procs = [launch(r, port, tmp_path / "cache", logs[r], "cli-evaluator", *args) for r in range(2)]
+    # process 1 waits while process 0 alone draws the study's pictures: a generous timeout on a busy machine
+    procs = [launch(r, port, tmp_path / "cache", logs[r], "cli-evaluator", *args, timeout=120.0) for r in range(2)]
     assert finish(procs) == [0, 0], [log.read_text()[-2000:] for log in logs]
     trials = trials_of(out)
     assert [t.state.name for t in trials] == ["COMPLETE"] * 2 and all(t.value > 0 for t in trials)

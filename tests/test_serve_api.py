@@ -235,6 +235,19 @@ def test_a_running_job_is_cancelled_between_steps_and_the_worker_goes_on(client,
     assert client.delete(after["url"]).json()["state"] == "done"  # nothing left to cancel: returned as it is
 
 
+def test_jobs_whose_shared_call_fails_are_each_run_alone(client, monkeypatch):
+    def broken(owner, rows, folders, advance):
+        raise RuntimeError("one job's run changed")
+
+    monkeypatch.setattr(jobs, "run_generate_joined", broken)
+    blocker = client.post(f"{API}/jobs", json={"run": "a", "n": 200, "steps": 1000, "backend": "torch"}).json()
+    wait(client, blocker, states=("running",))
+    queued = [client.post(f"{API}/jobs", json={"run": "a", "n": 2, "seed": s, "backend": "torch"}).json()
+              for s in (5, 6)]
+    client.delete(blocker["url"])
+    assert [wait(client, job)["state"] for job in queued] == ["done", "done"]
+
+
 def test_the_queue_joins_waiting_jobs_of_one_key_within_a_count_and_an_image_budget():
     q = jobs.JobQueue(maxsize=8)
     for id, key, n in [("a", "k", 100), ("b", "k", 900), ("c", "other", 1), ("d", "k", 50), ("e", "k", 1),
@@ -287,6 +300,7 @@ def test_a_full_queue_answers_429_with_retry_after_and_a_queued_job_can_be_cance
     full = client.post(f"{API}/jobs", json={"run": "a"})
     assert "queue is full" in one_line_error(full, 429) and int(full.headers["retry-after"]) >= 1
     assert client.delete(first.json()["url"]).json()["state"] == "cancelled"
+    assert client.post(f"{API}/jobs", json={"run": "a"}).status_code == 202  # its place in the queue is free
 
 
 def test_history_survives_a_restart_and_unfinished_jobs_become_interrupted(runs):

@@ -92,6 +92,11 @@ class JobQueue:
             id, (key, images) = self.items.popitem(last=False)
             return id, key, images
 
+    def remove(self, id: str) -> None:
+        """Job `id` out of the queue, if it waits there."""
+        with self.ready:
+            self.items.pop(id, None)
+
     def take_like(self, key, limit: int, images: int) -> list[str]:
         """Up to `limit` waiting jobs of join key `key` and at most `images` images in all, oldest first, taken
         out of the queue."""
@@ -202,9 +207,11 @@ class Jobs:
 
     def cancel(self, id: str, wait: float = 10.0) -> dict:
         """A queued job is cancelled at once; a running one at its next sampler step (waited for here)."""
-        row = self.row(id)
+        self.row(id)  # a job this server has never had is a 404
         if self._move(id, ("queued",), "cancelled", finished=time.time(), error="cancelled"):
+            self.queue.remove(id)  # its place is free at once, and no joined call takes it
             return self.get(id)
+        row = self.row(id)  # read after the move failed: the worker may have started it meanwhile
         cancel, finished = self.cancels.get(id), self.finished.get(id)
         if row["state"] == "running" and cancel is not None and finished is not None:
             cancel.set()
@@ -260,8 +267,11 @@ class Jobs:
 
     def _run(self, id: str) -> None:
         t0 = time.perf_counter()
-        if (row := self._start(id)) is None:
-            return
+        if (row := self._start(id)) is not None:
+            self._execute(id, row, t0)
+
+    def _execute(self, id: str, row: dict, t0: float) -> None:
+        """A started job run alone to its end: done (or handed to the writer), failed or cancelled."""
         folder = self.root / id
         try:
             result = RUNNERS[row["kind"]](self, row, folder, lambda f: self._advance(id, f))
@@ -291,14 +301,19 @@ class Jobs:
             if not live or self.stopping.is_set():
                 raise Cancelled
             for r in live:
-                self._advance(r["id"], fraction)
+                self._progress(r["id"], fraction)
 
         try:
             writes = run_generate_joined(self, rows, [self.root / r["id"] for r in rows], advance)
-        except Exception as e:
+        except Cancelled as e:
             for r in rows:
                 self._failed(r["id"], self.root / r["id"], e)
                 self._forget(r["id"])
+            return
+        except Exception:  # one job's error (its run changed since it was checked, say) is its own: each alone
+            for r in rows:
+                self.progress[r["id"]] = 0.0
+                self._execute(r["id"], r, t0)
             return
         for r, write in zip(rows, writes, strict=True):
             if self.cancels[r["id"]].is_set():
@@ -339,6 +354,9 @@ class Jobs:
     def _advance(self, id: str, fraction: float) -> None:
         if self.cancels[id].is_set():
             raise Cancelled
+        self._progress(id, fraction)
+
+    def _progress(self, id: str, fraction: float) -> None:
         self.progress[id] = max(self.progress.get(id, 0.0), min(fraction, 1.0))
         self._touch(id)
 

@@ -152,9 +152,13 @@ def optimize(space: Space, out: Path, storage, name: str, budget: dict, log, wor
     def objective(trial):
         return run_trial(space, out, trial, log)
 
+    # under torchrun a trial's error may have been process 0's alone (its grid, its checkpoint, its scoring), with
+    # the others still inside that run: only a refusal, which every process meets together, lets the sweep go on;
+    # any other error ends it (the same command continues it)
+    catch = (Exception,) if dist.world_size() == 1 else (UsageError,)
     while _budget_left(study, budget):
         finished = _finished(study)
-        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
+        study.optimize(objective, n_trials=1, catch=catch, gc_after_trial=False)
         study.set_user_attr("seconds", budget["spent"] + time.time() - budget["t0"])
         last = _last_of(study, finished)
         if last is not None:
