@@ -25,9 +25,11 @@ data:
 demo: setup data
 	$(BIN)/imagegen demo --out runs/demo --download $(if $(MINUTES),--minutes $(MINUTES),)
 
-# one process per core (pytest-xdist; tests/conftest.py gives each worker one torch thread): ~390 s instead of ~630
+# one process per core (pytest-xdist; tests/conftest.py gives each worker one torch thread): ~390 s instead of ~630.
+# PYTHONDONTWRITEBYTECODE emptied: where a machine sets it (these do), every test process that imports torch compiled
+# its source again (3-4 s each); this way the first compiles it once into __pycache__, as --no-compile above expects
 test: setup data
-	$(BIN)/python -m pytest -q -n auto
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -n auto
 
 lint: setup
 	$(BIN)/ruff check src tests bench
