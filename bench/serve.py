@@ -463,7 +463,8 @@ def main() -> None:
     save(name, rows, run=str(run), make_scale=args.make_scale, tiny=args.tiny, clients=args.clients,
          worker_threads=args.threads, seconds=seconds,
          big_fraction=args.big,
-         in_process=base, cpu=cpu, first_job_s=warm.get("latency"), single_grid=grid, kill=kill, screenshots=shots, first_errors=errors,
+         in_process=base, cpu=cpu, first_job_s=warm.get("latency"), single_grid=grid, kill=kill, screenshots=shots,
+         first_errors=errors,
          settings=f"{args.clients} clients, {args.seconds:g} s, n = 100 with probability {args.big:g} else 1; latency "
                   "= POST to result file in hand; in-process = imagegen sample --n 10000 --batch-size 256")
 
