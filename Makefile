@@ -25,7 +25,7 @@ data:
 demo: setup data
 	$(BIN)/imagegen demo --out runs/demo --download $(if $(MINUTES),--minutes $(MINUTES),)
 
-# one process per core (pytest-xdist; tests/conftest.py gives each worker one torch thread): ~390 s instead of ~630.
+# one process per core (pytest-xdist; tests/conftest.py gives each worker one torch thread): ~260-390 s.
 # PYTHONDONTWRITEBYTECODE emptied: where a machine sets it (these do), every test process that imports torch compiled
 # its source again (3-4 s each); this way the first compiles it once into __pycache__, as --no-compile above expects
 test: setup data

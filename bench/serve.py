@@ -26,15 +26,16 @@ same networks and step counts, so the same work per image, which is what the ser
 
 Each client posts a job (n = 100 with probability --big, else 1; seed = the request's number), follows its
 server-sent events to a terminal state and downloads a result file (the grid for 100 images, the PNG for one);
-latency is the time from the POST to the file in hand. A 429 waits its Retry-After (at most 1 s) and counts; any
-other refusal, a failed job or a missing file is an error. Afterwards every accepted job must be listed done:
-the rest are lost. In-process sampling is `imagegen sample RUN --n 10000 --batch-size 256` (model load and the
-.npz included, as bench/fast.py counts it) and the same request mix drawn with the model loaded (`generate`),
-both at --threads, which the server's worker gets too (`imagegen serve --threads`). worker_ms_per_job is the
-worker's own time per job (the job's started to finished): the rest of a latency is queue, events and HTTP.
-The kill: SIGKILL of the server process (the worker is a thread in it) while a job runs, with one job queued behind
-it; then the server is started again on the same folder. The tables also go to bench/results/NAME.json (with
---tiny: serve-tiny.json, screenshots serve-tiny-*.png).
+latency is the time from the POST to the file in hand. One 100-image job before the load warms the server up (it
+loads the model), as the in-process baseline is warmed up; its latency is recorded apart (first_job_s). A 429 waits
+its Retry-After (at most 1 s) and counts; any other refusal, a failed job or a missing file is an error. Afterwards
+every accepted job must be listed done: the rest are lost. In-process sampling is `imagegen sample RUN --n 10000
+--batch-size 256` (model load and the .npz included, as bench/fast.py counts it) and the same request mix drawn with
+the model loaded (`generate`), both at --threads, which the server's worker gets too (`imagegen serve --threads`).
+worker_ms_per_job is the worker's own time per job (the job's started to finished): the rest of a latency is queue,
+events and HTTP. The kill: SIGKILL of the server process (the worker is a thread in it) while a job runs, with one
+job queued behind it; then the server is started again on the same folder. The tables also go to
+bench/results/NAME.json (with --tiny: serve-tiny.json, screenshots serve-tiny-*.png).
 """
 
 from __future__ import annotations
