@@ -24,7 +24,8 @@ def test_class_rows_give_one_row_per_class_in_class_order_with_blank_tiles_for_s
 
 
 def _dark_rows(picture: np.ndarray, x0: int, x1: int) -> np.ndarray:
-    return np.flatnonzero((picture[:, x0:x1] < 128).any(axis=(1, 2)))
+    dark = picture[:, x0:x1] < 128
+    return np.flatnonzero(dark.reshape(len(dark), -1).any(axis=1))
 
 
 def test_a_class_grid_names_each_row_and_says_how_it_was_drawn():
@@ -39,6 +40,17 @@ def test_a_class_grid_names_each_row_and_says_how_it_was_drawn():
     assert len(_dark_rows(named[plain.shape[0]:], margin, named.shape[1])) > 0  # the footer is drawn
     bare = np.asarray(class_grid(images, ["a", "b", "c"], nrow=10))
     assert bare.shape[0] == plain.shape[0] and not (bare[:, bare.shape[1] - plain.shape[1]:] < 128).any()
+
+
+def test_a_class_grid_of_grayscale_images_is_grayscale_and_of_colour_images_colour():
+    gray = _images(10, value=40)
+    picture = class_grid(gray, ["shirt"], nrow=10, footer="seed 0")
+    assert picture.mode == "L"  # a third of the bytes of RGB to encode, the same look
+    assert (np.asarray(picture)[4:12, -12:-4] == 40).all()  # the last tile's pixels, at scale 2 inside the padding
+    colour = np.zeros((10, 3, 4, 4), np.uint8)
+    colour[:, 0] = 200  # red
+    picture = class_grid(colour, ["apple"], nrow=10, footer="seed 0")
+    assert picture.mode == "RGB" and tuple(np.asarray(picture)[6, -6]) == (200, 0, 0)
 
 
 def test_the_line_under_a_gallery_names_the_seed_and_the_sampler():
