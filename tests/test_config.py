@@ -261,7 +261,9 @@ def test_the_defaults_are_the_flat_configs_defaults(method):
     then = {k: v for k, v in FLAT_DEFAULTS.items() if k not in ("model", "method")}
     then["data"] = {**then["data"], "subset": 1.0}  # since 2026-12-03: the whole training split, as before
     then["train"] = {**then["train"], "grid_images": None,  # since issue 26: grids by time, as before
-                     "micro_batch": None}  # since issue 27: the whole batch in one pass, as before
+                     "micro_batch": None,  # since issue 27: the whole batch in one pass, as before
+                     "guide_fraction": 0.2}  # since issue 26: a guide for autoguidance, at 20% of the budget
+    then["sample"] = {**then["sample"], "autoguidance": 2.0, "guidance": 1.2}  # ... sampled with it, less CFG
     assert {k: v for k, v in new.items() if k not in ("model", "method")} == then
     for kind, kwargs in network_configs(cfg, (1, 28, 28), 10).values():  # and the networks are built as before
         assert kwargs == {**FLAT_NETWORKS[kind], **NEW_KEYWORDS[kind]}
@@ -303,12 +305,16 @@ def test_a_runs_flat_config_loads_as_its_methods_sections():
     assert saved_config(to_dict(cfg)) == cfg == checked(cfg)  # the new shape saves and loads as itself
     flow = saved_config(FLAT_DEFAULTS)
     grey28 = fit_unet(UNetConfig(), (1, 28, 28))  # the widths a run saved then has, and a new one chooses at 28 px
-    assert flow == GenConfig(model=grey28) and to_dict(flow)["model"] == to_dict(grey28)
+    # a run saved before autoguidance keeps sampling without it (and CFG at the 1.4 it saved)
+    before = GenConfig(model=grey28, train=dataclasses.replace(GenConfig().train, guide_fraction=0.0),
+                       sample=dataclasses.replace(GenConfig().sample, autoguidance=1.0, guidance=1.4))
+    assert flow == before and to_dict(flow)["model"] == to_dict(grey28)
     for name in METHODS:  # every method's saved flat config: its own settings, as they were
         old = copy.deepcopy(FLAT_DEFAULTS)
         old["method"]["name"] = name
         new = load(GenConfig, flags={"method.name": name})
         new.model = grey28 if name in UNET else dataclasses.replace(new.model, max_levels=3)
+        new.train, new.sample = before.train, before.sample
         assert saved_config(old) == new
 
 

@@ -287,3 +287,26 @@ def test_elbo_is_reconstruction_plus_beta_times_the_kl_of_the_posterior_to_the_p
     terms = (q.log_prob(z) - p.log_prob(z)).sum(-1)  # (samples, images)
     se = terms.std(0) / math.sqrt(len(terms))
     assert kl.min() > 0.1 and torch.all((terms.mean(0) - kl).abs() < 4 * se), (kl, terms.mean(0), se)
+
+
+def test_autoguidance_adds_the_weighted_difference_to_the_guide_at_every_level():
+    calls, guide_calls = [], []
+    d = label_denoiser(calls)
+    guide = lambda x, sigma, y: x * 0 + 0.5 * y.view(-1, 1, 1, 1).float()  # noqa: E731  a weaker "model"
+    x, y = torch.zeros(3, 1, 2, 2), torch.tensor([1, 2, 3])
+
+    def counted(x, sigma, y):
+        guide_calls.append(y.tolist())
+        return guide(x, sigma, y)
+
+    g = guided(d, 1.0, null_label=10, guide=counted, weight=2.0)  # no classifier-free guidance: y + (y - y/2)
+    for sigma in (0.1, 1.0, 50.0):
+        torch.testing.assert_close(g(x, sigma, y)[:, 0, 0, 0], 1.5 * y.float())
+    both = guided(d, 3.0, null_label=10, interval=(0.5, 2.0), guide=counted, weight=2.0)
+    # inside the interval: CFG's 10 + 3 (y - 10), plus (2 - 1) (cond - guide) with the conditional labels
+    torch.testing.assert_close(both(x, 1.0, y)[:, 0, 0, 0], 10 + 3 * (y.float() - 10) + 0.5 * y.float())
+    torch.testing.assert_close(both(x, 5.0, y)[:, 0, 0, 0], 1.5 * y.float())  # outside: autoguidance alone
+    assert guide_calls == [[1, 2, 3]] * 5  # the guide sees the class labels, never the null label
+    assert guided(d, 1.0, 10, guide=counted, weight=1.0) is d
+    with pytest.raises(ValueError, match="guide"):
+        guided(d, 1.0, 10, weight=2.0)

@@ -163,7 +163,8 @@ def test_bad_parameters_get_422_with_the_message_the_cli_prints(client, runs, ca
     run = str(runs / "a")
     out = str(tmp_path / "never.npz")
     for body, argv in (({"class": 12}, ["--class", "12"]), ({"steps": 0}, ["--steps", "0"]),
-                       ({"guidance": -1}, ["--guidance", "-1"]), ({"n": 0}, ["--n", "0"])):
+                       ({"guidance": -1}, ["--guidance", "-1"]), ({"n": 0}, ["--n", "0"]),
+                       ({"autoguidance": -1}, ["--autoguidance", "-1"])):
         served = one_line_error(client.post(f"{API}/jobs", json={"run": "a", **body}), 422)
         assert served == cli_error(capsys, "sample", run, *argv, "--out", out, "--no-progress")
     assert one_line_error(client.post(f"{API}/jobs", json={"run": "a", "sampler": "magic"}), 422).startswith(

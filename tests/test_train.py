@@ -211,6 +211,60 @@ def test_sample_cli_writes_npz_and_grid_and_repeats_exactly(trained, tmp_path, c
     assert np.array_equal(np.load(out)["images"], first["images"])
 
 
+def test_autoguidance_guides_with_the_runs_own_early_ema(tmp_path, capsys):
+    logs, run = [], tmp_path / "ag"
+    cfg = tiny_config(images=192, **{"train.guide_fraction": 0.5, "sample.autoguidance": 2.0})
+    loop.train(cfg, run, show_progress=False, log=logs.append)
+    meta = json.loads((run / "guide.json").read_text())["meta"]
+    assert meta["images"] == 96 and meta["sample"]["autoguidance"] == 1.0  # batch 32: half of 192 at step 3
+    assert any("guide for autoguidance written at 96 images" in line for line in logs)
+    gen, guide = load_generator(run, backend="torch"), load_generator(run / "guide.json", backend="torch")
+    assert run_settings(gen)["autoguidance"] == 2.0
+    labels, kw = np.arange(5), {"seed": 1, "steps": 3, "sampler": "dpmpp-2m", "guidance": 1.0}
+    plain, auto = generate(gen, labels, autoguidance=1.0, **kw), generate(gen, labels, autoguidance=2.0, **kw)
+    assert not np.array_equal(plain, auto)
+    # weight 0 is the guide alone (D + (0 - 1) (D - G) = G): the guide is the EMA at 96 images, not the model
+    alone = generate(gen, labels, autoguidance=0.0, **kw).astype(int)
+    assert np.abs(alone - generate(guide, labels, **kw)).max() <= 1 and not np.array_equal(alone, plain)
+    out = tmp_path / "s.npz"
+    assert main(["sample", str(run), "--n", "5", "--steps", "3", "--out", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["autoguidance"] == 2.0  # the run's own weight
+    assert main(["sample", str(run), "--n", "5", "--steps", "3", "--autoguidance", "1", "--out",
+                 str(tmp_path / "one.npz")]) == 0
+    assert not np.array_equal(np.load(out)["images"], np.load(tmp_path / "one.npz")["images"])
+
+
+def test_a_resumed_run_writes_the_same_guide(tmp_path):
+    cfg = lambda: tiny_config(images=192, **{"train.guide_fraction": 0.5})  # noqa: E731
+    loop.train(cfg(), tmp_path / "full", show_progress=False, log=lambda s: None)
+    part = loop.train(cfg(), tmp_path / "part", show_progress=False, log=lambda s: None, stop=StopAfter(1))
+    assert part["interrupted"] and part["images"] == 64 and not (tmp_path / "part" / "guide.json").exists()
+    loop.train(None, tmp_path / "part", resume=True, show_progress=False, log=lambda s: None)
+    a, b = (load_file(tmp_path / r / "guide.safetensors") for r in ("full", "part"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_autoguidance_without_a_guide_is_refused_in_one_line(trained, tmp_path, capsys):
+    plain = tmp_path / "plain"  # a run that keeps no guide (as runs before autoguidance)
+    loop.train(tiny_config(images=64, **{"train.guide_fraction": 0.0, "sample.autoguidance": 1.0}), plain,
+               show_progress=False, log=lambda s: None)
+    assert not (plain / "guide.json").exists() and (trained / "guide.json").is_file()  # the default keeps one
+    code = main(["sample", str(plain), "--autoguidance", "2", "--out", str(tmp_path / "a.npz")])
+    err = capsys.readouterr().err
+    assert code == 2 and "guide.json" in err and "train.guide_fraction" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "a.npz").exists()
+    with pytest.raises(UsageError, match="train.guide_fraction"):  # before any training
+        loop.train(tiny_config(**{"sample.autoguidance": 2.0, "train.guide_fraction": 0.0}), tmp_path / "r",
+                   show_progress=False,
+                   log=lambda s: None)
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(UsageError, match="sample.autoguidance is a flow and edm setting"):
+        tiny_config("gan", **{"sample.autoguidance": 2.0})
+    for bad in ("-1", "nan"):
+        code = main(["sample", str(trained), "--autoguidance", bad, "--out", str(tmp_path / "b.npz")])
+        assert code == 2 and "autoguidance" in capsys.readouterr().err
+
+
 def test_sample_cli_writes_pngs_by_class_that_eval_can_read(trained, tmp_path, capsys):
     from imagegen.metrics.samples import load_samples
 

@@ -43,6 +43,8 @@ class Artifact:
     meta: dict[str, Any]  # classes, metrics, dataset, anything descriptive
 
 
+GUIDE = "guide.json"  # a run's guide for autoguidance, beside its model.json (train.guide_fraction)
+
 def save_artifact(path: str | os.PathLike, kind: str, config: dict, model: torch.nn.Module, meta: dict) -> Path:
     """Write `path/model.safetensors` and `path/model.json` (or `path.safetensors` + `path.json`); the weights'
     file, holding the document too, is the commit point (see the module's docstring)."""

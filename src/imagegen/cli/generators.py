@@ -60,6 +60,9 @@ def register(sub, common, data, fmt) -> None:
     s.add_argument("--eta", type=float, default=None,
                    help="ddim only: noise added at each step, 0 = deterministic, 1 = ancestral (default: the run's, "
                         f"{d.sample.eta:g})")
+    s.add_argument("--autoguidance", type=float, default=None, metavar="W",
+                   help="guide with the run's own early network too (its guide.json, train.guide_fraction), "
+                        f"1 = none (default: the run's, {d.sample.autoguidance:g})")
     s.add_argument("--batch-size", type=int, default=250)
     s.add_argument("--backend", choices=("auto", "torch", "onnx", "compiled", "cuda-graphs"), default="auto",
                    help="auto: onnxruntime for UNets on the CPU when installed (faster), CUDA graphs on a GPU, "
@@ -204,12 +207,15 @@ def run_sample(args):
 
     request = SampleRequest(args.model, n=args.n, classes=None if args.class_index is None else (args.class_index,),
                             steps=args.steps, sampler=args.sampler, guidance=args.guidance,
-                            guidance_interval=_interval(args.guidance_interval), eta=args.eta, seed=args.seed,
-                            backend=args.backend, batch_size=args.batch_size, device=args.device).check()
+                            guidance_interval=_interval(args.guidance_interval), eta=args.eta,
+                            autoguidance=args.autoguidance, seed=args.seed, backend=args.backend,
+                            batch_size=args.batch_size, device=args.device).check()
     out = check_output(Path(args.out) if args.out else _default_out(args.model), args.overwrite)
     gen = load_generator(request.run, request.device, request.backend)
     request.labels(gen)  # classes exist
     s = request.settings(gen)
+    if s["autoguidance"] != 1.0 and gen.method in ("flow", "edm"):
+        gen.guide()  # loaded now: a run without one is refused before anything is drawn or written
     folded = gen.meta.get("distilled", {}).get("guidance_folded")
     if folded is not None and s["guidance"] != 1.0:
         import warnings
@@ -228,7 +234,7 @@ def run_sample(args):
         save_sample_folder(out, drawn.images, drawn.labels, {"grid.png": picture})
         grid_png = out / "grid.png"
     result = {"out": str(out), "grid": str(grid_png), "n": args.n, "method": gen.method, "steps": s["steps"],
-              "sampler": s["sampler"], "guidance": s["guidance"], "eta": s["eta"],
+              "sampler": s["sampler"], "guidance": s["guidance"], "eta": s["eta"], "autoguidance": s["autoguidance"],
               "guidance_interval": interval_json(s["guidance_interval"]), "seconds": seconds,
               "images_per_second": args.n / seconds}
     log_for(args)(f"{args.n} images in {seconds:.1f} s ({args.n / seconds:.1f} img/s) -> {out}; grid: {grid_png}")

@@ -19,7 +19,8 @@ from .values import article, coerce
 # would do nothing, so `load` refuses it. (The method and model sections are typed by method instead.)
 UNET = ("flow", "edm")
 READ_BY: dict[str, tuple[str, ...]] = dict.fromkeys(
-    ("sample.sampler", "sample.steps", "sample.guidance", "sample.guidance_interval", "sample.eta"), UNET)
+    ("sample.sampler", "sample.steps", "sample.guidance", "sample.guidance_interval", "sample.eta",
+     "sample.autoguidance", "train.guide_fraction"), UNET)
 
 
 def to_dict(cfg) -> dict[str, Any]:
@@ -55,6 +56,8 @@ BEFORE_SETTING: dict[str, dict[str, Any]] = {
               "gan_conditioning": "add",  # 2026-11-26: "norm" became the default
               "max_levels": 3},  # 2026-12-03: 64 px GANs and VAEs start from 4x4
     "method": {"d_lr_scale": 1.0, "augment": 0.0},
+    "train": {"guide_fraction": 0.0},  # 2026-12-07: runs keep a guide and sample with autoguidance 2
+    "sample": {"autoguidance": 1.0},
 }
 
 
@@ -78,6 +81,9 @@ def saved_config(data: dict[str, Any]) -> GenConfig:
         own = {f.name for f in dataclasses.fields(cls)}
         data[section] = {k: v for k, v in given.items() if k in own or k not in flat}
         data[section].update({k: v for k, v in BEFORE_SETTING[section].items() if k in own and k not in given})
+    for section in ("train", "sample"):  # typed alike for every method
+        if isinstance(data.get(section), dict):
+            data[section] = {**BEFORE_SETTING[section], **data[section]}
     return from_dict(GenConfig, data)
 
 

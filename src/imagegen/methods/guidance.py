@@ -1,7 +1,13 @@
 """Classifier-free guidance (Ho & Salimans 2022) as a denoiser wrapper: D_u + w (D_c - D_u), both in one batch,
 optionally only inside a noise-level interval (Kynkäänniemi et al. 2024): guidance at high noise pulls every
 sample of a class towards the same few layouts (recall drops) and at low noise it changes little, so limiting it
-to the middle levels keeps the class fidelity, restores variety, and saves the second call outside the interval."""
+to the middle levels keeps the class fidelity, restores variety, and saves the second call outside the interval.
+
+Autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself") adds
+w (D_c - G_c), G a weaker model of the same data and conditioning (here: the run's own EMA from early in its
+training, `train.guide_fraction`): where the weak model errs more than the good one, the difference points away
+from the error. It corrects the image without pulling every sample of a class to its most typical layout, so
+unlike a larger classifier-free scale it keeps variety and leaves class fidelity as it was."""
 
 from __future__ import annotations
 
@@ -35,23 +41,32 @@ def interval_json(interval) -> list[float] | None:
     return None if interval is None or tuple(interval) == EVERYWHERE else [float(v) for v in interval]
 
 
-def guided(denoiser, scale: float, null_label: int, interval=EVERYWHERE):
+def guided(denoiser, scale: float, null_label: int, interval=EVERYWHERE, *, guide=None, weight: float = 1.0):
     """Scale 1 is the conditional denoiser (one call); 0 the unconditional one; > 1 pushes towards the class.
-    Guidance applies where lo < sigma <= hi; elsewhere the denoiser is the conditional one (one call)."""
-    if scale == 1.0:
+    Guidance applies where lo < sigma <= hi; elsewhere the denoiser is the conditional one (one call).
+    `guide` with `weight` != 1 adds autoguidance at every level: (weight - 1) (D_c - guide_c), D_c the conditional
+    (scale 0: the unconditional) denoiser, guide_c the guide's with the same labels (one more call)."""
+    autoguide = weight != 1.0
+    if autoguide and guide is None:
+        raise ValueError("autoguidance needs a guide denoiser")
+    if scale == 1.0 and not autoguide:
         return denoiser
     lo, hi = check_interval(interval)
 
     def d(x: torch.Tensor, sigma, y: torch.Tensor | None = None) -> torch.Tensor:
-        if y is None:
-            return denoiser(x, sigma, None)
-        if not lo < float(sigma) <= hi:
-            return denoiser(x, sigma, y)
-        null = torch.full_like(y, null_label)
-        if scale == 0.0:
-            return denoiser(x, sigma, null)
-        both = denoiser(torch.cat([x, x]), sigma, torch.cat([y, null]))
-        cond, uncond = both.chunk(2)
-        return uncond + scale * (cond - uncond)
+        labels, out = y, None
+        if y is not None and scale != 1.0 and lo < float(sigma) <= hi:
+            null = torch.full_like(y, null_label)
+            if scale == 0.0:
+                labels = null
+            else:
+                both = denoiser(torch.cat([x, x]), sigma, torch.cat([y, null]))
+                cond, uncond = both.chunk(2)
+                out = uncond + scale * (cond - uncond)
+        if out is None:
+            cond = out = denoiser(x, sigma, labels)
+        if autoguide:
+            out = out + (weight - 1.0) * (cond - guide(x, sigma, labels))
+        return out
 
     return d

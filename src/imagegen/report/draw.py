@@ -128,17 +128,19 @@ def _gen_title(gen: Generator, what: str) -> str:
 
 def draw_trajectory(gen: Generator, label: int, path, *, seed: int = 0, index: int = 0, steps: int = 8,
                     sampler: str = "dpmpp-2m", guidance: float = 1.0, guidance_interval=EVERYWHERE,
-                    eta: float = 0.0) -> Path:
+                    eta: float = 0.0, autoguidance: float = 1.0) -> Path:
     """x at each step (scaled by 1 / (1 + sigma) to stay visible) and the network's denoised estimate."""
     tr = trajectory(gen, label, seed=seed, index=index, steps=steps, sampler=sampler, guidance=guidance,
-                    guidance_interval=guidance_interval, eta=eta)
+                    guidance_interval=guidance_interval, eta=eta, autoguidance=autoguidance)
     lo, hi = guidance_interval
     guided_at = [guidance != 1.0 and lo < s <= hi for s in tr.sigmas]
     sig = [f"sigma {s:.3g}{' *' if g else ''}" for s, g in zip(tr.sigmas, guided_at, strict=True)]
     rows = [("x_t", tr.x, sig[:-1] + ["output"]), ("denoised", tr.denoised, sig[:-1])]
     marked = "" if guidance == 1.0 else " (* = guided step)"
     return figures.image_rows(rows, _gen_title(gen, f"{gen.classes[label]}, {sampler} {steps} steps, "
-                                               f"guidance {guidance}{marked}, seed {seed}"), path)
+                                               f"guidance {guidance}{marked}"
+                                               f"{f', autoguidance {autoguidance:g}' if autoguidance != 1 else ''}"
+                                               f", seed {seed}"), path)
 
 
 def draw_walk(gen: Generator, label: int, path, *, seeds=(0, 1), frames: int = 8, **sampling) -> Path:

@@ -11,14 +11,14 @@ import math
 import numbers
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..artifacts import artifact_paths, restore
+from ..artifacts import GUIDE, artifact_paths, restore
 from ..config import MAX_BATCH, MAX_GUIDANCE, MAX_STEPS
 from ..errors import ImagegenError, UsageError
 from ..methods import diffusion
@@ -40,10 +40,32 @@ class Generator:
     image_shape: tuple[int, int, int]
     meta: dict
     device: torch.device
+    source: Path | None = None  # the artifact's JSON (load_generator): its guide, if any, lies beside it
+    backend: str = "auto"  # as load_generator was asked: the guide is loaded the same way
+    _guide: Generator | None = field(default=None, repr=False)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def has_guide(self) -> bool:
+        """Whether `guide()` has a network to load (a run still training has none before train.guide_fraction)."""
+        return self._guide is not None or (self.source is not None and self.source.with_name(GUIDE).is_file())
+
+    def guide(self) -> Generator:
+        """The run's guide for autoguidance (GUIDE beside its model.json, written by `train.guide_fraction`),
+        loaded on first use with this generator's device and backend; a UsageError when the run has none."""
+        if self._guide is None:
+            path = None if self.source is None else self.source.with_name(GUIDE)
+            if path is None or not path.is_file():
+                raise missing_guide()
+            guide = load_generator(path, str(self.device), self.backend)
+            if (guide.method, guide.classes, guide.image_shape) != (self.method, self.classes, self.image_shape):
+                raise ImagegenError(f"{path} is no guide of this model: it is a {guide.method} model of "
+                                    f"{len(guide.classes)} classes and images {guide.image_shape}, the model a "
+                                    f"{self.method} one of {self.num_classes} and {self.image_shape}")
+            self._guide = guide
+        return self._guide
 
 
 def load_generator(path: str | Path, device: str = "auto", backend: str = "auto") -> Generator:
@@ -63,7 +85,7 @@ def load_generator(path: str | Path, device: str = "auto", backend: str = "auto"
     net.eval().requires_grad_(False)
     dev = resolve_device(device)
     gen = Generator(net.to(dev), art.meta["method"], tuple(art.meta["classes"]), tuple(art.meta["image_shape"]),
-                    art.meta, dev)
+                    art.meta, dev, source=path, backend=backend)
     if backend in ("onnx", "compiled") and not (art.kind == "unet" and dev.type == "cpu"):
         raise UsageError(f"the {backend} backend runs UNets (flow, edm) on the CPU only")
     if backend == "cuda-graphs" and not (art.kind == "unet" and dev.type == "cuda"):
@@ -90,6 +112,12 @@ def load_generator(path: str | Path, device: str = "auto", backend: str = "auto"
     if gen.net is net and dev.type == "cpu":
         gen.net = net.to(memory_format=torch.channels_last)  # measured: batch-1 sampling 1.45x faster
     return gen
+
+
+def missing_guide() -> UsageError:
+    """The one line for autoguidance asked of a run without a guide (the CLI's and the server's)."""
+    return UsageError(f"autoguidance needs the run's guide network ({GUIDE}), which this run does not have: train "
+                      "with train.guide_fraction > 0 (e.g. 0.25), or sample with autoguidance 1")
 
 
 METHODS = {"unet": ("flow", "edm"), "dcgan-generator": ("gan",), "vae": ("vae",)}  # what each kind is trained by
@@ -131,6 +159,9 @@ def _check_sample_meta(s) -> None:
     guidance = s.get("guidance", 1.0)
     if isinstance(guidance, bool) or not isinstance(guidance, int | float) or not math.isfinite(guidance):
         raise ImagegenError(f"its sample.guidance must be a finite number, got {guidance!r}")
+    weight = s.get("autoguidance", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
+        raise ImagegenError(f"its sample.autoguidance must be a finite number, got {weight!r}")
     steps = s.get("steps", 8)
     if isinstance(steps, bool) or not isinstance(steps, int):
         raise ImagegenError(f"its sample.steps must be a whole number, got {steps!r}")
@@ -193,7 +224,8 @@ def data_labels(gen: Generator, n: int) -> np.ndarray:
 
 
 def run_settings(gen: Generator, *, steps: int | None = None, sampler: str | None = None,
-                 guidance: float | None = None, guidance_interval=None, eta: float | None = None) -> dict:
+                 guidance: float | None = None, guidance_interval=None, eta: float | None = None,
+                 autoguidance: float | None = None) -> dict:
     """The run's sampling settings (its `sample` section), with each value given here in place of the run's.
     The run's `eta` belongs to its own sampler (ddim): another sampler asked for here starts from eta 0."""
     s = gen.meta.get("sample", {})
@@ -204,7 +236,8 @@ def run_settings(gen: Generator, *, steps: int | None = None, sampler: str | Non
         eta = s.get("eta", 0.0) if sampler == run_sampler else 0.0
     return {"steps": s.get("steps", 8) if steps is None else steps, "sampler": sampler,
             "guidance": s.get("guidance", 1.0) if guidance is None else guidance,
-            "guidance_interval": tuple(interval), "eta": eta}
+            "guidance_interval": tuple(interval), "eta": eta,
+            "autoguidance": s.get("autoguidance", 1.0) if autoguidance is None else autoguidance}
 
 
 def sigmas_for(gen: Generator, steps: int) -> torch.Tensor:
@@ -214,7 +247,7 @@ def sigmas_for(gen: Generator, steps: int) -> torch.Tensor:
 
 def check_sampling(*, steps: int | None = None, sampler: str | None = None, guidance_interval=None,
                    batch_size: int | None = None, guidance: float | None = None, eta: float | None = None,
-                   prefix: str = "") -> None:
+                   autoguidance: float | None = None, prefix: str = "") -> None:
     """Refuse impossible sampling settings with a UsageError naming the setting (`prefix`: e.g. "sample." for a
     config section); None is a setting not given. The one check behind a SampleRequest, `generate`, `imagegen
     train`'s early check and `imagegen distill`: non-finite or absurd numbers are refused here, never drawn."""
@@ -226,6 +259,8 @@ def check_sampling(*, steps: int | None = None, sampler: str | None = None, guid
         check_whole(batch_size, f"{prefix}batch_size", 1, MAX_BATCH)
     if guidance is not None:
         check_number(guidance, f"{prefix}guidance", 0.0, MAX_GUIDANCE, "0 = unconditional, 1 = none")
+    if autoguidance is not None:
+        check_number(autoguidance, f"{prefix}autoguidance", 0.0, MAX_GUIDANCE, "1 = none")
     if eta is not None:
         check_number(eta, f"{prefix}eta", 0.0, 1.0, "0 = deterministic, 1 = ancestral")
         if eta > 0 and sampler is not None and sampler != "ddim":
@@ -260,24 +295,27 @@ def check_number(value, name: str, lo: float, hi: float, meaning: str = "") -> N
 
 def generate(gen: Generator, labels: np.ndarray, *, seed: int = 0, start: int = 0, steps: int = 8,
              sampler: str = "dpmpp-2m", guidance: float = 1.0, guidance_interval=EVERYWHERE, eta: float = 0.0,
-             batch_size: int = 250, callback=None, show_progress: bool = False) -> np.ndarray:
+             autoguidance: float = 1.0, batch_size: int = 250, callback=None,
+             show_progress: bool = False) -> np.ndarray:
     """uint8 images (N, C, H, W) for `labels`; image j is image (start + j) of the run seeded `seed`; guidance
-    applies at noise levels lo < sigma <= hi of `guidance_interval`; `eta` is ddim's (0: deterministic)."""
+    applies at noise levels lo < sigma <= hi of `guidance_interval`; `eta` is ddim's (0: deterministic);
+    `autoguidance` != 1 guides with the run's guide network too (Generator.guide)."""
     return generate_many(gen, [(labels, seed, start)], steps=steps, sampler=sampler, guidance=guidance,
-                         guidance_interval=guidance_interval, eta=eta, batch_size=batch_size, callback=callback,
-                         show_progress=show_progress)[0]
+                         guidance_interval=guidance_interval, eta=eta, autoguidance=autoguidance,
+                         batch_size=batch_size, callback=callback, show_progress=show_progress)[0]
 
 
 @torch.inference_mode()
 def generate_many(gen: Generator, parts: Sequence[tuple[np.ndarray, int, int]], *, steps: int = 8,
                   sampler: str = "dpmpp-2m", guidance: float = 1.0, guidance_interval=EVERYWHERE, eta: float = 0.0,
-                  batch_size: int = 250, callback=None, show_progress: bool = False) -> list[np.ndarray]:
+                  autoguidance: float = 1.0, batch_size: int = 250, callback=None,
+                  show_progress: bool = False) -> list[np.ndarray]:
     """`generate` for several (labels, seed, start) parts with the same sampler settings, their images drawn in
     shared batches: part k's images are those `generate(gen, labels_k, seed=seed_k, start=start_k)` draws (every
     draw is an image's own, from its (seed, index)), but many small requests take few network calls (the studio
     joins queued jobs this way)."""
     check_sampling(steps=steps, sampler=sampler, guidance_interval=guidance_interval, batch_size=batch_size,
-                   guidance=guidance, eta=eta)
+                   guidance=guidance, eta=eta, autoguidance=autoguidance)
     if not parts:
         return []
     sizes = [len(lab) for lab, _, _ in parts]
@@ -291,7 +329,8 @@ def generate_many(gen: Generator, parts: Sequence[tuple[np.ndarray, int, int]], 
         rand = StackedRandom(seeds[idx].tolist(), index[idx], gen.device)
         y = torch.as_tensor(labels[idx], dtype=torch.long, device=gen.device)
         z = rand.randn(*latent_shape(gen))
-        out.append(to_uint8(_draw(gen, y, z, rand, steps, sampler, guidance, guidance_interval, eta, callback)))
+        out.append(to_uint8(_draw(gen, y, z, rand, steps, sampler, guidance, guidance_interval, eta, autoguidance,
+                                  callback)))
         bar.update(len(idx))
     bar.close()
     images = np.concatenate(out) if out else np.zeros((0, *gen.image_shape), np.uint8)
@@ -306,33 +345,39 @@ def latent_shape(gen: Generator) -> tuple[int, ...]:
 @torch.inference_mode()
 def generate_from(gen: Generator, z: torch.Tensor, labels: np.ndarray, *, seed: int = 0, steps: int = 8,
                   sampler: str = "dpmpp-2m", guidance: float = 1.0, guidance_interval=EVERYWHERE, eta: float = 0.0,
-                  callback=None) -> np.ndarray:
+                  autoguidance: float = 1.0, callback=None) -> np.ndarray:
     """uint8 images from given unit-Gaussian starting latents z (B, *latent_shape), e.g. points on a latent walk;
     any further sampler noise comes from (seed, i)."""
-    check_sampling(steps=steps, sampler=sampler, guidance_interval=guidance_interval, guidance=guidance, eta=eta)
+    check_sampling(steps=steps, sampler=sampler, guidance_interval=guidance_interval, guidance=guidance, eta=eta,
+                   autoguidance=autoguidance)
     if tuple(z.shape[1:]) != latent_shape(gen) or len(z) != len(labels):
         raise UsageError(f"latents must have shape (len(labels), {', '.join(map(str, latent_shape(gen)))}), "
                          f"got {tuple(z.shape)}")
     rand = StackedRandom(seed, range(len(z)), gen.device)
     y = torch.as_tensor(labels, dtype=torch.long, device=gen.device)
     return to_uint8(_draw(gen, y, z.to(gen.device), rand, steps, sampler, guidance, guidance_interval, eta,
-                          callback))
+                          autoguidance, callback))
 
 
 def _draw(gen: Generator, y: torch.Tensor, z: torch.Tensor, rand: StackedRandom, steps: int, sampler: str,
-          guidance: float, interval, eta: float, callback) -> torch.Tensor:
+          guidance: float, interval, eta: float, autoguidance: float, callback) -> torch.Tensor:
     # on CUDA the networks run in float16 autocast (tensor cores); the sampler's own arithmetic stays float32
     with torch.autocast("cuda", dtype=torch.float16, enabled=gen.device.type == "cuda"):
-        return _draw_with(gen, y, z, rand, steps, sampler, guidance, interval, eta, callback).float()
+        return _draw_with(gen, y, z, rand, steps, sampler, guidance, interval, eta, autoguidance, callback).float()
 
 
-def _draw_with(gen: Generator, y, z, rand, steps, sampler, guidance, interval, eta, callback) -> torch.Tensor:
+def _draw_with(gen: Generator, y, z, rand, steps, sampler, guidance, interval, eta, autoguidance,
+               callback) -> torch.Tensor:
     if gen.method == "gan":
         return gen.net(z, y).clamp(-1, 1)
     if gen.method == "vae":
         return gen.net.decode(z, y).clamp(-1, 1)
     denoiser = diffusion.DENOISERS[gen.method](gen.net, **_denoiser_kwargs(gen))
-    denoiser = guided(denoiser, guidance, null_label=gen.num_classes, interval=interval)
+    guide = None
+    if autoguidance != 1.0:
+        guide = diffusion.DENOISERS[gen.method](gen.guide().net, **_denoiser_kwargs(gen))
+    denoiser = guided(denoiser, guidance, null_label=gen.num_classes, interval=interval, guide=guide,
+                      weight=autoguidance)
     sigmas = sigmas_for(gen, steps).to(gen.device)
     x = z * sigmas[0]
     extra = {"eta": eta} if sampler == "ddim" else {}  # the only sampler with a setting of its own

@@ -19,7 +19,7 @@ from .generator import Generator, check_sampling, check_whole, generate_many, lo
 
 ONE_CALL = ("gan", "vae")  # methods that draw an image in one network call: no sampler settings apply
 DEVICES = ("auto", "cpu", "cuda")
-SAMPLER_SETTINGS = ("steps", "sampler", "guidance", "guidance_interval", "eta")
+SAMPLER_SETTINGS = ("steps", "sampler", "guidance", "guidance_interval", "eta", "autoguidance")
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class SampleRequest:
     guidance: float | None = None  # classifier-free guidance scale, 1 = none (None: the run's)
     guidance_interval: tuple[float, float] | None = None  # guide at lo < sigma <= hi (None: the run's)
     eta: float | None = None  # ddim's noise: 0 deterministic, 1 ancestral (None: the run's for its own sampler, else 0)
+    autoguidance: float | None = None  # weight of the run's guide network, 1 = none (None: the run's)
     seed: int = 0  # image i depends only on (seed, i)
     backend: str = "auto"  # auto | torch | onnx | compiled | cuda-graphs
     batch_size: int = 250  # images per network call
@@ -51,7 +52,8 @@ class SampleRequest:
         if self.classes is not None and not self.classes:
             raise UsageError("classes, when given, must name at least one class")
         check_sampling(steps=self.steps, sampler=self.sampler, guidance_interval=self.guidance_interval,
-                       batch_size=self.batch_size, guidance=self.guidance, eta=self.eta)
+                       batch_size=self.batch_size, guidance=self.guidance, eta=self.eta,
+                       autoguidance=self.autoguidance)
         return self
 
     def labels(self, gen: Generator) -> np.ndarray:
@@ -67,7 +69,7 @@ class SampleRequest:
             raise UsageError(f"a {gen.method} model draws each image in one network call: "
                              f"{given[0].replace('_', ' ')} does not apply to it")
         s = run_settings(gen, steps=self.steps, sampler=self.sampler, guidance=self.guidance,
-                         guidance_interval=self.guidance_interval, eta=self.eta)
+                         guidance_interval=self.guidance_interval, eta=self.eta, autoguidance=self.autoguidance)
         check_sampling(batch_size=self.batch_size, **s)
         return s
 
@@ -77,6 +79,8 @@ def drawn_with(method: str, settings: dict, seed: int) -> str:
     if method in ONE_CALL:
         return f"seed {seed}; {method}, one network call per image"
     guided = f", guidance {settings['guidance']:g}" if settings["guidance"] != 1.0 else ", no guidance"
+    auto = settings.get("autoguidance", 1.0)
+    guided += f", autoguidance {auto:g}" if auto != 1.0 else ""
     return f"seed {seed}; {method}, {settings['sampler']} {settings['steps']} steps{guided}"
 
 
@@ -97,7 +101,7 @@ def class_index(gen: Generator, value: int | str) -> int:
 class Samples:
     images: np.ndarray  # uint8 (N, C, H, W)
     labels: np.ndarray  # int64 (N,)
-    settings: dict  # the resolved sampler settings: steps, sampler, guidance, guidance_interval
+    settings: dict  # the resolved sampler settings: steps, sampler, guidance, guidance_interval, eta, autoguidance
     request: SampleRequest
 
     def describe(self) -> dict:
@@ -105,7 +109,7 @@ class Samples:
         s = self.settings
         return {**asdict(self.request), "n": len(self.images), "steps": s["steps"], "sampler": s["sampler"],
                 "guidance": s["guidance"], "guidance_interval": interval_json(s["guidance_interval"]),
-                "eta": s["eta"]}
+                "eta": s["eta"], "autoguidance": s["autoguidance"]}
 
 
 def sample(request: SampleRequest, gen: Generator | None = None, *, show_progress: bool = False,

@@ -7,12 +7,14 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from ..artifacts import GUIDE
 from ..errors import UsageError
 from ..methods.guidance import check_interval
 from ..sampling import SampleRequest, class_index
+from ..sampling.generator import missing_guide
 from .runs import resolve_run, run_info
 
-SAMPLE_KEYS = ("steps", "sampler", "guidance", "eta")  # flags of `imagegen sample` taken as they are
+SAMPLE_KEYS = ("steps", "sampler", "guidance", "eta", "autoguidance")  # flags of `imagegen sample` taken as they are
 
 
 
@@ -33,7 +35,8 @@ def request_for(run: Path, p: dict, device: str) -> SampleRequest:
     interval = None if p.get("guidance_interval") is None else check_interval(p["guidance_interval"].split(","))
     return SampleRequest(str(run), n=p["n"], classes=None if p.get("class") is None else (p["class"],),
                          steps=p.get("steps"), sampler=p.get("sampler"), guidance=p.get("guidance"),
-                         guidance_interval=interval, eta=p.get("eta"), seed=p["seed"], backend=p["backend"],
+                         guidance_interval=interval, eta=p.get("eta"), autoguidance=p.get("autoguidance"),
+                         seed=p["seed"], backend=p["backend"],
                          device=device).check()
 
 
@@ -66,7 +69,9 @@ def checked(runs_dir: Path, p: dict, device: str, max_n: int) -> tuple[dict, dic
                          "(imagegen sample draws more)")
     info = run_info(run)
     labels = request.labels(info)
-    request.settings(info)  # sampler settings a GAN or VAE does not read are refused, as by the CLI
+    s = request.settings(info)  # sampler settings a GAN or VAE does not read are refused, as by the CLI
+    if s["autoguidance"] != 1.0 and info.method in ("flow", "edm") and not (run / GUIDE).is_file():
+        raise missing_guide()
     if p.get("class") is not None:
         p["class"] = class_index(info, p["class"])
     return p, {"labels": labels.tolist(), "classes": list(info.classes), "method": info.method,

@@ -87,7 +87,8 @@ def teacher_pairs(gen: Generator, teacher: Path, cfg: DistillConfig, guidance: f
     (classes in turn); cached beside the teacher in pairs/, since every student of this teacher can reuse them.
     The cache is keyed by what the pairs are computed from: the teacher's artifact (`digest`) and the settings
     that draw them, so a retrained teacher, or other settings, never reuse them."""
-    s = run_settings(gen, steps=cfg.pair_steps, guidance=guidance, guidance_interval=interval)
+    # without the teacher's autoguidance: a student folds in classifier-free guidance only (and has no guide)
+    s = run_settings(gen, steps=cfg.pair_steps, guidance=guidance, guidance_interval=interval, autoguidance=1.0)
     sampler, steps = s["sampler"], s["steps"]
     settings = {"teacher": digest, "seed": cfg.seed, "pairs": cfg.pairs, "sampler": sampler, "steps": steps,
                 "guidance": guidance, "guidance_interval": interval_json(interval)}

@@ -5,12 +5,13 @@ the checks a generator's config gets before anything is written (data, device, n
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..artifacts import save_artifact
+from ..artifacts import GUIDE, save_artifact
 from ..config import GenConfig, UNetConfig, checked, saved_config, to_dict
 from ..data import load_splits
 from ..errors import UsageError
@@ -82,6 +83,13 @@ class GeneratorTask:
         self.nets, self.optimizers = nets, recipes.build_optimizers(cfg, nets)
         self.infer_name, self.infer_kind = recipes.INFERENCE[cfg.method.name]
         self.net = nets[self.infer_name]
+        # autoguidance's guide (UNets only): written at guide_at of the budget; a resumed run reads it back
+        self.guide_at = cfg.train.guide_fraction if self.infer_kind == "unet" else 0.0
+        self.guide = None
+        if self.guide_at and doc is not None and (run / GUIDE).is_file():
+            from ..sampling import load_generator
+
+            self.guide = load_generator(run / GUIDE, str(device), "torch")
         self.ema = make_ema(self.net)
         self.generator = torch.Generator(device).manual_seed(cfg.seed)
         if doc is not None:
@@ -121,11 +129,22 @@ class GeneratorTask:
         save_artifact(run / "model.json", self.infer_kind, self.net_configs[self.infer_name][1], self.ema,
                       {**self.meta, "images": state["images"]})
 
-    def _ema_generator(self):
+    def write_guide(self, run: Path, state: dict) -> None:
+        """The EMA now as the run's guide.json (sample.autoguidance's weaker network), written by process 0, and
+        kept in memory by every process for the grids and the evaluation's samples that follow. Its own meta samples
+        without a guide."""
+        self.guide = self._ema_generator(copy.deepcopy(self.ema))
+        if dist.is_main():
+            meta = {**self.meta, "images": state["images"], "sample": {**self.meta["sample"], "autoguidance": 1.0}}
+            save_artifact(run / GUIDE, self.infer_kind, self.net_configs[self.infer_name][1], self.ema, meta)
+            self.log(f"guide for autoguidance written at {state['images']:,} images: {run / GUIDE}")
+
+    def _ema_generator(self, net=None):
         from ..sampling import Generator
 
-        return Generator(self.ema, self.cfg.method.name, tuple(self.meta["classes"]), self.shape, self.meta,
-                         self.device)
+        guide = self.guide if net is None else None
+        return Generator(self.ema if net is None else net, self.cfg.method.name, tuple(self.meta["classes"]),
+                         self.shape, self.meta, self.device, _guide=guide)
 
     def grid(self, run: Path, state: dict) -> Path:
         return write_grid(run, self._ema_generator(), state, self.evaluator)
@@ -201,4 +220,8 @@ def _check_sampling(cfg: GenConfig) -> None:
 
     s = cfg.sample
     check_sampling(steps=s.steps, sampler=s.sampler, guidance_interval=s.guidance_interval or EVERYWHERE,
-                   batch_size=s.batch_size, prefix="sample.")
+                   batch_size=s.batch_size, autoguidance=s.autoguidance, prefix="sample.")
+    if s.autoguidance != 1.0 and cfg.method.name in ("flow", "edm") and not cfg.train.guide_fraction:
+        raise UsageError(f"sample.autoguidance {s.autoguidance:g} guides with the run's guide network, which "
+                         "train.guide_fraction 0 never writes: set train.guide_fraction (e.g. 0.25), or "
+                         "sample.autoguidance=1")

@@ -37,7 +37,7 @@ from . import checkpoint, dist
 from .ema import ema_beta, ema_update
 
 RUN_FILES = ("state.json", "state.safetensors", "metrics.jsonl", "results.json", "model.json", "model.safetensors",
-             "grid.png", "config.json")
+             "grid.png", "config.json", "guide.json", "guide.safetensors")
 COMMANDS = {"train": "a training run", "distill": "a distillation run"}  # Task.command: what resumes a run
 
 
@@ -119,6 +119,9 @@ class Task(Protocol):
     def write_artifact(self, run: Path, state: dict) -> None:
         """The inference artifact (EMA weights + the JSON that rebuilds the model), beside every checkpoint."""
 
+    # optional: `guide_at` (a fraction of the budget, 0 = never) and `write_guide(run, state)`, which writes the
+    # EMA as it is when training crosses that fraction (autoguidance's weaker network; a generator task's)
+
     def grid(self, run: Path, state: dict) -> Path:
         """A sample grid of the EMA network (grid.png and grids/IMAGES.png)."""
 
@@ -197,6 +200,7 @@ def run_loop(task: Task, out: str | Path, *, resume: bool = False, overwrite: bo
             state["images"] += cfg.batch_size
             dt, stopping = dist.agree(time.perf_counter() - t0, stop.requested)  # every process counts the same
             state["seconds"] += dt
+            _guide(task, run, state, fraction)
             bar.update(min(cfg.batch_size if total[0] == "images" else dt, max(0.0, total[1] - bar.n)))
             # -- maintenance: log line, sample grid, checkpoint (process 0 alone), stop request (all together)
             if state["step"] % cfg.log_every == 0 and losses and dist.is_main():
@@ -232,6 +236,15 @@ def run_loop(task: Task, out: str | Path, *, resume: bool = False, overwrite: bo
         save_checkpoint()
         dist.barrier()
         return task.finish(run, state)
+
+
+def _guide(task: Task, run: Path, state: dict, before: float) -> None:
+    """The guide: the EMA where training crosses `task.guide_at` of its budget, kept by every process (each draws
+    its share of the final evaluation with it) and written by process 0 (a resumed run that crosses it again writes
+    the same weights again; the run's checkpoint never depends on it)."""
+    guide_at = getattr(task, "guide_at", 0.0)
+    if guide_at and before < guide_at <= fraction_done(state, task.train):
+        task.write_guide(run, state)
 
 
 @contextlib.contextmanager
@@ -292,6 +305,8 @@ def write_grid(run: Path, gen, state: dict, evaluator) -> Path:
         return run / "grid.png"  # drawn already at this point of training (the final grid after a last one)
     labels = np.repeat(np.arange(gen.num_classes), 10)
     settings = run_settings(gen)
+    if not gen.has_guide():  # before train.guide_fraction of the run: no guide yet (the footer says so)
+        settings["autoguidance"] = 1.0
     images = generate(gen, labels, seed=0, **settings)
     picture = class_grid(images, list(gen.classes), nrow=10, footer=drawn_with(gen.method, settings, seed=0))
     save_png(picture, run / "grids" / f"{state['images']:09d}.png")

@@ -177,7 +177,7 @@ function paramsList(params, extra = {}) {
   return el("dl", { class: "params" }, ...entries.flatMap(([k, v]) => [el("dt", { text: k.replace(/_/g, " ") }), el("dd", { text: fmt(v) })]));
 }
 
-const SETTINGS = ["steps", "sampler", "guidance", "guidance_interval"];
+const SETTINGS = ["steps", "sampler", "guidance", "guidance_interval", "autoguidance"];
 
 function shownParams(job) {
   // a job's parameters as given, the class by name, and the run's own sampler settings where none was given
@@ -352,6 +352,7 @@ function generateBody(overrides = {}) {
   if (f.get("steps")) body.steps = Number(f.get("steps"));
   if (f.get("sampler")) body.sampler = f.get("sampler");
   if (f.get("guidance") !== "") body.guidance = Number(f.get("guidance"));
+  if (f.get("autoguidance") !== "" && f.get("autoguidance") !== null) body.autoguidance = Number(f.get("autoguidance"));
   if (f.get("guidance_interval")) body.guidance_interval = f.get("guidance_interval").replace(/\s/g, "");  // "LO,HI"
   return { ...body, ...overrides };
 }
