@@ -38,10 +38,7 @@ def main() -> None:
     ev = load_evaluator(args.dataset, data=DataConfig(dataset=args.dataset), device="cpu")
     gen = load_generator(args.run, "cpu")
     if args.guide:  # in place of the run's own guide.json; it must draw what the run draws
-        other = load_generator(args.guide, "cpu")
-        if (other.method, other.classes, other.image_shape) != (gen.method, gen.classes, gen.image_shape):
-            raise SystemExit(f"{args.guide} is no guide of {args.run}: another method, classes or image shape")
-        gen._guide = other
+        gen.use_guide(load_generator(args.guide, "cpu"), args.guide)
     guide = gen.guide()
     mix = tuple(int(c) for c in data_labels(gen, args.n))
     rows = load_rows("autoguidance")

@@ -214,8 +214,6 @@ def run_sample(args):
     gen = load_generator(request.run, request.device, request.backend)
     request.labels(gen)  # classes exist
     s = request.settings(gen)
-    if s["autoguidance"] != 1.0 and gen.method in ("flow", "edm"):
-        gen.guide()  # loaded now: a run without one is refused before anything is drawn or written
     folded = gen.meta.get("distilled", {}).get("guidance_folded")
     if folded is not None and s["guidance"] != 1.0:
         import warnings

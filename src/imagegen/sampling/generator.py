@@ -56,16 +56,20 @@ class Generator:
         """The run's guide for autoguidance (GUIDE beside its model.json, written by `train.guide_fraction`),
         loaded on first use with this generator's device and backend; a UsageError when the run has none."""
         if self._guide is None:
-            path = None if self.source is None else self.source.with_name(GUIDE)
-            if path is None or not path.is_file():
+            if not self.has_guide():
                 raise missing_guide()
-            guide = load_generator(path, str(self.device), self.backend)
-            if (guide.method, guide.classes, guide.image_shape) != (self.method, self.classes, self.image_shape):
-                raise ImagegenError(f"{path} is no guide of this model: it is a {guide.method} model of "
-                                    f"{len(guide.classes)} classes and images {guide.image_shape}, the model a "
-                                    f"{self.method} one of {self.num_classes} and {self.image_shape}")
-            self._guide = guide
+            path = self.source.with_name(GUIDE)
+            self.use_guide(load_generator(path, str(self.device), self.backend), path)
         return self._guide
+
+    def use_guide(self, guide: Generator, where) -> None:
+        """Guide with `guide` (the run's own, or another artifact's, named `where` in the error) once it is checked
+        to draw what this model draws: the same method, classes and image shape."""
+        if (guide.method, guide.classes, guide.image_shape) != (self.method, self.classes, self.image_shape):
+            raise ImagegenError(f"{where} is no guide of this model: it is a {guide.method} model of "
+                                f"{len(guide.classes)} classes and images {guide.image_shape}, the model a "
+                                f"{self.method} one of {self.num_classes} and {self.image_shape}")
+        self._guide = guide
 
 
 def load_generator(path: str | Path, device: str = "auto", backend: str = "auto") -> Generator:
@@ -115,9 +119,10 @@ def load_generator(path: str | Path, device: str = "auto", backend: str = "auto"
 
 
 def missing_guide() -> UsageError:
-    """The one line for autoguidance asked of a run without a guide (the CLI's and the server's)."""
+    """The one line for autoguidance asked of a run without a guide (SampleRequest.settings: the CLI's and the
+    server's)."""
     return UsageError(f"autoguidance needs the run's guide network ({GUIDE}), which this run does not have: train "
-                      "with train.guide_fraction > 0 (e.g. 0.25), or sample with autoguidance 1")
+                      "with train.guide_fraction > 0 (e.g. 0.2), or sample with autoguidance 1")
 
 
 METHODS = {"unet": ("flow", "edm"), "dcgan-generator": ("gan",), "vae": ("vae",)}  # what each kind is trained by

@@ -15,7 +15,15 @@ from ..config import MAX_IMAGES, MAX_SEED
 from ..errors import UsageError
 from ..methods.guidance import interval_json
 from . import backends
-from .generator import Generator, check_sampling, check_whole, generate_many, load_generator, run_settings
+from .generator import (
+    Generator,
+    check_sampling,
+    check_whole,
+    generate_many,
+    load_generator,
+    missing_guide,
+    run_settings,
+)
 
 ONE_CALL = ("gan", "vae")  # methods that draw an image in one network call: no sampler settings apply
 DEVICES = ("auto", "cpu", "cuda")
@@ -63,7 +71,8 @@ class SampleRequest:
 
     def settings(self, gen: Generator) -> dict:
         """The sampler settings this request resolves to for `gen`: its own where given, else the run's. A
-        setting given for a model that draws in one network call (GAN, VAE) is refused, not ignored."""
+        setting given for a model that draws in one network call (GAN, VAE) is refused, not ignored, and so is
+        autoguidance for a run without a guide."""
         given = [k for k in SAMPLER_SETTINGS if getattr(self, k) is not None]
         if gen.method in ONE_CALL and given:
             raise UsageError(f"a {gen.method} model draws each image in one network call: "
@@ -71,6 +80,8 @@ class SampleRequest:
         s = run_settings(gen, steps=self.steps, sampler=self.sampler, guidance=self.guidance,
                          guidance_interval=self.guidance_interval, eta=self.eta, autoguidance=self.autoguidance)
         check_sampling(batch_size=self.batch_size, **s)
+        if s["autoguidance"] != 1.0 and gen.method not in ONE_CALL and not gen.has_guide():
+            raise missing_guide()  # before anything is drawn or written
         return s
 
 

@@ -7,11 +7,9 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from ..artifacts import GUIDE
 from ..errors import UsageError
 from ..methods.guidance import check_interval
 from ..sampling import SampleRequest, class_index
-from ..sampling.generator import missing_guide
 from .runs import resolve_run, run_info
 
 SAMPLE_KEYS = ("steps", "sampler", "guidance", "eta", "autoguidance")  # flags of `imagegen sample` taken as they are
@@ -69,9 +67,7 @@ def checked(runs_dir: Path, p: dict, device: str, max_n: int) -> tuple[dict, dic
                          "(imagegen sample draws more)")
     info = run_info(run)
     labels = request.labels(info)
-    s = request.settings(info)  # sampler settings a GAN or VAE does not read are refused, as by the CLI
-    if s["autoguidance"] != 1.0 and info.method in ("flow", "edm") and not (run / GUIDE).is_file():
-        raise missing_guide()
+    request.settings(info)  # settings a GAN or VAE does not read, or autoguidance without a guide: as by the CLI
     if p.get("class") is not None:
         p["class"] = class_index(info, p["class"])
     return p, {"labels": labels.tolist(), "classes": list(info.classes), "method": info.method,

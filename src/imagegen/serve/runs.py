@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from ..artifacts import read_header
+from ..artifacts import GUIDE, read_header
 from ..errors import ImagegenError
 
 STUDIO = ".studio"  # RUNS/.studio: the studio's own files (job database, job results), never listed as a run
@@ -36,6 +36,10 @@ class RunInfo:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def has_guide(self) -> bool:
+        """Whether the run keeps a guide for autoguidance (as Generator.has_guide)."""
+        return (self.path / GUIDE).is_file()
 
 
 def inside(root: Path, rel: str, what: str) -> Path:

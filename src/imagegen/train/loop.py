@@ -223,5 +223,5 @@ def _check_sampling(cfg: GenConfig) -> None:
                    batch_size=s.batch_size, autoguidance=s.autoguidance, prefix="sample.")
     if s.autoguidance != 1.0 and cfg.method.name in ("flow", "edm") and not cfg.train.guide_fraction:
         raise UsageError(f"sample.autoguidance {s.autoguidance:g} guides with the run's guide network, which "
-                         "train.guide_fraction 0 never writes: set train.guide_fraction (e.g. 0.25), or "
+                         "train.guide_fraction 0 never writes: set train.guide_fraction (e.g. 0.2), or "
                          "sample.autoguidance=1")
