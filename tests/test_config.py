@@ -263,7 +263,8 @@ def test_the_defaults_are_the_flat_configs_defaults(method):
     then["train"] = {**then["train"], "grid_images": None,  # since issue 26: grids by time, as before
                      "micro_batch": None,  # since issue 27: the whole batch in one pass, as before
                      "guide_fraction": 0.2}  # since issue 26: a guide for autoguidance, at 20% of the budget
-    then["sample"] = {**then["sample"], "autoguidance": 2.0, "guidance": 1.2}  # ... sampled with it, less CFG
+    then["sample"] = {**then["sample"], "autoguidance": 2.0, "guidance": 1.3,  # ... sampled with it, less CFG,
+                      "autoguidance_interval": [0.0, 10.0]}  # ... and not at the pure-noise levels
     assert {k: v for k, v in new.items() if k not in ("model", "method")} == then
     for kind, kwargs in network_configs(cfg, (1, 28, 28), 10).values():  # and the networks are built as before
         assert kwargs == {**FLAT_NETWORKS[kind], **NEW_KEYWORDS[kind]}
@@ -307,7 +308,8 @@ def test_a_runs_flat_config_loads_as_its_methods_sections():
     grey28 = fit_unet(UNetConfig(), (1, 28, 28))  # the widths a run saved then has, and a new one chooses at 28 px
     # a run saved before autoguidance keeps sampling without it (and CFG at the 1.4 it saved)
     before = GenConfig(model=grey28, train=dataclasses.replace(GenConfig().train, guide_fraction=0.0),
-                       sample=dataclasses.replace(GenConfig().sample, autoguidance=1.0, guidance=1.4))
+                       sample=dataclasses.replace(GenConfig().sample, autoguidance=1.0, guidance=1.4,
+                                                  autoguidance_interval=None))
     assert flow == before and to_dict(flow)["model"] == to_dict(grey28)
     for name in METHODS:  # every method's saved flat config: its own settings, as they were
         old = copy.deepcopy(FLAT_DEFAULTS)
@@ -324,6 +326,11 @@ def test_a_runs_config_saved_before_a_setting_existed_keeps_the_design_it_was_tr
     cfg = saved_config(old)
     assert cfg.model.gan_conditioning == "add" and cfg.method.d_lr_scale == 1.0
     assert load(GenConfig, flags={"method.name": "gan"}).model.gan_conditioning == "norm"  # a new run's default
+    autoguided = to_dict(load(GenConfig))  # a run saved with autoguidance 2 before its interval existed
+    del autoguided["sample"]["autoguidance_interval"]
+    then = saved_config(autoguided).sample
+    assert then.autoguidance == 2.0 and then.autoguidance_interval is None  # every level, as it sampled then
+    assert load(GenConfig).sample.autoguidance_interval == (0.0, 10.0)  # a new run's default
 
 
 def test_a_saved_config_is_checked_all_the_same():

@@ -163,10 +163,8 @@ def test_the_runs_eta_is_read_for_its_own_sampler_only(gen, run):
     request = SampleRequest(str(run), n=4, steps=3, backend="torch", device="cpu")
     assert request.settings(mine)["eta"] == 0.5 and sample(request, mine).describe()["eta"] == 0.5
     assert np.array_equal(sample(request, mine).images,
-                          generate(mine, np.arange(4), steps=3, sampler="ddim", eta=0.5,
-                                   guidance=request.settings(mine)["guidance"],
-                                   guidance_interval=request.settings(mine)["guidance_interval"],
-                                   autoguidance=request.settings(mine)["autoguidance"]))
+                          generate(mine, np.arange(4), **{**request.settings(mine), "steps": 3, "sampler": "ddim",
+                                                          "eta": 0.5}))
     assert dataclasses.replace(request, sampler="heun").settings(mine)["eta"] == 0.0  # not the run's ddim's
 
 

@@ -310,3 +310,21 @@ def test_autoguidance_adds_the_weighted_difference_to_the_guide_at_every_level()
     assert guided(d, 1.0, 10, guide=counted, weight=1.0) is d
     with pytest.raises(ValueError, match="guide"):
         guided(d, 1.0, 10, weight=2.0)
+
+
+def test_autoguidance_applies_only_inside_its_interval():
+    calls, guide_calls = [], []
+    d = label_denoiser(calls)
+
+    def guide(x, sigma, y):
+        guide_calls.append(float(sigma))
+        return x * 0 + 0.5 * y.view(-1, 1, 1, 1).float()
+
+    x, y = torch.zeros(2, 1, 2, 2), torch.tensor([4, 6])
+    g = guided(d, 1.0, null_label=10, guide=guide, weight=3.0, guide_interval=(0.0, 10.0))
+    torch.testing.assert_close(g(x, 200.0, y)[:, 0, 0, 0], y.float())  # above 10: the conditional denoiser alone
+    torch.testing.assert_close(g(x, 10.0, y)[:, 0, 0, 0], 2.0 * y.float())  # lo < sigma <= hi: y + 2 (y - y/2)
+    torch.testing.assert_close(g(x, 0.1, y)[:, 0, 0, 0], 2.0 * y.float())
+    assert guide_calls == [10.0, 0.1]  # the guide is not called outside its interval
+    with pytest.raises(ValueError, match="0 <= lo < hi"):
+        guided(d, 1.0, 10, guide=guide, weight=3.0, guide_interval=(5.0, 1.0))

@@ -119,11 +119,12 @@ def test_run_names_resolve_inside_the_runs_folder_only(client, runs, tmp_path):
 
 def test_a_job_draws_the_same_images_as_imagegen_sample_and_serves_them_as_files(client, tmp_path, capsys):
     r = client.post(f"{API}/jobs", json={"run": "a", "n": 12, "seed": 3, "steps": 3, "guidance": 1.5,
-                                         "guidance_interval": "0.1,inf"})
+                                         "guidance_interval": "0.1,inf", "autoguidance_interval": [0.5, 50]})
     assert r.status_code == 202 and r.headers["location"] == r.json()["url"]
     job = wait(client, r.json())
     assert job["state"] == "done" and job["progress"] == 1.0 and job["error"] is None
     assert job["command"].startswith("imagegen sample ") and "--guidance-interval 0.1,inf" in job["command"]
+    assert "--autoguidance-interval 0.5,50.0" in job["command"]
     out = tmp_path / "cli.npz"
     assert main(shlex.split(job["command"])[1:] + ["--out", str(out), "--no-progress"]) == 0
     capsys.readouterr()
@@ -176,6 +177,8 @@ def test_bad_parameters_get_422_with_the_message_the_cli_prints(client, runs, ca
                           422) == "the request body is not valid JSON"
     assert one_line_error(client.post(f"{API}/jobs", json={"run": "a", "guidance_interval": [3, 1]}), 422).startswith(
         "guidance_interval: a guidance interval needs 0 <= lo < hi")
+    assert one_line_error(client.post(f"{API}/jobs", json={"run": "a", "autoguidance_interval": "3,1"}),
+                          422).startswith("autoguidance_interval: a guidance interval needs 0 <= lo < hi")
     big = {"run": "a", "pad": "x" * (65 * 1024)}
     assert "64 KiB" in one_line_error(client.post(f"{API}/jobs", json=big), 413)
     one_line_error(client.get(f"{API}/jobs/nope"), 404)

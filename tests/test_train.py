@@ -234,6 +234,32 @@ def test_autoguidance_guides_with_the_runs_own_early_ema(tmp_path, capsys):
     assert not np.array_equal(np.load(out)["images"], np.load(tmp_path / "one.npz")["images"])
 
 
+def test_autoguidance_leaves_out_the_levels_outside_its_interval(trained, tmp_path, capsys):
+    from imagegen.sampling.generator import sigmas_for
+
+    gen = load_generator(trained, backend="torch")
+    assert run_settings(gen)["autoguidance_interval"] == (0.0, 10.0)  # the default: not at the pure-noise levels
+    assert sigmas_for(gen, 3)[0] > 10 >= sigmas_for(gen, 3)[1]  # so the first of 3 steps is not autoguided
+    labels, kw = np.arange(5), {"steps": 3, "sampler": "dpmpp-2m", "guidance": 1.0, "autoguidance": 2.0}
+    default = generate(gen, labels, seed=1, **run_settings(gen, **kw))
+    every = generate(gen, labels, seed=1, **run_settings(gen, **kw, autoguidance_interval=(0.0, float("inf"))))
+    never = generate(gen, labels, seed=1, **run_settings(gen, **kw, autoguidance_interval=(50.0, 100.0)))
+    plain = generate(gen, labels, seed=1, **run_settings(gen, **{**kw, "autoguidance": 1.0}))
+    assert not np.array_equal(default, every) and not np.array_equal(default, plain)
+    assert np.array_equal(never, plain)  # an interval between the levels drawn: no step is autoguided
+    del gen.meta["sample"]["autoguidance_interval"]  # a run saved before the setting: at every level, as then
+    assert run_settings(gen)["autoguidance_interval"] == (0.0, float("inf"))
+    out = tmp_path / "every.npz"
+    assert main(["sample", str(trained), "--n", "5", "--steps", "3", "--seed", "1", "--guidance", "1",
+                 "--autoguidance", "2", "--autoguidance-interval", "0,inf", "--out", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["autoguidance_interval"] is None  # JSON's "every level"
+    assert np.array_equal(np.load(out)["images"], every)
+    code = main(["sample", str(trained), "--autoguidance-interval", "3,1", "--out", str(tmp_path / "bad.npz")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--autoguidance-interval 3,1: a guidance interval needs 0 <= lo < hi" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "bad.npz").exists()
+
+
 def test_a_resumed_run_writes_the_same_guide(tmp_path):
     cfg = lambda: tiny_config(images=192, **{"train.guide_fraction": 0.5})  # noqa: E731
     loop.train(cfg(), tmp_path / "full", show_progress=False, log=lambda s: None)

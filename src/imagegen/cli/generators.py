@@ -63,6 +63,8 @@ def register(sub, common, data, fmt) -> None:
     s.add_argument("--autoguidance", type=float, default=None, metavar="W",
                    help="guide with the run's own early network too (its guide.json, train.guide_fraction), "
                         f"1 = none (default: the run's, {d.sample.autoguidance:g})")
+    s.add_argument("--autoguidance-interval", default=None, metavar="LO,HI",
+                   help="autoguide only at noise levels LO < sigma <= HI (default: the run's; 0,inf = every level)")
     s.add_argument("--batch-size", type=int, default=250)
     s.add_argument("--backend", choices=("auto", "torch", "onnx", "compiled", "cuda-graphs"), default="auto",
                    help="auto: onnxruntime for UNets on the CPU when installed (faster), CUDA graphs on a GPU, "
@@ -208,7 +210,9 @@ def run_sample(args):
     request = SampleRequest(args.model, n=args.n, classes=None if args.class_index is None else (args.class_index,),
                             steps=args.steps, sampler=args.sampler, guidance=args.guidance,
                             guidance_interval=_interval(args.guidance_interval), eta=args.eta,
-                            autoguidance=args.autoguidance, seed=args.seed, backend=args.backend,
+                            autoguidance=args.autoguidance,
+                            autoguidance_interval=_interval(args.autoguidance_interval, "--autoguidance-interval"),
+                            seed=args.seed, backend=args.backend,
                             batch_size=args.batch_size, device=args.device).check()
     out = check_output(Path(args.out) if args.out else _default_out(args.model), args.overwrite)
     gen = load_generator(request.run, request.device, request.backend)
@@ -233,14 +237,15 @@ def run_sample(args):
         grid_png = out / "grid.png"
     result = {"out": str(out), "grid": str(grid_png), "n": args.n, "method": gen.method, "steps": s["steps"],
               "sampler": s["sampler"], "guidance": s["guidance"], "eta": s["eta"], "autoguidance": s["autoguidance"],
-              "guidance_interval": interval_json(s["guidance_interval"]), "seconds": seconds,
+              "guidance_interval": interval_json(s["guidance_interval"]),
+              "autoguidance_interval": interval_json(s["autoguidance_interval"]), "seconds": seconds,
               "images_per_second": args.n / seconds}
     log_for(args)(f"{args.n} images in {seconds:.1f} s ({args.n / seconds:.1f} img/s) -> {out}; grid: {grid_png}")
     return result
 
 
-def _interval(text: str | None) -> tuple[float, float] | None:
-    """--guidance-interval LO,HI as two checked floats, or None for the run's setting."""
+def _interval(text: str | None, flag: str = "--guidance-interval") -> tuple[float, float] | None:
+    """--guidance-interval LO,HI (or `flag`'s) as two checked floats, or None for the run's setting."""
     from ..methods.guidance import check_interval
 
     if text is None:
@@ -248,7 +253,7 @@ def _interval(text: str | None) -> tuple[float, float] | None:
     try:
         return check_interval(text.split(","))
     except ValueError as e:
-        raise UsageError(f"--guidance-interval {text}: {e} (e.g. 0.3,5)") from None
+        raise UsageError(f"{flag} {text}: {e} (e.g. 0.3,5)") from None
 
 
 def _widths(text: str | None) -> tuple[int, ...] | None:

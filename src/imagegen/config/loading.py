@@ -20,7 +20,7 @@ from .values import article, coerce
 UNET = ("flow", "edm")
 READ_BY: dict[str, tuple[str, ...]] = dict.fromkeys(
     ("sample.sampler", "sample.steps", "sample.guidance", "sample.guidance_interval", "sample.eta",
-     "sample.autoguidance", "train.guide_fraction"), UNET)
+     "sample.autoguidance", "sample.autoguidance_interval", "train.guide_fraction"), UNET)
 
 
 def to_dict(cfg) -> dict[str, Any]:
@@ -57,7 +57,8 @@ BEFORE_SETTING: dict[str, dict[str, Any]] = {
               "max_levels": 3},  # 2026-12-03: 64 px GANs and VAEs start from 4x4
     "method": {"d_lr_scale": 1.0, "augment": 0.0},
     "train": {"guide_fraction": 0.0},  # 2026-12-07: runs keep a guide and sample with autoguidance 2
-    "sample": {"autoguidance": 1.0},
+    "sample": {"autoguidance": 1.0,
+               "autoguidance_interval": None},  # 2026-12-07: autoguidance left the pure-noise levels (sigma > 10)
 }
 
 

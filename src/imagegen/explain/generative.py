@@ -24,7 +24,7 @@ class Trajectory:
 
 def trajectory(gen: Generator, label: int, *, seed: int = 0, index: int = 0, steps: int = 8,
                sampler: str = "dpmpp-2m", guidance: float = 1.0, guidance_interval=EVERYWHERE,
-               eta: float = 0.0, autoguidance: float = 1.0) -> Trajectory:
+               eta: float = 0.0, autoguidance: float = 1.0, autoguidance_interval=EVERYWHERE) -> Trajectory:
     """Image `index` of the run seeded `seed`, step by step, read from the sampler's callback."""
     if gen.method not in ("flow", "edm"):
         raise UsageError(f"a {gen.method} model draws in one network call: there is no denoising trajectory")
@@ -32,7 +32,8 @@ def trajectory(gen: Generator, label: int, *, seed: int = 0, index: int = 0, ste
     frames: list[dict] = []
     keep = lambda d: frames.append({"x": d["x"].clone(), "denoised": d["denoised"].clone(), "sigma": d["sigma"]})  # noqa: E731
     final = generate(gen, labels, seed=seed, start=index, steps=steps, sampler=sampler, guidance=guidance,
-                     guidance_interval=guidance_interval, eta=eta, autoguidance=autoguidance, callback=keep)
+                     guidance_interval=guidance_interval, eta=eta, autoguidance=autoguidance,
+                     autoguidance_interval=autoguidance_interval, callback=keep)
     sigma0 = frames[0]["sigma"]
     xs = [to_uint8(f["x"] / (1 + f["sigma"]) if sigma0 > 1 else f["x"]) for f in frames]  # scaled to stay visible
     return Trajectory(np.concatenate([*xs, final]), np.concatenate([to_uint8(f["denoised"]) for f in frames]),

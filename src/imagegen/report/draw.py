@@ -128,10 +128,11 @@ def _gen_title(gen: Generator, what: str) -> str:
 
 def draw_trajectory(gen: Generator, label: int, path, *, seed: int = 0, index: int = 0, steps: int = 8,
                     sampler: str = "dpmpp-2m", guidance: float = 1.0, guidance_interval=EVERYWHERE,
-                    eta: float = 0.0, autoguidance: float = 1.0) -> Path:
+                    eta: float = 0.0, autoguidance: float = 1.0, autoguidance_interval=EVERYWHERE) -> Path:
     """x at each step (scaled by 1 / (1 + sigma) to stay visible) and the network's denoised estimate."""
     tr = trajectory(gen, label, seed=seed, index=index, steps=steps, sampler=sampler, guidance=guidance,
-                    guidance_interval=guidance_interval, eta=eta, autoguidance=autoguidance)
+                    guidance_interval=guidance_interval, eta=eta, autoguidance=autoguidance,
+                    autoguidance_interval=autoguidance_interval)
     lo, hi = guidance_interval
     guided_at = [guidance != 1.0 and lo < s <= hi for s in tr.sigmas]
     sig = [f"sigma {s:.3g}{' *' if g else ''}" for s, g in zip(tr.sigmas, guided_at, strict=True)]
@@ -140,6 +141,7 @@ def draw_trajectory(gen: Generator, label: int, path, *, seed: int = 0, index: i
     return figures.image_rows(rows, _gen_title(gen, f"{gen.classes[label]}, {sampler} {steps} steps, "
                                                f"guidance {guidance}{marked}"
                                                f"{f', autoguidance {autoguidance:g}' if autoguidance != 1 else ''}"
+                                               f"{band(autoguidance_interval) if autoguidance != 1 else ''}"
                                                f", seed {seed}"), path)
 
 

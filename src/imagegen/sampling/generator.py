@@ -172,7 +172,8 @@ def _check_sample_meta(s) -> None:
         raise ImagegenError(f"its sample.steps must be a whole number, got {steps!r}")
     try:
         check_sampling(steps=steps, sampler=s.get("sampler", "dpmpp-2m"),
-                       guidance_interval=s.get("guidance_interval") or EVERYWHERE, prefix="sample.")
+                       guidance_interval=s.get("guidance_interval") or EVERYWHERE,
+                       autoguidance_interval=s.get("autoguidance_interval") or EVERYWHERE, prefix="sample.")
     except UsageError as e:
         raise ImagegenError(f"its {e}") from None
 
@@ -230,11 +231,13 @@ def data_labels(gen: Generator, n: int) -> np.ndarray:
 
 def run_settings(gen: Generator, *, steps: int | None = None, sampler: str | None = None,
                  guidance: float | None = None, guidance_interval=None, eta: float | None = None,
-                 autoguidance: float | None = None) -> dict:
+                 autoguidance: float | None = None, autoguidance_interval=None) -> dict:
     """The run's sampling settings (its `sample` section), with each value given here in place of the run's.
-    The run's `eta` belongs to its own sampler (ddim): another sampler asked for here starts from eta 0."""
+    The run's `eta` belongs to its own sampler (ddim): another sampler asked for here starts from eta 0. A run
+    saved without an autoguidance interval (before 2026-12-07) autoguides at every level, as it did then."""
     s = gen.meta.get("sample", {})
     interval = guidance_interval or s.get("guidance_interval") or EVERYWHERE
+    auto_interval = autoguidance_interval or s.get("autoguidance_interval") or EVERYWHERE
     run_sampler = s.get("sampler", "dpmpp-2m")
     sampler = sampler or run_sampler
     if eta is None:
@@ -242,7 +245,8 @@ def run_settings(gen: Generator, *, steps: int | None = None, sampler: str | Non
     return {"steps": s.get("steps", 8) if steps is None else steps, "sampler": sampler,
             "guidance": s.get("guidance", 1.0) if guidance is None else guidance,
             "guidance_interval": tuple(interval), "eta": eta,
-            "autoguidance": s.get("autoguidance", 1.0) if autoguidance is None else autoguidance}
+            "autoguidance": s.get("autoguidance", 1.0) if autoguidance is None else autoguidance,
+            "autoguidance_interval": tuple(auto_interval)}
 
 
 def sigmas_for(gen: Generator, steps: int) -> torch.Tensor:
@@ -252,7 +256,7 @@ def sigmas_for(gen: Generator, steps: int) -> torch.Tensor:
 
 def check_sampling(*, steps: int | None = None, sampler: str | None = None, guidance_interval=None,
                    batch_size: int | None = None, guidance: float | None = None, eta: float | None = None,
-                   autoguidance: float | None = None, prefix: str = "") -> None:
+                   autoguidance: float | None = None, autoguidance_interval=None, prefix: str = "") -> None:
     """Refuse impossible sampling settings with a UsageError naming the setting (`prefix`: e.g. "sample." for a
     config section); None is a setting not given. The one check behind a SampleRequest, `generate`, `imagegen
     train`'s early check and `imagegen distill`: non-finite or absurd numbers are refused here, never drawn."""
@@ -270,11 +274,12 @@ def check_sampling(*, steps: int | None = None, sampler: str | None = None, guid
         check_number(eta, f"{prefix}eta", 0.0, 1.0, "0 = deterministic, 1 = ancestral")
         if eta > 0 and sampler is not None and sampler != "ddim":
             raise UsageError(f"{prefix}eta is a ddim setting; the {sampler} sampler does not read it")
-    if guidance_interval is not None:
-        try:
-            check_interval(guidance_interval)
-        except ValueError as e:
-            raise UsageError(f"{prefix}guidance_interval: {e}") from None
+    for name, interval in (("guidance_interval", guidance_interval), ("autoguidance_interval", autoguidance_interval)):
+        if interval is not None:
+            try:
+                check_interval(interval)
+            except ValueError as e:
+                raise UsageError(f"{prefix}{name}: {e}") from None
 
 
 def check_whole(value, name: str, lo: int, hi: int) -> None:
@@ -300,27 +305,30 @@ def check_number(value, name: str, lo: float, hi: float, meaning: str = "") -> N
 
 def generate(gen: Generator, labels: np.ndarray, *, seed: int = 0, start: int = 0, steps: int = 8,
              sampler: str = "dpmpp-2m", guidance: float = 1.0, guidance_interval=EVERYWHERE, eta: float = 0.0,
-             autoguidance: float = 1.0, batch_size: int = 250, callback=None,
+             autoguidance: float = 1.0, autoguidance_interval=EVERYWHERE, batch_size: int = 250, callback=None,
              show_progress: bool = False) -> np.ndarray:
     """uint8 images (N, C, H, W) for `labels`; image j is image (start + j) of the run seeded `seed`; guidance
     applies at noise levels lo < sigma <= hi of `guidance_interval`; `eta` is ddim's (0: deterministic);
-    `autoguidance` != 1 guides with the run's guide network too (Generator.guide)."""
+    `autoguidance` != 1 guides with the run's guide network too (Generator.guide), inside
+    `autoguidance_interval`."""
     return generate_many(gen, [(labels, seed, start)], steps=steps, sampler=sampler, guidance=guidance,
                          guidance_interval=guidance_interval, eta=eta, autoguidance=autoguidance,
-                         batch_size=batch_size, callback=callback, show_progress=show_progress)[0]
+                         autoguidance_interval=autoguidance_interval, batch_size=batch_size, callback=callback,
+                         show_progress=show_progress)[0]
 
 
 @torch.inference_mode()
 def generate_many(gen: Generator, parts: Sequence[tuple[np.ndarray, int, int]], *, steps: int = 8,
                   sampler: str = "dpmpp-2m", guidance: float = 1.0, guidance_interval=EVERYWHERE, eta: float = 0.0,
-                  autoguidance: float = 1.0, batch_size: int = 250, callback=None,
-                  show_progress: bool = False) -> list[np.ndarray]:
+                  autoguidance: float = 1.0, autoguidance_interval=EVERYWHERE, batch_size: int = 250,
+                  callback=None, show_progress: bool = False) -> list[np.ndarray]:
     """`generate` for several (labels, seed, start) parts with the same sampler settings, their images drawn in
     shared batches: part k's images are those `generate(gen, labels_k, seed=seed_k, start=start_k)` draws (every
     draw is an image's own, from its (seed, index)), but many small requests take few network calls (the studio
     joins queued jobs this way)."""
     check_sampling(steps=steps, sampler=sampler, guidance_interval=guidance_interval, batch_size=batch_size,
-                   guidance=guidance, eta=eta, autoguidance=autoguidance)
+                   guidance=guidance, eta=eta, autoguidance=autoguidance, autoguidance_interval=autoguidance_interval)
+    auto = (autoguidance, autoguidance_interval)
     if not parts:
         return []
     sizes = [len(lab) for lab, _, _ in parts]
@@ -334,8 +342,7 @@ def generate_many(gen: Generator, parts: Sequence[tuple[np.ndarray, int, int]], 
         rand = StackedRandom(seeds[idx].tolist(), index[idx], gen.device)
         y = torch.as_tensor(labels[idx], dtype=torch.long, device=gen.device)
         z = rand.randn(*latent_shape(gen))
-        out.append(to_uint8(_draw(gen, y, z, rand, steps, sampler, guidance, guidance_interval, eta, autoguidance,
-                                  callback)))
+        out.append(to_uint8(_draw(gen, y, z, rand, steps, sampler, guidance, guidance_interval, eta, auto, callback)))
         bar.update(len(idx))
     bar.close()
     images = np.concatenate(out) if out else np.zeros((0, *gen.image_shape), np.uint8)
@@ -350,39 +357,40 @@ def latent_shape(gen: Generator) -> tuple[int, ...]:
 @torch.inference_mode()
 def generate_from(gen: Generator, z: torch.Tensor, labels: np.ndarray, *, seed: int = 0, steps: int = 8,
                   sampler: str = "dpmpp-2m", guidance: float = 1.0, guidance_interval=EVERYWHERE, eta: float = 0.0,
-                  autoguidance: float = 1.0, callback=None) -> np.ndarray:
+                  autoguidance: float = 1.0, autoguidance_interval=EVERYWHERE, callback=None) -> np.ndarray:
     """uint8 images from given unit-Gaussian starting latents z (B, *latent_shape), e.g. points on a latent walk;
     any further sampler noise comes from (seed, i)."""
     check_sampling(steps=steps, sampler=sampler, guidance_interval=guidance_interval, guidance=guidance, eta=eta,
-                   autoguidance=autoguidance)
+                   autoguidance=autoguidance, autoguidance_interval=autoguidance_interval)
     if tuple(z.shape[1:]) != latent_shape(gen) or len(z) != len(labels):
         raise UsageError(f"latents must have shape (len(labels), {', '.join(map(str, latent_shape(gen)))}), "
                          f"got {tuple(z.shape)}")
     rand = StackedRandom(seed, range(len(z)), gen.device)
     y = torch.as_tensor(labels, dtype=torch.long, device=gen.device)
     return to_uint8(_draw(gen, y, z.to(gen.device), rand, steps, sampler, guidance, guidance_interval, eta,
-                          autoguidance, callback))
+                          (autoguidance, autoguidance_interval), callback))
 
 
 def _draw(gen: Generator, y: torch.Tensor, z: torch.Tensor, rand: StackedRandom, steps: int, sampler: str,
-          guidance: float, interval, eta: float, autoguidance: float, callback) -> torch.Tensor:
+          guidance: float, interval, eta: float, auto: tuple, callback) -> torch.Tensor:
+    """`auto`: (autoguidance weight, its interval)."""
     # on CUDA the networks run in float16 autocast (tensor cores); the sampler's own arithmetic stays float32
     with torch.autocast("cuda", dtype=torch.float16, enabled=gen.device.type == "cuda"):
-        return _draw_with(gen, y, z, rand, steps, sampler, guidance, interval, eta, autoguidance, callback).float()
+        return _draw_with(gen, y, z, rand, steps, sampler, guidance, interval, eta, auto, callback).float()
 
 
-def _draw_with(gen: Generator, y, z, rand, steps, sampler, guidance, interval, eta, autoguidance,
-               callback) -> torch.Tensor:
+def _draw_with(gen: Generator, y, z, rand, steps, sampler, guidance, interval, eta, auto, callback) -> torch.Tensor:
     if gen.method == "gan":
         return gen.net(z, y).clamp(-1, 1)
     if gen.method == "vae":
         return gen.net.decode(z, y).clamp(-1, 1)
     denoiser = diffusion.DENOISERS[gen.method](gen.net, **_denoiser_kwargs(gen))
+    weight, auto_interval = auto
     guide = None
-    if autoguidance != 1.0:
+    if weight != 1.0:
         guide = diffusion.DENOISERS[gen.method](gen.guide().net, **_denoiser_kwargs(gen))
     denoiser = guided(denoiser, guidance, null_label=gen.num_classes, interval=interval, guide=guide,
-                      weight=autoguidance)
+                      weight=weight, guide_interval=auto_interval)
     sigmas = sigmas_for(gen, steps).to(gen.device)
     x = z * sigmas[0]
     extra = {"eta": eta} if sampler == "ddim" else {}  # the only sampler with a setting of its own

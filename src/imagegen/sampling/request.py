@@ -13,7 +13,7 @@ import numpy as np
 
 from ..config import MAX_IMAGES, MAX_SEED
 from ..errors import UsageError
-from ..methods.guidance import interval_json
+from ..methods.guidance import band, interval_json
 from . import backends
 from .generator import (
     Generator,
@@ -27,7 +27,7 @@ from .generator import (
 
 ONE_CALL = ("gan", "vae")  # methods that draw an image in one network call: no sampler settings apply
 DEVICES = ("auto", "cpu", "cuda")
-SAMPLER_SETTINGS = ("steps", "sampler", "guidance", "guidance_interval", "eta", "autoguidance")
+SAMPLER_SETTINGS = ("steps", "sampler", "guidance", "guidance_interval", "eta", "autoguidance", "autoguidance_interval")
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class SampleRequest:
     guidance_interval: tuple[float, float] | None = None  # guide at lo < sigma <= hi (None: the run's)
     eta: float | None = None  # ddim's noise: 0 deterministic, 1 ancestral (None: the run's for its own sampler, else 0)
     autoguidance: float | None = None  # weight of the run's guide network, 1 = none (None: the run's)
+    autoguidance_interval: tuple[float, float] | None = None  # autoguide at lo < sigma <= hi (None: the run's)
     seed: int = 0  # image i depends only on (seed, i)
     backend: str = "auto"  # auto | torch | onnx | compiled | cuda-graphs
     batch_size: int = 250  # images per network call
@@ -61,7 +62,7 @@ class SampleRequest:
             raise UsageError("classes, when given, must name at least one class")
         check_sampling(steps=self.steps, sampler=self.sampler, guidance_interval=self.guidance_interval,
                        batch_size=self.batch_size, guidance=self.guidance, eta=self.eta,
-                       autoguidance=self.autoguidance)
+                       autoguidance=self.autoguidance, autoguidance_interval=self.autoguidance_interval)
         return self
 
     def labels(self, gen: Generator) -> np.ndarray:
@@ -78,7 +79,8 @@ class SampleRequest:
             raise UsageError(f"a {gen.method} model draws each image in one network call: "
                              f"{given[0].replace('_', ' ')} does not apply to it")
         s = run_settings(gen, steps=self.steps, sampler=self.sampler, guidance=self.guidance,
-                         guidance_interval=self.guidance_interval, eta=self.eta, autoguidance=self.autoguidance)
+                         guidance_interval=self.guidance_interval, eta=self.eta, autoguidance=self.autoguidance,
+                         autoguidance_interval=self.autoguidance_interval)
         check_sampling(batch_size=self.batch_size, **s)
         if s["autoguidance"] != 1.0 and gen.method not in ONE_CALL and not gen.has_guide():
             raise missing_guide()  # before anything is drawn or written
@@ -91,7 +93,7 @@ def drawn_with(method: str, settings: dict, seed: int) -> str:
         return f"seed {seed}; {method}, one network call per image"
     guided = f", guidance {settings['guidance']:g}" if settings["guidance"] != 1.0 else ", no guidance"
     auto = settings.get("autoguidance", 1.0)
-    guided += f", autoguidance {auto:g}" if auto != 1.0 else ""
+    guided += f", autoguidance {auto:g}{band(settings.get('autoguidance_interval'))}" if auto != 1.0 else ""
     return f"seed {seed}; {method}, {settings['sampler']} {settings['steps']} steps{guided}"
 
 
@@ -112,7 +114,7 @@ def class_index(gen: Generator, value: int | str) -> int:
 class Samples:
     images: np.ndarray  # uint8 (N, C, H, W)
     labels: np.ndarray  # int64 (N,)
-    settings: dict  # the resolved sampler settings: steps, sampler, guidance, guidance_interval, eta, autoguidance
+    settings: dict  # the resolved sampler settings: SAMPLER_SETTINGS
     request: SampleRequest
 
     def describe(self) -> dict:
@@ -120,7 +122,8 @@ class Samples:
         s = self.settings
         return {**asdict(self.request), "n": len(self.images), "steps": s["steps"], "sampler": s["sampler"],
                 "guidance": s["guidance"], "guidance_interval": interval_json(s["guidance_interval"]),
-                "eta": s["eta"], "autoguidance": s["autoguidance"]}
+                "eta": s["eta"], "autoguidance": s["autoguidance"],
+                "autoguidance_interval": interval_json(s["autoguidance_interval"])}
 
 
 def sample(request: SampleRequest, gen: Generator | None = None, *, show_progress: bool = False,

@@ -13,29 +13,29 @@ from ..sampling import SampleRequest, class_index
 from .runs import resolve_run, run_info
 
 SAMPLE_KEYS = ("steps", "sampler", "guidance", "eta", "autoguidance")  # flags of `imagegen sample` taken as they are
+INTERVAL_KEYS = ("guidance_interval", "autoguidance_interval")  # noise-level intervals, as "LO,HI" flags
 
 
 
-def interval_flag(value) -> str | None:
-    """A guidance interval given as [lo, hi] or "LO,HI" (as `--guidance-interval` takes it), checked, as that
-    flag's text (JSON has no infinity, "0.3,inf" does); None for the run's."""
+def interval_flag(value, name: str = "guidance_interval") -> str | None:
+    """A noise-level interval (`name`) given as [lo, hi] or "LO,HI" (as `--guidance-interval` takes it), checked,
+    as that flag's text (JSON has no infinity, "0.3,inf" does); None for the run's."""
     if value is None:
         return None
     parts = value.split(",") if isinstance(value, str) else value
     try:
         lo, hi = check_interval(parts)
     except ValueError as e:
-        raise UsageError(f"guidance_interval: {e} (e.g. [0.3, 5] or \"0.3,inf\")") from None
+        raise UsageError(f"{name}: {e} (e.g. [0.3, 5] or \"0.3,inf\")") from None
     return f"{lo!r},{hi!r}"
 
 
 def request_for(run: Path, p: dict, device: str) -> SampleRequest:
-    interval = None if p.get("guidance_interval") is None else check_interval(p["guidance_interval"].split(","))
+    intervals = {k: None if p.get(k) is None else check_interval(p[k].split(",")) for k in INTERVAL_KEYS}
     return SampleRequest(str(run), n=p["n"], classes=None if p.get("class") is None else (p["class"],),
                          steps=p.get("steps"), sampler=p.get("sampler"), guidance=p.get("guidance"),
-                         guidance_interval=interval, eta=p.get("eta"), autoguidance=p.get("autoguidance"),
-                         seed=p["seed"], backend=p["backend"],
-                         device=device).check()
+                         eta=p.get("eta"), autoguidance=p.get("autoguidance"), seed=p["seed"], backend=p["backend"],
+                         device=device, **intervals).check()
 
 
 def sample_command(run: Path, p: dict, device: str) -> str:
@@ -46,8 +46,9 @@ def sample_command(run: Path, p: dict, device: str) -> str:
     for key in SAMPLE_KEYS:
         if p.get(key) is not None:
             args += [f"--{key}", str(p[key])]
-    if p.get("guidance_interval") is not None:
-        args += ["--guidance-interval", p["guidance_interval"]]
+    for key in INTERVAL_KEYS:
+        if p.get(key) is not None:
+            args += [f"--{key.replace('_', '-')}", p[key]]
     args += ["--seed", str(p["seed"])]
     if p["backend"] != "auto":
         args += ["--backend", p["backend"]]
@@ -60,7 +61,7 @@ def checked(runs_dir: Path, p: dict, device: str, max_n: int) -> tuple[dict, dic
     """One sampling's parameters validated as `imagegen sample` validates them, against the run's model.json;
     the class given by name becomes its index. (params, info: labels, classes, command)."""
     run = resolve_run(runs_dir, p["run"])
-    p = {**p, "guidance_interval": interval_flag(p.get("guidance_interval"))}
+    p = {**p, **{k: interval_flag(p.get(k), k) for k in INTERVAL_KEYS}}
     request = request_for(run, p, device)
     if request.n > max_n:
         raise UsageError(f"n must be at most {max_n:,} per request on this server, got {request.n:,} "

@@ -40,6 +40,8 @@ class GenerateBody(Body):
     eta: float | None = Field(None, description="ddim only: noise per step (default: the run's)")
     autoguidance: float | None = Field(None, description="weight of the run's guide network, 1 = none (default: "
                                                          "the run's)")
+    autoguidance_interval: list[float | str] | str | None = Field(
+        None, description=GUIDANCE_INTERVAL.replace("guide only", "autoguide only"))
     seed: int = Field(0, description="image i depends only on (seed, i)")
     backend: str = Field("auto", description="auto | torch | onnx | compiled | cuda-graphs")
 

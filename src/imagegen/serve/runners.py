@@ -17,7 +17,7 @@ from ..metrics.samples import load_samples, save_samples
 from ..pixels import class_grid, class_rows, save_png, to_pil
 from ..report import draw
 from ..sampling import drawn_with, sample, sample_many
-from .params import SAMPLE_KEYS, request_for
+from .params import INTERVAL_KEYS, SAMPLE_KEYS, request_for
 from .runs import resolve_run
 
 PLOTTING = threading.Lock()  # matplotlib's pyplot is not thread-safe: the worker and the report route take turns
@@ -50,7 +50,7 @@ def join_key(kind: str, params: dict):
     settings (seed, n and class may differ: every image's noise is its own). None: a job that runs alone."""
     if kind != "generate":
         return None
-    return (params["run"], params["backend"], *(params.get(k) for k in (*SAMPLE_KEYS, "guidance_interval")))
+    return (params["run"], params["backend"], *(params.get(k) for k in (*SAMPLE_KEYS, *INTERVAL_KEYS)))
 
 
 def run_generate_joined(jobs, rows: list[dict], folders: list[Path], advance) -> list:

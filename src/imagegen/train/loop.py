@@ -220,7 +220,8 @@ def _check_sampling(cfg: GenConfig) -> None:
 
     s = cfg.sample
     check_sampling(steps=s.steps, sampler=s.sampler, guidance_interval=s.guidance_interval or EVERYWHERE,
-                   batch_size=s.batch_size, autoguidance=s.autoguidance, prefix="sample.")
+                   batch_size=s.batch_size, autoguidance=s.autoguidance,
+                   autoguidance_interval=s.autoguidance_interval or EVERYWHERE, prefix="sample.")
     if s.autoguidance != 1.0 and cfg.method.name in ("flow", "edm") and not cfg.train.guide_fraction:
         raise UsageError(f"sample.autoguidance {s.autoguidance:g} guides with the run's guide network, which "
                          "train.guide_fraction 0 never writes: set train.guide_fraction (e.g. 0.2), or "

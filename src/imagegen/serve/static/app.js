@@ -177,7 +177,7 @@ function paramsList(params, extra = {}) {
   return el("dl", { class: "params" }, ...entries.flatMap(([k, v]) => [el("dt", { text: k.replace(/_/g, " ") }), el("dd", { text: fmt(v) })]));
 }
 
-const SETTINGS = ["steps", "sampler", "guidance", "guidance_interval", "autoguidance"];
+const SETTINGS = ["steps", "sampler", "guidance", "guidance_interval", "autoguidance", "autoguidance_interval"];
 
 function shownParams(job) {
   // a job's parameters as given, the class by name, and the run's own sampler settings where none was given
@@ -353,7 +353,7 @@ function generateBody(overrides = {}) {
   if (f.get("sampler")) body.sampler = f.get("sampler");
   if (f.get("guidance") !== "") body.guidance = Number(f.get("guidance"));
   if (f.get("autoguidance") !== "" && f.get("autoguidance") !== null) body.autoguidance = Number(f.get("autoguidance"));
-  if (f.get("guidance_interval")) body.guidance_interval = f.get("guidance_interval").replace(/\s/g, "");  // "LO,HI"
+  for (const k of ["guidance_interval", "autoguidance_interval"]) if (f.get(k)) body[k] = f.get(k).replace(/\s/g, "");  // "LO,HI"
   return { ...body, ...overrides };
 }
 
