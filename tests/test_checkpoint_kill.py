@@ -133,7 +133,7 @@ def test_a_writer_killed_at_any_file_operation_of_a_save_leaves_a_checkpoint_tha
         doc, _ = checkpoint.load_state(run)  # a whole checkpoint: the old one (64 images) or the new one (128)
         found[k] = doc["progress"]["images"]
         for name in RUN_FILES:  # what a killed writer leaves: torn temporary files beside every file
-            (run / f"{name}.tmp").write_bytes(b"torn \x00 write")
+            (run / f"{name}.4242-4242.tmp").write_bytes(b"torn \x00 write")  # utils.atomic_write's name
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # model.json may be the old save's: said, and the inner copy used
             result = loop.train(None, run, resume=True, **QUIET)
@@ -223,6 +223,35 @@ def test_a_failed_write_removes_its_temporary_file_and_keeps_the_old_one(tmp_pat
         save_artifact(tmp_path / "m", "evaluator", {}, torch.nn.Linear(2, 2), {})
     assert json.loads((tmp_path / "a.json").read_text()) == {"v": 1} and (tmp_path / "a.png").read_bytes() == png
     assert not list(tmp_path.rglob("*.tmp")) and not (tmp_path / "m" / "model.safetensors").exists()
+
+
+def test_two_writers_of_one_file_at_once_each_replace_it_whole(tmp_path, monkeypatch):
+    """Two threads writing one JSON file (two servers' watchers of one training) each commit a whole file: with one
+    temporary name they shared, the first rename took the second's file away (FileNotFoundError)."""
+    import threading
+
+    from imagegen import utils
+
+    both_written, real_replace, errors = threading.Barrier(2, timeout=10), os.replace, []
+
+    def replace_together(src, dst):  # both temporary files are written before either is renamed
+        both_written.wait()
+        real_replace(src, dst)
+
+    def writer(v):
+        try:
+            utils.write_json({"v": v}, tmp_path / "a.json")
+        except Exception as e:  # reported by the assertion below
+            errors.append(e)
+
+    monkeypatch.setattr(utils.os, "replace", replace_together)
+    threads = [threading.Thread(target=writer, args=(v,)) for v in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert errors == [] and json.loads((tmp_path / "a.json").read_text()) in ({"v": 1}, {"v": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
 
 
 BUDGET = 32 * 32  # images: 32 steps, of which each killed process trains a few

@@ -108,13 +108,30 @@ def test_several_steps_leave_the_same_ema_on_both_processes(two):
     assert not close(ema[0], net, 1e-7)  # an average, not a copy of the network
 
 
+def same_but_for_rounding(a: dict, b: dict, lr: float, tol: float = 1e-5) -> bool:
+    """Whether two runs took the same steps, up to the order of float sums: one process sums a step's gradient over
+    4 passes where 2 processes sum 2 each and then add, a difference of an ulp that Adam, which divides a gradient
+    by its own size, turns into a whole step of +-lr for the few weights whose gradient is nearly 0 (seen: 180 of
+    48,753 weights, by at most 1.7e-4, on an AVX2 host; none on others). So: all but 1% of the weights within `tol`,
+    and none off by more than the peak learning rate. A resume that lost the optimiser's state, the step count or
+    the noise moves most weights."""
+    assert a.keys() == b.keys() and a
+    off = sum(int((~torch.isclose(a[k].float(), b[k].float(), atol=tol, rtol=tol)).sum()) for k in a)
+    worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    return off <= 0.01 * sum(v.numel() for v in a.values()) and worst <= lr
+
+
 def test_a_two_process_run_resumed_on_one_reaches_the_uninterrupted_weights(two, tmp_path):
     parts = [json.loads((two / f"part-rank{r}.json").read_text()) for r in range(2)]
     assert all(p["interrupted"] and p["images"] == 64 for p in parts)  # the stop on process 1 stopped both
     resumed = loop.train(None, two / "part", resume=True, **QUIET)
     assert resumed["images"] == 128
-    full, part = two / "full" / "state.safetensors", two / "part" / "state.safetensors"
-    assert close(weights(full), weights(part)) and close(weights(full, "ema."), weights(part, "ema."))
+    full, part, lr = two / "full" / "state.safetensors", two / "part" / "state.safetensors", tiny_config().train.lr
+    assert same_but_for_rounding(weights(full), weights(part), lr)
+    assert same_but_for_rounding(weights(full, "ema."), weights(part, "ema."), lr)
+    # the network at the stop, 2 steps short (its keys without the checkpoint's "net."): the check can fail
+    stopped = {f"net.{k}": v for k, v in weights(two / "part-rank0.safetensors").items()}
+    assert not same_but_for_rounding(weights(full), stopped, lr)
 
 
 def test_a_killed_process_stops_the_other_with_one_line_and_the_checkpoint_resumes(tmp_path):

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -88,10 +89,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     `write(tmp)` fills a temporary file beside it, which is flushed to disk (fsync), renamed over `path` (one atomic
     step: the commit point) and made durable by an fsync of the directory, as SQLite's "Atomic Commit" does. A
     failed write (a full disk, say) removes its temporary file and re-raises; one that a killed writer left behind
-    is simply overwritten by the next write. Hand-written: `atomicwrites`, the library for this, is archived, and
-    safetensors' save_file needs a path rather than an open file."""
+    is a stray file that nothing reads. The temporary file is the writer's own (its process and thread in the name):
+    two writers of one file (two servers watching one training, say) each rename a whole file of theirs, where a
+    shared name had one rename the other's away. Hand-written: `atomicwrites`, the library for this, is archived,
+    and safetensors' save_file needs a path rather than an open file."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_native_id()}.tmp")
     try:
         write(tmp)
         fsync_path(tmp)

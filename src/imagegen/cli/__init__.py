@@ -79,7 +79,8 @@ def _first_line(e: BaseException) -> str:
 
 WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EEXIST, errno.EISDIR, errno.ENOTDIR,
                 errno.EXDEV}
-TEMPORARY = re.compile(r"\.tmp(\.\w+)?$")  # the temporary file beside the one being written (utils.write_json)
+TEMPORARY = re.compile(r"(\.\d+-\d+)?\.tmp(\.\w+)?$")  # the temporary file beside the one being written
+# (utils.atomic_write: NAME.PID-THREAD.tmp; NAME.tmp.EXT elsewhere)
 
 
 def os_error_line(e: OSError, out=None) -> str:
