@@ -1,12 +1,12 @@
-"""The public sampling API: load a generator and draw images (`generator.py`), one validated request for all of
-it (`request.py`), and the lean inference backends a UNet can run on (`backends.py`: onnxruntime, AOTInductor,
-CUDA graphs)."""
+"""The public sampling API: load a generator and draw images (`generator.py`), the checks of sampling settings
+(`checks.py`), one validated request for all of it (`request.py`), and the lean inference backends a UNet can run
+on (`backends.py`: onnxruntime, AOTInductor, CUDA graphs)."""
 
+from .checks import check_sampling
 from .generator import (
     GENERATOR_KINDS,
     Generator,
     StackedRandom,
-    check_sampling,
     data_labels,
     generate,
     generate_from,

@@ -15,15 +15,8 @@ from ..config import MAX_IMAGES, MAX_SEED
 from ..errors import UsageError
 from ..methods.guidance import band, interval_json
 from . import backends
-from .generator import (
-    Generator,
-    check_sampling,
-    check_whole,
-    generate_many,
-    load_generator,
-    missing_guide,
-    run_settings,
-)
+from .checks import check_sampling, check_whole
+from .generator import Generator, generate_many, load_generator, missing_guide, run_settings
 
 ONE_CALL = ("gan", "vae")  # methods that draw an image in one network call: no sampler settings apply
 DEVICES = ("auto", "cpu", "cuda")
