@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -108,9 +109,15 @@ def zoo(tmp_path_factory) -> Path:
     (z / "junk.npz").write_bytes(os.urandom(300))
     Image.new("L", (8, 8), 128).save(z / "img.png")
     (z / "empty.png").write_bytes(b"")
+    (z / "not-a.png").write_bytes(b"a user's notes, named .png")
     (z / "afile").write_text("a file, not a folder")
     (z / "adir").mkdir()
     (z / "bad.toml").write_text("[train\nlr = ")
+    (z / "latin1.toml").write_bytes(b"\xff\xfe[train]\n")
+    (z / "adir.toml").mkdir()
+    np.save(z / "plain.npy", images)
+    with zipfile.ZipFile(z / "text-entry.npz", "w") as f:  # an entry numpy cannot parse: it hands back bytes
+        f.writestr("images.npy", "hello")
     return z
 
 
@@ -139,6 +146,15 @@ NUMBERS = [
     ("train-seed-negative", "train --dataset digits --seed -1", 2, "--seed must be >= 0, got -1"),
     ("train-images-words", "train --dataset digits --images many", 2, "must be a whole number, got 'many'"),
     ("train-set-nan", "train --dataset digits --set train.lr=nan", 2, "config key train.lr must be a number"),
+    # through --set (or a TOML file) the flags' limits hold too: a seed torch cannot take had crashed the start
+    ("train-set-seed-huge", "train --dataset digits --set seed=99999999999999999999 --out {t}/r", 2,
+     "config key seed must be in [0, 9,223,372,036,854,775,807]; got 99999999999999999999"),
+    ("train-set-lr-huge", "train --dataset digits --set train.lr=1e3 --out {t}/r", 2,
+     "config key train.lr must be in (0, 10]; got 1000.0"),
+    ("train-set-blocks-huge", "train --dataset digits --set model.blocks=1000 --out {t}/r", 2,
+     "config key model.blocks must be in [1, 16]; got 1000"),
+    ("classify-set-seed-huge", "classify train --dataset digits --set seed=99999999999999999999", 2,
+     "config key seed must be in [0, 9,223,372,036,854,775,807]"),
     ("sample-n-zero", "sample {z}/gen --n 0 --out {t}/s.npz", 2, "n must be"),
     ("sample-seed-huge", "sample {z}/gen --seed 99999999999999999999 --out {t}/s.npz", 2,
      "--seed must be at most"),
@@ -194,6 +210,13 @@ FILES = [
     ("distill-bad-config-file", "distill {z}/gen --config {z}/bad.toml --out {t}/d", 2, "bad.toml"),
     ("train-bad-config-file", "train --config {z}/bad.toml --out {t}/r", 2, "bad.toml"),
     ("train-missing-config-file", "train --config {t}/none.toml --out {t}/r", 2, "none.toml"),
+    ("train-config-not-utf8", "train --config {z}/latin1.toml --out {t}/r", 2,
+     "config file {z}/latin1.toml is not valid TOML: not UTF-8 text"),
+    ("train-config-is-a-dir", "train --config {z}/adir.toml --out {t}/r", 2,
+     "config file {z}/adir.toml is a directory, not a TOML file"),
+    ("eval-npy", "eval {z}/plain.npy --evaluator {z}/ev", 1, "{z}/plain.npy is a single .npy array, not an .npz"),
+    ("eval-npz-entry-not-an-array", "eval {z}/text-entry.npz --evaluator {z}/ev", 1,
+     "its 'images' entry is not an array"),
     ("explain-trajectory-classifier", "explain trajectory {z}/clf --out {t}/x.png", 1, "an imagegen generator"),
     ("explain-trajectory-truncated", "explain trajectory {z}/cut --out {t}/x.png", 1, "safetensors file"),
     ("explain-features-generator", "explain features {z}/gen --out {t}/x.png", 1, "kind 'unet'; a classifier"),
@@ -243,6 +266,15 @@ PLACES = [
     ("evaluator-out-is-a-file", "evaluator train --dataset digits --out {z}/afile", 1, "--out {z}/afile is a file"),
     ("eval-pairs-is-a-dir", "eval {z}/s.npz --evaluator {z}/ev --pairs {z}/adir", 1, "--pairs {z}/adir is a directory"),
     ("data-grid-under-a-file", "data --dataset digits --grid {z}/afile/g.png", 1, "{z}/afile is a file"),
+    # a picture or a page is named so: never written over the samples, a model or a checkpoint given by mistake
+    ("eval-pairs-onto-its-samples", "eval {z}/s.npz --evaluator {z}/ev --pairs {z}/s.npz", 2,
+     "--pairs {z}/s.npz: this writes a PNG picture; give a name ending in .png"),
+    ("data-grid-onto-a-model", "data --dataset digits --grid {z}/gen/model.safetensors", 2, "ending in .png"),
+    ("explain-out-onto-a-model", "explain trajectory {z}/gen --out {z}/gen/model.json", 2, "ending in .png"),
+    ("report-out-onto-a-checkpoint", "report {z}/gen --no-explain --out {z}/gen/model.safetensors", 2,
+     "--out {z}/gen/model.safetensors: this writes an HTML page; give a name ending in .html"),
+    ("explain-out-onto-a-non-png", "explain filters {z}/clf --out {z}/not-a.png", 1,
+     "--out {z}/not-a.png exists and is not a PNG picture: it is left as it is"),
     ("demo-out-is-a-file", "demo --dataset digits --out {z}/afile", 1, "--out {z}/afile is a file"),
 ]
 
@@ -459,6 +491,62 @@ def test_a_missing_parent_is_created(zoo, tmp_path, capsys, report_run):
     out = tmp_path / "other" / "filters.png"
     assert main(["explain", "filters", str(zoo / "clf"), "--out", str(out)]) == 0 and out.is_file()
     capsys.readouterr()
+
+
+def test_a_picture_replaces_a_picture_but_no_other_file(zoo, tmp_path, capsys):
+    samples = shutil.copy(zoo / "s.npz", tmp_path / "s.npz")
+    before = samples.read_bytes()
+    code, _, err = run_cli(capsys, ["eval", str(samples), "--evaluator", str(zoo / "ev"), "--pairs", str(samples)])
+    assert_one_line(code, err, 2, "this writes a PNG picture")
+    assert samples.read_bytes() == before  # the samples are there to be scored again
+    old = tmp_path / "pairs.png"
+    Image.new("L", (4, 4)).save(old)
+    assert main(["eval", str(samples), "--evaluator", str(zoo / "ev"), "--pairs", str(old), "--no-progress"]) == 0
+    assert Image.open(old).size != (4, 4)  # an earlier picture of that name is replaced, as a re-run expects
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(("argv", "named"), [
+    (["train", "--resume", "", "--images", "32"], "--resume"),  # had started a fresh training of fashion-mnist
+    (["train", "--dataset", "digits", "--out", ""], "--out"),  # had meant the default folder
+    (["train", "--dataset", "digits", "--config", " "], "--config"),
+    (["sample", "", "--n", "2"], "MODEL"),  # had read the current folder
+    (["eval", "", "--dataset", "digits"], "SAMPLES"),
+])
+def test_an_empty_argument_is_refused_not_read_as_not_given(tmp_path, capsys, monkeypatch, argv, named):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, argv)
+    assert_one_line(code, err, 2, f"{named} is empty; give a value")
+    assert not list(tmp_path.iterdir())  # nothing started, nothing written
+
+
+def test_a_samples_manifest_that_is_not_ours_deletes_nothing(zoo, tmp_path, capsys):
+    """`sample --overwrite` deletes what its manifest lists: a crafted or foreign one (a "../" entry, a user's
+    notes) is no manifest of ours, and every file it names stays."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "victim.txt").write_text("precious")
+    (out / "notes.txt").write_text("notes")
+    (out / "samples.json").write_text(json.dumps({"written_by": "imagegen sample", "complete": True, "n": 1,
+                                                  "samples": ["../victim.txt", "notes.txt"], "pictures": []}))
+    assert main(["sample", str(zoo / "gen"), "--n", "2", "--out", str(out), "--overwrite", "--no-progress"]) == 0
+    assert (tmp_path / "victim.txt").read_text() == "precious" and (out / "notes.txt").read_text() == "notes"
+    assert json.loads((out / "samples.json").read_text())["n"] == 2
+    capsys.readouterr()
+
+
+def test_a_folder_too_small_for_a_test_split_is_refused_before_training(tmp_path, capsys):
+    """One image per class leaves the stratified 10% test split empty: the classifier and the evaluator had
+    trained to the end and then failed on scoring with an internal error."""
+    for cls, shade in (("a", 60), ("b", 200)):
+        (tmp_path / "one" / cls).mkdir(parents=True)
+        Image.new("L", (8, 8), shade).save(tmp_path / "one" / cls / "0.png")
+    data = ["--dataset", f"folder:{tmp_path / 'one'}", "--size", "8", "--no-progress"]
+    for argv in (["classify", "train", *data, "--set", "fit.epochs=1", "--out", str(tmp_path / "clf")],
+                 ["evaluator", "train", *data, "--epochs", "1", "--width", "4", "--out", str(tmp_path / "ev")]):
+        code, _, err = run_cli(capsys, argv)
+        assert_one_line(code, err, 1, "the test split holds no images")
+    assert not (tmp_path / "clf").exists() and not (tmp_path / "ev").exists()
 
 
 # -- what no table can show: unexpected errors, and a real process ------------------------------------------------

@@ -57,7 +57,7 @@ CONFIGS = Path(__file__).parent.parent / "configs"
     ("train.lr=nan", "config key train.lr must be a number; got 'nan'"),
     ("train.lr=inf", "config key train.lr must be a finite number; got 'inf'"),
     ("sample.guidance=-inf", "config key sample.guidance must be a finite number; got '-inf'"),
-    ("train.lr=0", "config key train.lr must be > 0; got 0.0"),
+    ("train.lr=0", r"config key train.lr must be in \(0, 10\]; got 0.0"),
     ("train.batch_size=0", "config key train.batch_size must be >= 1; got 0"),
     ("train.minutes=-1", "config key train.minutes must be > 0; got -1.0"),
     ("train.ema_half_life_images=-5", "config key train.ema_half_life_images must be >= 0; got -5"),
@@ -66,7 +66,7 @@ CONFIGS = Path(__file__).parent.parent / "configs"
     ("model.channels=16,0", r"config key model.channels\[1\] must be >= 1; got 0"),
     ("sample.guidance_interval=0.3,nan", r"config key sample.guidance_interval\[1\] must be a number; got 'nan'"),
     ("model.attention=maybe,no", r"config key model.attention\[0\] must be true or false; got 'maybe'"),
-    ("seed=-1", "config key seed must be >= 0; got -1"),
+    ("seed=-1", r"config key seed must be in \[0, 9,223,372,036,854,775,807\]; got -1"),
 ])
 def test_bad_values_are_refused_when_the_config_is_built(override, message):
     with pytest.raises(UsageError, match=f"^{message}$"):

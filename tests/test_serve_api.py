@@ -175,6 +175,15 @@ def test_bad_parameters_get_422_with_the_message_the_cli_prints(client, runs, ca
     assert one_line_error(client.post(f"{API}/jobs", json={"run": "a", "n": 1.5}), 422).startswith("n: ")
     assert one_line_error(client.post(f"{API}/jobs", content=b"{", headers={"content-type": "application/json"}),
                           422) == "the request body is not valid JSON"
+    for empty in (b"", b"[]", b"3"):  # no fields at all: said so, not " is required"
+        assert one_line_error(client.post(f"{API}/jobs", content=empty, headers={"content-type": "application/json"}),
+                              422) == "the request body must be a JSON object of the request's fields"
+    # true is no count or class index (as /train refuses it), "3" no number, and no seed is no comparison
+    assert one_line_error(client.post(f"{API}/jobs", json={"run": "a", "n": True}), 422).startswith("n: ")
+    assert one_line_error(client.post(f"{API}/jobs", json={"run": "a", "class": True}), 422).startswith("class: ")
+    assert one_line_error(client.post(f"{API}/jobs", json={"run": "a", "steps": "3"}), 422).startswith("steps: ")
+    assert one_line_error(client.post(f"{API}/compare", json={"run": "a", "steps": [1, 2], "seeds": []}),
+                          422).startswith("seeds: ")
     assert one_line_error(client.post(f"{API}/jobs", json={"run": "a", "guidance_interval": [3, 1]}), 422).startswith(
         "guidance_interval: a guidance interval needs 0 <= lo < hi")
     assert one_line_error(client.post(f"{API}/jobs", json={"run": "a", "autoguidance_interval": "3,1"}),

@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
+    # an unset shell variable: "" had read as "." or as not given
+    if (empty := _empty_argument(parser, args, sys.argv[1:] if argv is None else argv)) is not None:
+        return _fail(f"imagegen: error: {empty} is empty; give a value", 2)
     try:
         with warnings.catch_warnings():  # a warning is one line on stderr, whatever filters the caller set
             warnings.simplefilter("default")
@@ -51,6 +54,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.json and result is not None:
         print(json.dumps(result, sort_keys=True))
     return 0
+
+
+def _empty_argument(parser: argparse.ArgumentParser, args, argv: list[str]) -> str | None:
+    """The flag (or argument) given as an empty string, if any: `--resume ""` had started a fresh default
+    training, and `--out ""` meant the default folder, where the user had meant a path."""
+    empty = sorted(k for k, v in vars(args).items() if isinstance(v, str) and not v.strip())
+    if not empty:
+        return None
+    names, pending = [], [parser]
+    while pending:  # argparse keeps each sub-command's flags on its own parser
+        for action in pending.pop()._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                pending.extend(action.choices.values())
+            elif action.dest == empty[0]:
+                names.append(action.option_strings)
+    given = [o for options in names for o in options if any(a == o or a.startswith(o + "=") for a in argv)]
+    return given[0] if given else empty[0].upper()  # not given as a flag: the positional argument
 
 
 def unexpected_line(e: Exception, out=None) -> str:

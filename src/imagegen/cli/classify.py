@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from ..config import MAX_BATCH, ClassifyConfig, load
+from ..config import MAX_BATCH, MAX_LR, ClassifyConfig, load
 from .shared import (
     MAX_EPOCHS,
-    MAX_LR,
     check_output,
     common_flags,
     config_flags,

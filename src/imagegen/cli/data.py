@@ -39,7 +39,7 @@ def run_data(args):
     from ..data import load_splits
     from ..pixels import class_grid, class_rows, save_png
 
-    check_output(args.grid, flag="--grid")
+    check_output(args.grid, flag="--grid", kind="png")
     out = {}
     for split, ds in zip(("train", "test"), load_splits(data_config(args), not args.no_progress), strict=True):
         counts = np.bincount(ds.labels, minlength=len(ds.classes)).tolist()

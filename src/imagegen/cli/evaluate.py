@@ -81,7 +81,7 @@ def run_eval(args):
     if args.pairs and args.no_memorization:
         raise UsageError("--pairs draws the memorisation check's closest pairs; it cannot go with --no-memorization")
     dc = data_config(args)
-    check_output(args.pairs, flag="--pairs")
+    check_output(args.pairs, flag="--pairs", kind="png")
     images, labels = load_samples(args.samples)
     ev = load_evaluator(dc.dataset, args.evaluator, args.device, data=dc, show_progress=not args.no_progress,
                         log=log_for(args))

@@ -130,7 +130,7 @@ def run_attributions(args):
     from ..metrics.samples import load_samples
     from ..report.draw import draw_attributions, load_classifier
 
-    out = check_output(_out(args))
+    out = check_output(_out(args), kind="png")
     _check_dataset_flag(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in ATTRIBUTIONS]
@@ -178,7 +178,7 @@ def _check_attribution_flags(args, methods: list[str]) -> None:
 def run_classifier_picture(args):
     from ..report import draw
 
-    out = check_output(_out(args))
+    out = check_output(_out(args), kind="png")
     _check_dataset_flag(args)
     clf = draw.load_classifier(args.model, args.dataset)
     if args.what == "filters":
@@ -195,7 +195,7 @@ def run_generator_picture(args):
     from ..report import draw
     from ..sampling import SampleRequest, load_generator
 
-    out = check_output(_out(args))
+    out = check_output(_out(args), kind="png")
     # the sampler settings as `imagegen sample` takes them: the run's own where a flag is not given
     request = SampleRequest(args.model, n=1, classes=(args.class_index,), steps=args.steps, sampler=args.sampler,
                             guidance=getattr(args, "guidance", None),  # `explain guidance` takes --scales instead
@@ -233,7 +233,7 @@ def _done(args, path: Path) -> dict:
 def run_report(args):
     from ..report import build_report
 
-    if check_output(args.out) is not None:
+    if check_output(args.out, kind="html") is not None:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # as a PNG's writer does
     path = build_report(args.run, args.out, explain=not args.no_explain, device=args.device, log=log_for(args))
     log_for(args)(f"wrote {path} (open it in a browser; it needs no server)")

@@ -7,10 +7,9 @@ import time
 import tomllib
 from pathlib import Path
 
-from ..config import MAX_BATCH, MAX_GUIDANCE, MAX_IMAGES, MAX_STEPS, DistillConfig, GenConfig, load
+from ..config import MAX_BATCH, MAX_GUIDANCE, MAX_IMAGES, MAX_LR, MAX_STEPS, DistillConfig, GenConfig, load
 from ..errors import UsageError
 from .shared import (
-    MAX_LR,
     MAX_MINUTES,
     MAX_TRAIN_IMAGES,
     config_flags,
@@ -229,7 +228,7 @@ def run_sample(args):
     seconds = time.perf_counter() - t0
     rows, names = class_rows(drawn.images, drawn.labels, gen.classes)  # one row per class, named
     picture = class_grid(rows, names, nrow=10, footer=drawn_with(gen.method, s, request.seed))
-    if out.suffix == ".npz":
+    if out.suffix.lower() == ".npz":
         save_samples(out, drawn.images, drawn.labels)
         grid_png = save_png(picture, out.with_suffix(".png"))
     else:  # CLASS/INDEX.png, as `eval` reads them, replacing only what an earlier `imagegen sample` wrote

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ..config import MAX_SEED, DataConfig, load
-from ..errors import ImagegenError
+from ..errors import ImagegenError, UsageError
 
 DATASET_HELP = "fashion-mnist | mnist | mnist-5k | digits | emoji | folder:PATH"
 
@@ -20,7 +20,6 @@ DATASET_HELP = "fashion-mnist | mnist | mnist-5k | digits | emoji | folder:PATH"
 MAX_TRAIN_IMAGES = 10**12  # a training budget in images (decades on one machine)
 MAX_MINUTES = 60 * 24 * 366  # a training budget in minutes: a year
 MAX_EPOCHS = 100_000
-MAX_LR = 10.0  # a learning rate above this diverges with any optimiser here
 MAX_SIDE = 4096  # pixels on an image side
 MAX_WIDTH = 4096  # channels of a layer
 MAX_PICTURE = 1000  # images in one explanation picture
@@ -152,10 +151,18 @@ def data_config(args) -> DataConfig:
     return load(DataConfig, flags={k.removeprefix("data."): v for k, v in data_flags(args).items()})
 
 
-def check_output(path: str | os.PathLike | None, *, folder: bool = False, flag: str = "--out") -> Path | None:
+# what a picture or a page output is: its suffixes, the first bytes of such a file, and its name in a message
+OUTPUT_KINDS = {"png": ((".png",), (b"\x89PNG\r\n\x1a\n",), "a PNG picture"),
+                "html": ((".html", ".htm"), (b"<!doctype html", b"<html"), "an HTML page")}
+
+
+def check_output(path: str | os.PathLike | None, *, folder: bool = False, flag: str = "--out",
+                 kind: str | None = None) -> Path | None:
     """Refuse an output location before any work: an existing folder where a file belongs (or a file where a
     folder belongs), a file among its parents, or a parent that cannot be written (read-only, no permission).
-    Missing parents are fine: the writers create them. None (not given) passes."""
+    A file of `kind` ("png", "html") must be named so, and may replace only a file of its own kind: never the
+    samples, a model or a checkpoint given by mistake. Missing parents are fine: the writers create them. None
+    (not given) passes."""
     if path is None:
         return None
     path = Path(path)
@@ -163,6 +170,8 @@ def check_output(path: str | os.PathLike | None, *, folder: bool = False, flag: 
         raise ImagegenError(f"{flag} {path} is a file; a directory is needed here")
     if not folder and path.is_dir():
         raise ImagegenError(f"{flag} {path} is a directory; give a file name (e.g. {path / 'out'}{path.suffix})")
+    if kind is not None:
+        _check_kind(path, flag, *OUTPUT_KINDS[kind])
     parent = next(p for p in (path.parent, *path.parent.parents) if p.exists() or p == p.parent)
     if not parent.is_dir():
         raise ImagegenError(f"cannot write {path}: {parent} is a file, not a directory")
@@ -170,6 +179,20 @@ def check_output(path: str | os.PathLike | None, *, folder: bool = False, flag: 
     if not os.access(target, os.W_OK):
         raise ImagegenError(f"cannot write {path}: {_why_not_writable(target)}")
     return path
+
+
+def _check_kind(path: Path, flag: str, suffixes: tuple, starts: tuple, what: str) -> None:
+    if path.suffix.lower() not in suffixes:
+        raise UsageError(f"{flag} {path}: this writes {what}; give a name ending in {suffixes[0]}")
+    if path.is_file():
+        try:
+            with path.open("rb") as f:
+                head = f.read(64).lstrip().lower()
+        except OSError as e:
+            raise ImagegenError(f"cannot read {path}: {e.strerror or e}") from None
+        if not any(head.startswith(s.lower()) for s in starts):
+            raise ImagegenError(f"{flag} {path} exists and is not {what}: it is left as it is; choose another "
+                                "name (or remove it first)")
 
 
 def _why_not_writable(path: Path) -> str:

@@ -33,10 +33,13 @@ class Range:
             raise UsageError(f"config key {key} must be {self}; got {value!r}")
 
     def __str__(self) -> str:
+        def show(b) -> str:  # a whole bound exactly (a seed's 9,223,372,036,854,775,807), others short
+            return f"{b:,}" if isinstance(b, int) and abs(b) >= 10**6 else f"{b:g}"
+
         if self.lt is None and self.le is None:
-            return f"> {self.gt:g}" if self.gt is not None else f">= {self.ge:g}"
-        low = f"({self.gt:g}" if self.gt is not None else f"[{self.ge:g}"
-        return f"in {low}, {self.lt:g})" if self.lt is not None else f"in {low}, {self.le:g}]"
+            return f"> {show(self.gt)}" if self.gt is not None else f">= {show(self.ge)}"
+        low = f"({show(self.gt)}" if self.gt is not None else f"[{show(self.ge)}"
+        return f"in {low}, {show(self.lt)})" if self.lt is not None else f"in {low}, {show(self.le)}]"
 
 
 @dataclass(frozen=True)
@@ -52,12 +55,27 @@ class CommaList:
                              f"got {wrong[0]!r}")
 
 
+# Sampling limits, here and in every sampling request (sampling.check_sampling): beyond them a value is a typo,
+# and NaN or inf guidance drew all-black images without a word.
+MAX_STEPS = 10_000  # sampler steps (1,000 is the longest schedule in the literature, DDPM's)
+MAX_GUIDANCE = 100.0  # classifier-free guidance scale (useful ones are 1-10)
+MAX_BATCH = 16_384  # images per network call
+MAX_IMAGES = 10_000_000  # images drawn (or pairs made) in one request: more is a typo (10 million 28x28 images: 8 GB)
+MAX_SEED = 2**63 - 1  # seeds are mixed into 63-bit per-image seeds (sampling.image_seed); JSON keeps them exact
+# Training limits, here and in the flags (cli.shared): a seed torch.manual_seed can take, a learning rate that
+# can converge, residual blocks a step can run in minutes (1,000 per level made one step last over 9 minutes)
+MAX_LR = 10.0  # a learning rate above this diverges with any optimiser here
+MAX_BLOCKS = 16
+
+
 Positive = Annotated[float, Range(gt=0)]
 NonNegative = Annotated[float, Range(ge=0)]
 Share = Annotated[float, Range(ge=0, lt=1)]  # a probability that must leave something: dropout, label dropout
 Fraction = Annotated[float, Range(ge=0, le=1)]
 Count = Annotated[int, Range(ge=1)]
 Natural = Annotated[int, Range(ge=0)]
+Seed = Annotated[int, Range(ge=0, le=MAX_SEED)]
+LearningRate = Annotated[float, Range(gt=0, le=MAX_LR)]
 NoiseLevel = Annotated[float, Range(ge=0, inf=True)]  # the top of a guidance interval may be inf (every level)
 Device = Literal["auto", "cpu", "cuda"]
 Schedule = Literal["cosine", "constant"]
@@ -96,7 +114,7 @@ class FitConfig:
     epochs: Count = 10
     batch_size: Count = 32
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
-    lr: Positive = 1e-3
+    lr: LearningRate = 1e-3
     weight_decay: NonNegative = 0.0  # for every optimizer, AdamW too: 0 is none (PyTorch's AdamW default is 0.01)
     loss: Literal["cross-entropy", "mse"] = "cross-entropy"  # mse: on softmax probabilities vs one-hot
     schedule: Schedule = "constant"  # constant | cosine (per step, to zero at the end)
@@ -120,7 +138,7 @@ class ClassifyConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: SeedModelConfig = field(default_factory=SeedModelConfig)
     fit: FitConfig = field(default_factory=FitConfig)
-    seed: Natural = 0
+    seed: Seed = 0
     device: Device = "auto"
     # score on this stratified share of the training split, held out from training, instead of the test split
     # (imagegen sweep's objective: settings are chosen without ever seeing the test split); 0: the test split
@@ -142,7 +160,8 @@ class UNetConfig:
     # 16,32,64 for 28x28 greyscale: 28 -> 14 -> 7; 32,64,128 for 32x32 colour, patched: 16 -> 8 -> 4), written
     # into the run's config
     channels: tuple[Count, ...] | None = None
-    blocks: Count = 1  # residual blocks per level on the way down (one more on the way up)
+    # residual blocks per level on the way down (one more on the way up)
+    blocks: Annotated[int, Range(ge=1, le=MAX_BLOCKS)] = 1
     # self-attention at each level; None: at the lowest level only
     attention: tuple[bool, ...] | None = None
     mid_attention: bool = True  # self-attention between the two blocks at the bottom
@@ -245,7 +264,7 @@ class TrainConfig:
     # at most this many images per process in one forward and backward pass; a larger share of the batch is
     # accumulated over several passes (EDM's --batch-gpu). None: a process's whole share in one pass
     micro_batch: Count | None = None
-    lr: Positive = 2e-3  # peak learning rate (Adam; the GAN uses it for both networks)
+    lr: LearningRate = 2e-3  # peak learning rate (Adam; the GAN uses it for both networks)
     warmup_images: Natural = 5_000  # linear warm-up, then cosine decay to zero at the end of the budget
     schedule: Schedule = "cosine"
     grad_clip: NonNegative = 1.0  # clip the gradient norm (0 = off)
@@ -270,13 +289,6 @@ class TrainConfig:
     guide_fraction: Fraction = 0.2
 
 
-# Sampling limits, here and in every sampling request (sampling.check_sampling): beyond them a value is a typo,
-# and NaN or inf guidance drew all-black images without a word.
-MAX_STEPS = 10_000  # sampler steps (1,000 is the longest schedule in the literature, DDPM's)
-MAX_GUIDANCE = 100.0  # classifier-free guidance scale (useful ones are 1-10)
-MAX_BATCH = 16_384  # images per network call
-MAX_IMAGES = 10_000_000  # images drawn (or pairs made) in one request: more is a typo (10 million 28x28 images: 8 GB)
-MAX_SEED = 2**63 - 1  # seeds are mixed into 63-bit per-image seeds (sampling.image_seed); JSON keeps them exact
 
 
 @dataclass
@@ -311,7 +323,7 @@ class DistillTrainConfig(TrainConfig):
     split evenly over the stages (reflow: plus drawing the pairs); each stage has its own warm-up and decay."""
 
     minutes: Positive | None = 10.0
-    lr: Positive = 5e-4  # peak learning rate of each stage (Adam), after `warmup_images`
+    lr: LearningRate = 5e-4  # peak learning rate of each stage (Adam), after `warmup_images`
     warmup_images: Natural = 1_000
     ema_half_life_images: Natural = 2_000
     log_every: Count = 20
@@ -358,7 +370,7 @@ class DistillConfig:
     # train.bf16 autocasts the teacher's and the student's forward passes (the samplers' and the loss's arithmetic
     # stay float32)
     train: DistillTrainConfig = field(default_factory=DistillTrainConfig)
-    seed: Natural = 0
+    seed: Seed = 0
     device: Device = "auto"
 
 
@@ -374,7 +386,7 @@ class GenConfig:
     method: MethodConfig = field(default_factory=FlowConfig)  # its name chooses the method; then its own settings
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
-    seed: Natural = 0
+    seed: Seed = 0
     device: Device = "auto"
 
     def __post_init__(self):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import warnings
 import zipfile
@@ -24,6 +25,10 @@ from ..utils import write_json
 
 MANIFEST = "samples.json"
 WRITER = "imagegen sample"
+# the only names a manifest of ours lists (`_replace_samples` deletes what it lists): CLASS/INDEX.png and a picture
+# beside them; anything else (a "../file", a user's notes) means the manifest is not ours
+SAMPLE_NAME = re.compile(r"\d{1,9}/\d{6,12}\.png")
+PICTURE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}\.png")
 MAX_NAMED = 3
 # what decoding a PNG can raise beyond its header (which `image_mode` checks): truncated or corrupt data
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, TypeError, IndexError, EOFError, struct.error)
@@ -75,7 +80,7 @@ def check_output(path: str | os.PathLike, overwrite: bool) -> Path:
     path = Path(path)
     if path.suffix.lower() in EXTENSIONS | {".npy"}:
         raise UsageError(f"sample output {path}: give a folder (for PNGs) or a FILE.npz, not a {path.suffix} file")
-    if path.suffix == ".npz":
+    if path.suffix.lower() == ".npz":
         for p in (path, path.with_suffix(".png")):
             if p.is_dir():
                 raise ImagegenError(f"{p} is a folder; the samples and their grid are files there")
@@ -157,6 +162,10 @@ def _manifest(folder: Path) -> dict | None:
         return None
     if not all(isinstance(data.get(k), list) for k in ("samples", "pictures")):
         return None
+    # either name in either list: an interrupted write's manifest lists the old files in both
+    ours = (SAMPLE_NAME, PICTURE_NAME)
+    if not all(isinstance(n, str) and any(p.fullmatch(n) for p in ours) for n in data["samples"] + data["pictures"]):
+        return None
     return data
 
 
@@ -198,12 +207,19 @@ def load_samples(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None
     if path.is_dir():
         return _load_folder(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):  # a .npy file: one array, no names
+            raise ImagegenError(f"{path} is a single .npy array, not an .npz of samples: save them with "
+                                "np.savez(FILE, images=..., labels=...)")
+        with loaded as z:
             if "images" not in z.files:
                 raise ImagegenError(f"{path} has no 'images' array (found: {', '.join(z.files) or 'nothing'})")
             images, labels = z["images"], z["labels"] if "labels" in z.files else None
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
         raise ImagegenError(f"{path} is not a readable .npz of samples ({e})") from None
+    for name, value in (("images", images), ("labels", labels)):
+        if value is not None and not isinstance(value, np.ndarray):  # numpy hands back bytes it cannot parse
+            raise ImagegenError(f"{path} is not a readable .npz of samples: its '{name}' entry is not an array")
     _check_images(images, str(path))
     if labels is not None:
         if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):

@@ -10,6 +10,7 @@ import importlib.util
 import inspect
 import logging
 import os
+import re
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,13 +176,19 @@ def _handlers(app: FastAPI) -> None:
         app.add_exception_handler(kind, handler)
 
 
+UNION_MEMBER = re.compile(r"int|str|float|bool|none|(list|dict|union|tuple)\[.*\]")
+
+
 def validation_line(errors: list[dict]) -> str:
     """The first of pydantic's errors as one line, named as the field is named in the body."""
     if not errors:
         return "invalid request"
     e = errors[0]
-    loc = [str(p) for p in e.get("loc", ()) if p != "body"]
+    # without "body" and the member tags of a union ("class.int"): the field as the body names it
+    loc = [str(p) for p in e.get("loc", ()) if p != "body" and not UNION_MEMBER.fullmatch(str(p))]
     field = ".".join(loc)
+    if not field and e.get("type") in ("missing", "model_attributes_type", "dict_type", "model_type"):
+        return "the request body must be a JSON object of the request's fields"
     if e.get("type") == "extra_forbidden":
         return f"unknown field {field!r}"
     if e.get("type") == "missing":

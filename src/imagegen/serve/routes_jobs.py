@@ -26,7 +26,9 @@ GUIDANCE_INTERVAL = "[lo, hi] or \"LO,HI\": guide only at noise levels lo < sigm
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # an unknown field is refused (422), never ignored
+    # an unknown field is refused (422), never ignored; strict: true is no count or class index (as /train refuses
+    # it), "3" no number
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class GenerateBody(Body):
@@ -51,7 +53,7 @@ class CompareBody(Body):
     run: str | None = Field(None, description="or one run, at several steps or guidance scales")
     steps: list[int] | None = Field(None, description="step counts, one row each")
     guidance: list[float] | None = Field(None, description="guidance scales, one row each")
-    seeds: list[int] = Field([0, 1, 2, 3], description="the columns: image 0 of each seed")
+    seeds: list[int] = Field([0, 1, 2, 3], min_length=1, description="the columns: image 0 of each seed")
     class_: int | str | None = Field(None, alias="class", description="a class index or name (default: class 0)")
     sampler: str | None = None
     guidance_interval: list[float | str] | str | None = Field(None, description=GUIDANCE_INTERVAL)

@@ -16,7 +16,7 @@ from ..methods.classification import predict_proba
 from ..models import SeedClassifier, build_model
 from ..pixels import labelled_grid, read_images, save_png
 from ..utils import prepare_run_dir, resolve_device, write_json
-from .fit import fit
+from .fit import check_splits, fit
 
 KIND = "seed-classifier"
 
@@ -26,7 +26,6 @@ def train_seed_classifier(cfg: ClassifyConfig, out: str | Path | None = None, *,
     """Train with `cfg`, print Keras-like epoch lines through `log` (and give each EpochLog to `on_epoch`), and
     return the final metrics: on the test split, or with `cfg.validation` on a held-out share of the training
     split (its "test_" numbers are then that share's)."""
-    run = prepare_run_dir(out, overwrite) if out else None
     device = resolve_device(cfg.device)
     d = cfg.data
     train, test = load_splits(d, show_progress)
@@ -34,6 +33,8 @@ def train_seed_classifier(cfg: ClassifyConfig, out: str | Path | None = None, *,
         kept, held = stratified_split(train.labels, cfg.validation, cfg.seed)
         train, test = train.subset(kept), train.subset(held)
     split = "validation" if cfg.validation else "test"
+    check_splits(train, test, "the classifier", d.dataset, split)
+    run = prepare_run_dir(out, overwrite) if out else None  # after every check: --overwrite removes the old run
     torch.manual_seed(cfg.seed)
     model_kwargs = dict(in_channels=train.shape[0], image_size=train.shape[1], num_classes=len(train.classes),
                         **to_dict(cfg.model))

@@ -29,7 +29,7 @@ from ..metrics.pinned import add_to_index
 from ..metrics.reference import FILE, compute_reference, save_reference
 from ..models import EvaluatorNet
 from ..utils import file_sha256, resolve_device, write_json
-from .fit import fit
+from .fit import check_splits, fit
 
 PIN_NAME = re.compile(r"[a-z0-9][a-z0-9.-]*-v[0-9]+")  # fashion-mnist-v1
 
@@ -44,6 +44,7 @@ def train_evaluator(data: DataConfig, fit_cfg: FitConfig = EVALUATOR_FIT, *, wid
     _check_pin(pin, out, data)
     dev = resolve_device(device)
     train, test = load_splits(data, show_progress)
+    check_splits(train, test, "an evaluator", data.dataset)
     hold = make_holdout(len(train), default_holdout(len(train), len(test)) if holdout is None else holdout, seed)
     if hold.n >= len(train):
         raise UsageError(f"--holdout {hold.n} leaves nothing to train on: the training split has {len(train)} images")

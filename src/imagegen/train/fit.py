@@ -13,6 +13,7 @@ from torch import nn
 
 from ..config import FitConfig
 from ..data import Dataset
+from ..errors import ImagegenError
 from ..methods.classification import LOSSES, predict_proba
 from ..pixels import to_float
 from ..utils import keep_freed_memory, progress
@@ -36,6 +37,16 @@ class EpochLog:
             if self.test_loss is not None else ""
         return f"epoch {self.epoch}/{epochs} - {self.seconds:.1f}s - loss: {self.loss:.4f} - " \
             f"accuracy: {self.accuracy:.4f}{test}"
+
+
+def check_splits(train: Dataset, test: Dataset, what: str, dataset: str, split: str = "test") -> None:
+    """Refuse, before any training, splits a classifier cannot be trained and scored on: an empty one (a folder
+    of one image per class leaves its 10% test split empty) had failed only after the whole training."""
+    for name, ds in (("training", train), (split, test)):
+        if len(ds) == 0:
+            raise ImagegenError(f"{dataset}: the {name} split holds no images, so {what} cannot be "
+                                f"{'trained' if name == 'training' else 'scored'}; give each class more images "
+                                "(the test split is a stratified 10% of a folder)")
 
 
 def fit(model: nn.Module, train: Dataset, test: Dataset | None, cfg: FitConfig, *, generator: torch.Generator,
