@@ -414,6 +414,19 @@ def test_awkward_images_in_a_folder_are_one_line(tmp_path, capsys, monkeypatch, 
     assert code == 0 and "Traceback" not in err and err.count("\n") == refused, err
 
 
+def test_a_note_about_a_folder_is_said_once_though_both_splits_read_it(tmp_path, capsys):
+    root = _folder_with(tmp_path, "fine.png", lambda p: Image.new("L", (10, 10)).save(p))
+    (root / "a" / "deeper").mkdir()
+    Image.new("L", (10, 10)).save(root / "a" / "deeper" / "x.png")
+    (root / "b" / "broken.png").write_bytes(b"not a picture")
+    code, _, err = run_cli(capsys, ["data", "--dataset", f"folder:{root}", "--size", "8"])
+    assert code == 0 and "Traceback" not in err, err
+    lines = err.splitlines()
+    assert len(lines) == 2 and len(set(lines)) == 2, err  # each note once: before, once per split
+    assert any("inside a class folder are not read: deeper" in line for line in lines)
+    assert any("could not be read and were skipped: b/broken.png" in line for line in lines)
+
+
 # -- wrong places that need a mount: a full disk, a read-only folder -----------------------------------------------
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from ..errors import ImagegenError
 from .base import Dataset, stratified_split
 from .emoji import load_emoji
@@ -39,4 +41,11 @@ def load_splits(cfg, show_progress: bool = True) -> tuple[Dataset, Dataset]:
     """(train, test) of the dataset a DataConfig describes."""
     kw = {"data_dir": cfg.data_dir, "download": cfg.download, "size": cfg.size, "channels": cfg.channels,
           "strict": cfg.strict, "show_progress": show_progress}
-    return load_dataset(cfg.dataset, "train", **kw), load_dataset(cfg.dataset, "test", **kw)
+    caught: list = []
+    try:  # each split reads a folder apart: its notes are said once, not twice (and also when the second fails)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            return load_dataset(cfg.dataset, "train", **kw), load_dataset(cfg.dataset, "test", **kw)
+    finally:
+        for category, message in dict.fromkeys((w.category, str(w.message)) for w in caught):
+            warnings.warn(message, category, stacklevel=3)
