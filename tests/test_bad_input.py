@@ -153,6 +153,8 @@ NUMBERS = [
      "config key train.lr must be in (0, 10]; got 1000.0"),
     ("train-set-blocks-huge", "train --dataset digits --set model.blocks=1000 --out {t}/r", 2,
      "config key model.blocks must be in [1, 16]; got 1000"),
+    ("train-set-batch-huge", "train --dataset digits --set train.batch_size=100000 --out {t}/r", 2,
+     "config key train.batch_size must be in [1, 16384]; got 100000"),
     ("classify-set-seed-huge", "classify train --dataset digits --set seed=99999999999999999999", 2,
      "config key seed must be in [0, 9,223,372,036,854,775,807]"),
     ("sample-n-zero", "sample {z}/gen --n 0 --out {t}/s.npz", 2, "n must be"),
@@ -257,6 +259,8 @@ PLACES = [
     ("train-out-under-a-file", "train --dataset digits --images 32 --out {z}/afile/run", 1, "afile"),
     ("sample-out-under-a-file", "sample {z}/gen --n 2 --out {z}/afile/s.npz", 1, "afile"),
     ("distill-out-is-a-file", "distill {z}/gen --out {z}/afile", 1, "afile"),
+    ("distill-out-is-the-teacher", "distill {z}/gen/model.json --out {z}/gen --overwrite", 2,
+     "--out {z}/gen is the teacher's run; the student needs a directory of its own"),
     ("explain-out-is-a-dir", "explain filters {z}/clf --out {z}/adir", 1, "--out {z}/adir is a directory"),
     ("explain-out-under-a-file", "explain filters {z}/clf --out {z}/afile/x.png", 1,
      "cannot write {z}/afile/x.png: {z}/afile is a file, not a directory"),
@@ -546,6 +550,17 @@ def test_a_samples_manifest_that_is_not_ours_deletes_nothing(zoo, tmp_path, caps
     assert (tmp_path / "victim.txt").read_text() == "precious" and (out / "notes.txt").read_text() == "notes"
     assert json.loads((out / "samples.json").read_text())["n"] == 2
     capsys.readouterr()
+
+
+def test_a_report_reads_past_a_torn_or_odd_record(zoo, tmp_path, capsys):
+    """A kill tears metrics.jsonl's last line; a hand-edited run may hold anything: the report says what it can."""
+    run = copy_run(zoo / "gen", tmp_path / "run")
+    (run / "metrics.jsonl").write_text('[1, 2]\n"s"\n{"images": "x", "loss": "y"}\n{"images": 64, "loss": 0.5}\n'
+                                       '{"images": 128, "loss": 0.4}\n{"images": 6')
+    (run / "results.json").write_text("[]")
+    code, _, err = run_cli(capsys, ["report", str(run), "--no-explain", "--out", str(tmp_path / "r.html")])
+    assert code == 0 and "Traceback" not in err and "internal error" not in err, err
+    assert (run / "explain" / "curves.png").is_file()  # drawn from the two rows it can read
 
 
 def test_a_folder_too_small_for_a_test_split_is_refused_before_training(tmp_path, capsys):

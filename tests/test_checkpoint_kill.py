@@ -254,6 +254,19 @@ def test_two_writers_of_one_file_at_once_each_replace_it_whole(tmp_path, monkeyp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
 
 
+def test_a_line_appended_after_a_torn_one_stays_whole(tmp_path):
+    """A resumed run appends to the metrics.jsonl a kill left torn: its first new line had glued onto the torn one
+    and was lost with it."""
+    from imagegen.utils import append_jsonl, read_jsonl
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"images": 32, "loss": 0.5}\n{"images": 6')
+    append_jsonl({"images": 64, "loss": 0.4}, path)
+    append_jsonl({"images": 96, "loss": 0.3}, path)
+    assert read_jsonl(path) == [{"images": 32, "loss": 0.5}, {"images": 64, "loss": 0.4}, {"images": 96, "loss": 0.3}]
+    assert path.read_text().endswith('\n{"images": 96, "loss": 0.3}\n')
+
+
 BUDGET = 32 * 32  # images: 32 steps, of which each killed process trains a few
 
 

@@ -58,7 +58,7 @@ CONFIGS = Path(__file__).parent.parent / "configs"
     ("train.lr=inf", "config key train.lr must be a finite number; got 'inf'"),
     ("sample.guidance=-inf", "config key sample.guidance must be a finite number; got '-inf'"),
     ("train.lr=0", r"config key train.lr must be in \(0, 10\]; got 0.0"),
-    ("train.batch_size=0", "config key train.batch_size must be >= 1; got 0"),
+    ("train.batch_size=0", r"config key train.batch_size must be in \[1, 16384\]; got 0"),
     ("train.minutes=-1", "config key train.minutes must be > 0; got -1.0"),
     ("train.ema_half_life_images=-5", "config key train.ema_half_life_images must be >= 0; got -5"),
     ("model.dropout=1", r"config key model.dropout must be in \[0, 1\); got 1.0"),

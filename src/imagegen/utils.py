@@ -126,9 +126,29 @@ def write_json(obj, path: str | os.PathLike) -> Path:
 
 
 def append_jsonl(obj: dict, path: str | os.PathLike) -> None:
-    """One JSON line at the end of `path` (a run's metrics.jsonl): a crash loses at most the line being written."""
-    with open(path, "a") as f:
-        f.write(json.dumps(obj) + "\n")
+    """One JSON line at the end of `path` (a run's metrics.jsonl): a crash loses at most the line being written.
+    A line a crash left torn is ended first, so that the new line stays whole (resumed runs had glued onto it)."""
+    with open(path, "a+b") as f:
+        torn = f.tell() > 0 and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n"
+        f.write((("\n" if torn else "") + json.dumps(obj) + "\n").encode())
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The JSON objects of a .jsonl file (a run's metrics.jsonl); a line being written, torn by a kill or not an
+    object is skipped, and a file that cannot be read is no rows."""
+    try:
+        lines = Path(path).read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    rows = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 def prepare_run_dir(path: str | os.PathLike, overwrite: bool) -> Path:

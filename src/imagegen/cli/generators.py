@@ -135,10 +135,23 @@ def run_distill(args):
         model = Path(args.model)
         teacher = model.parent if model.suffix == ".json" else model
         out = args.out or f"{teacher}-{cfg.method}-{cfg.steps}"
+        _check_not_an_input(Path(out), {"the teacher": teacher, "--student-init": cfg.student_init})
         result = distill(teacher, out, cfg, overwrite=args.overwrite, show_progress=show, log=log)
     if result.get("interrupted"):
         raise KeyboardInterrupt
     return result if dist.is_main() else None  # under torchrun: one summary, process 0's
+
+
+def _check_not_an_input(out: Path, inputs: dict) -> None:
+    """The student's run directory is none of the runs it reads: `--overwrite` would replace the teacher (or the
+    student's starting run) with the student."""
+    for name, given in inputs.items():
+        if given is None:
+            continue
+        run = Path(given)
+        run = run.parent if run.suffix == ".json" else run
+        if out.resolve() == run.resolve():
+            raise UsageError(f"--out {out} is {name}'s run; the student needs a directory of its own")
 
 
 def _check_moved(path: str | None, overrides: list[str]) -> None:

@@ -75,6 +75,7 @@ Fraction = Annotated[float, Range(ge=0, le=1)]
 Count = Annotated[int, Range(ge=1)]
 Natural = Annotated[int, Range(ge=0)]
 Seed = Annotated[int, Range(ge=0, le=MAX_SEED)]
+Batch = Annotated[int, Range(ge=1, le=MAX_BATCH)]  # images per step, as --batch-size takes
 LearningRate = Annotated[float, Range(gt=0, le=MAX_LR)]
 NoiseLevel = Annotated[float, Range(ge=0, inf=True)]  # the top of a guidance interval may be inf (every level)
 Device = Literal["auto", "cpu", "cuda"]
@@ -112,7 +113,7 @@ class SeedModelConfig:
 @dataclass
 class FitConfig:
     epochs: Count = 10
-    batch_size: Count = 32
+    batch_size: Batch = 32
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
     lr: LearningRate = 1e-3
     weight_decay: NonNegative = 0.0  # for every optimizer, AdamW too: 0 is none (PyTorch's AdamW default is 0.01)
@@ -260,10 +261,10 @@ NETWORK_NAMES = {UNetConfig: "UNet", DCGANConfig: "DCGAN", VAEConfig: "VAE"}
 class TrainConfig:
     minutes: Positive | None = 5.0  # stop after this much training time (None: use images)
     images: Count | None = None  # stop after this many training images (wins over minutes when both are set)
-    batch_size: Count = 128  # the global batch: split evenly over the processes of a distributed run
+    batch_size: Batch = 128  # the global batch: split evenly over the processes of a distributed run
     # at most this many images per process in one forward and backward pass; a larger share of the batch is
     # accumulated over several passes (EDM's --batch-gpu). None: a process's whole share in one pass
-    micro_batch: Count | None = None
+    micro_batch: Batch | None = None
     lr: LearningRate = 2e-3  # peak learning rate (Adam; the GAN uses it for both networks)
     warmup_images: Natural = 5_000  # linear warm-up, then cosine decay to zero at the end of the budget
     schedule: Schedule = "cosine"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import os
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from ..errors import ImagegenError
 from ..metrics.glossary import describe, ordered, verdict
 from ..metrics.report import evaluator_line, floor_words
 from ..metrics.trust import trust_lines
+from ..utils import read_jsonl
 from .plots import plt
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -72,7 +74,12 @@ def _table(rows: list[list], head: list[str]) -> str:
 
 
 def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """A run's JSON record, or {} where there is none, or none a report can read (torn, or not an object)."""
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def evaluation_table(ev: dict) -> str:
@@ -111,12 +118,17 @@ def _metric_row(key: str, sample: float, floor: float) -> str:
 
 def curves(lines: list[dict], path: Path) -> Path | None:
     """Loss (and, where logged, the grid's FID) against images seen."""
+    def number(v) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    lines = [ln for ln in lines if number(ln.get("images"))]  # rows a reader can plot (a hand-edited one may not)
+    lines = [{k: v for k, v in ln.items() if number(v) or not ("loss" in k or k == "grid_fid")} for ln in lines]
     loss_keys = [k for k in (lines[0] if lines else {}) if "loss" in k]
     grid = [ln for ln in lines if "grid_fid" in ln]
     if not loss_keys and not grid:
         return None
     fig, axes = plt.subplots(1, 2 if grid else 1, figsize=(10 if grid else 5.5, 3.5), squeeze=False)
-    train = [ln for ln in lines if loss_keys and loss_keys[0] in ln]
+    train = [ln for ln in lines if loss_keys and all(k in ln for k in loss_keys)]
     for k in loss_keys:
         axes[0][0].plot([ln["images"] for ln in train], [ln[k] for ln in train], label=k)
     axes[0][0].set(xlabel="images seen", ylabel="loss", yscale="log", title="training loss")
@@ -136,8 +148,7 @@ def curves(lines: list[dict], path: Path) -> Path | None:
 
 def _generator_sections(run: Path, explain: bool, device: str, log) -> list[str]:
     results, config = _read_json(run / "results.json"), _read_json(run / "config.json")
-    lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines() if ln.strip()] \
-        if (run / "metrics.jsonl").is_file() else []
+    lines = read_jsonl(run / "metrics.jsonl")  # a line torn by a kill is skipped
     out = []
     if results:
         summary = [["method", results.get("method", "?")], ["dataset", results.get("dataset", "?")],

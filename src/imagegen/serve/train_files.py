@@ -3,10 +3,10 @@ state.json) and the end of its log, read by the studio while the child process r
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from ..utils import read_jsonl
 from .runs import read_json
 
 
@@ -29,23 +29,6 @@ def read_progress(run: Path, files: str, budget: dict) -> dict:
             "loss": [[r["images"], r["loss"]] for r in losses], "grids": [f"{files}/grids/{g}" for g in grids],
             "grid": f"{files}/grid.png" if (run / "grid.png").is_file() else None,
             "evaluation": results.get("evaluation") if results.get("images") == images else None}
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """The JSON objects of a .jsonl file; a line being written (or torn by a kill) is skipped."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return []
-    rows = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
 
 
 # -- the log

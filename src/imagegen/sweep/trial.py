@@ -17,6 +17,7 @@ from pathlib import Path
 import optuna
 
 from ..errors import ImagegenError, UsageError
+from ..utils import read_jsonl
 from .space import Space
 
 GRID_STEP = "images"  # what a generator's intermediate values are counted in
@@ -90,11 +91,8 @@ class GridReports:
 
 def grid_fid(metrics: Path, images: int) -> float | None:
     """The grid FID that training logged at `images` (metrics.jsonl), if it did."""
-    if not metrics.is_file():
-        return None
-    for line in reversed(metrics.read_text().splitlines()):
-        row = json.loads(line) if line.strip() else {}
-        if row.get("images") == images and "grid_fid" in row:
+    for row in reversed(read_jsonl(metrics)):  # a line torn by a kill is skipped
+        if row.get("images") == images and isinstance(row.get("grid_fid"), int | float):
             return float(row["grid_fid"])
     return None
 
