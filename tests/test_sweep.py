@@ -193,6 +193,17 @@ def test_a_bad_space_is_refused_in_one_line_before_any_trial(tmp_path, capsys, l
     assert not out.exists()
 
 
+def test_a_space_file_that_is_no_text_or_no_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "latin1.toml").write_bytes(b"\xff\xfe[study]\n")
+    (tmp_path / "adir.toml").mkdir()
+    for name, says in (("latin1.toml", "is not valid TOML: not UTF-8 text"),
+                       ("adir.toml", "is a directory, not a TOML file")):
+        assert main(["sweep", str(tmp_path / name), "--out", str(tmp_path / "s"), "--budget-trials", "1"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0] == f"imagegen: error: space file {tmp_path / name} {says}"
+    assert not (tmp_path / "s").exists()
+
+
 @pytest.mark.parametrize("change, says, code", [
     (("val_accuracy", "fid"), "space study.metric of a classify sweep must be one of val_accuracy, val_loss; "
                               "got 'fid' (fid is an objective of train)", 2),

@@ -93,26 +93,32 @@ def checked(cfg):
     return from_dict(type(cfg), to_dict(cfg))
 
 
+def read_toml(path: str | Path, what: str) -> dict:
+    """The TOML document at `path`, or a UsageError naming `what` ("config file", "space file") and the problem:
+    missing, a directory, not UTF-8, not TOML, unreadable."""
+    if not str(path):
+        raise UsageError(f"{what} '': give the path of a TOML file")
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"{what} {path} is a directory, not a TOML file") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{what} {path} is not valid TOML: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"{what} {path} is not valid TOML: {e}") from None
+    except OSError as e:
+        raise UsageError(f"cannot read {what} {path}: {e.strerror or e}") from None
+
+
 def load(cls, path: str | Path | None = None, overrides: list[str] | None = None, flags: dict | None = None):
     """Defaults <- TOML file <- `flags` (dotted keys, None = not given) <- `key.sub=value` overrides. A GenConfig
     setting given for a method that does not read it is refused: the method and model sections by their types
     (GenConfig.section_types), the sample section by READ_BY."""
     data: dict[str, Any] = {}
     if path is not None:
-        if not str(path):
-            raise UsageError("config file '': give the path of a TOML file")
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UsageError(f"config file {path} does not exist") from None
-        except IsADirectoryError:
-            raise UsageError(f"config file {path} is a directory, not a TOML file") from None
-        except UnicodeDecodeError:
-            raise UsageError(f"config file {path} is not valid TOML: not UTF-8 text") from None
-        except tomllib.TOMLDecodeError as e:
-            raise UsageError(f"config file {path} is not valid TOML: {e}") from None
-        except OSError as e:
-            raise UsageError(f"cannot read config file {path}: {e.strerror or e}") from None
+        data = read_toml(path, "config file")
     pairs = [(k, v) for k, v in (flags or {}).items() if v is not None]
     for item in overrides or []:
         key, sep, value = item.removeprefix("--").partition("=")

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..config import ClassifyConfig, GenConfig, load
+from ..config.loading import read_toml
 from ..errors import UsageError
 
 COMMANDS = {"train": GenConfig, "classify": ClassifyConfig}
@@ -106,12 +106,7 @@ class Space:
 def read_space(path: str | Path) -> Space:
     """Parse and check the space file at `path` (module docstring)."""
     path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"space file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"space file {path} is not valid TOML: {e}") from None
+    doc = read_toml(path, "space file")
     unknown = sorted(set(doc) - {"study", "set", "space", "enqueue", "retrain"})
     if unknown:
         raise UsageError(f"space file {path}: unknown section [{unknown[0]}]; the sections are study, set, space, "
