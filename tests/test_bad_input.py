@@ -552,6 +552,21 @@ def test_a_samples_manifest_that_is_not_ours_deletes_nothing(zoo, tmp_path, caps
     capsys.readouterr()
 
 
+def test_a_run_whose_model_json_is_lost_finds_its_own_guide_not_its_parents(zoo, tmp_path):
+    """model.json gone (a directory in its place): the model loads from the document inside its weights, and its
+    guide is still RUN/guide.json, not the parent folder's (which had been read instead)."""
+    from imagegen.sampling import load_generator
+
+    run = copy_run(zoo / "gen", tmp_path / "parent" / "run")
+    for ext in ("json", "safetensors"):
+        shutil.copy(run / f"model.{ext}", run / f"guide.{ext}")
+    (run / "model.json").unlink()
+    (run / "model.json").mkdir()
+    gen = load_generator(run, "cpu", "torch")
+    assert gen.has_guide and gen.source == run / "model.json"
+    assert gen.guide().source == run / "guide.json"
+
+
 def test_a_report_reads_past_a_torn_or_odd_record(zoo, tmp_path, capsys):
     """A kill tears metrics.jsonl's last line; a hand-edited run may hold anything: the report says what it can."""
     run = copy_run(zoo / "gen", tmp_path / "run")

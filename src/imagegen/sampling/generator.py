@@ -88,7 +88,7 @@ def load_generator(path: str | Path, device: str = "auto", backend: str = "auto"
     net.eval().requires_grad_(False)
     dev = resolve_device(device)
     gen = Generator(net.to(dev), art.meta["method"], tuple(art.meta["classes"]), tuple(art.meta["image_shape"]),
-                    art.meta, dev, source=path, backend=backend)
+                    art.meta, dev, source=artifact_paths(path, create=False)[1], backend=backend)
     if backend in ("onnx", "compiled") and not (art.kind == "unet" and dev.type == "cpu"):
         raise UsageError(f"the {backend} backend runs UNets (flow, edm) on the CPU only")
     if backend == "cuda-graphs" and not (art.kind == "unet" and dev.type == "cuda"):
