@@ -180,6 +180,13 @@ BAD = [
     ('"fit.weight_decay" = { low = 0.0, high = 0.1, log = true }',
      "space fit.weight_decay: a log range must be above 0; got low = 0.0"),
     ('"seed" = { low = 0, high = 3 }', "space [space] seed: set by the study for every trial"),
+    ('"fit.epochs" = { low = 1, high = 8, step = 100 }',
+     "space fit.epochs: step 100 is larger than the range 1..8: only low would be tried"),
+    # an enqueued trial outside its setting's space had failed with the reason "?" (or trained outside the range)
+    ('"fit.epochs" = { low = 2, high = 3 }\n[[enqueue]]\n"fit.epochs" = 9',
+     "space [[enqueue]] 1: fit.epochs = 9 is outside its range 2..3"),
+    ('"fit.epochs" = { low = 2, high = 3 }\n[[enqueue]]\n"model.activation" = "sigmoid"',
+     "space [[enqueue]] 1: model.activation = 'sigmoid' is not one of its choices ['relu', 'tanh']"),
 ]
 
 

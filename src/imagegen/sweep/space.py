@@ -53,6 +53,14 @@ class Param:
             return trial.suggest_int(self.key, self.low, self.high, step=self.step or 1, log=self.log)
         return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
 
+    def refuses(self, value) -> str | None:
+        """Why `value` is not in this setting's space (an enqueued trial's value), or None."""
+        if self.choices is not None:
+            return None if value in self.choices else f"is not one of its choices {self.choices}"
+        if isinstance(value, bool) or not isinstance(value, int | float) or not self.low <= value <= self.high:
+            return f"is outside its range {self.low}..{self.high}"
+        return None
+
     def extremes(self) -> list:
         return list(self.choices) if self.choices is not None else [self.low, self.high]
 
@@ -176,10 +184,12 @@ def check(space: Space) -> None:
         for value in p.extremes():
             _built(space, space.trial_settings({p.key: value}), f"space {p.key} = {value!r}")
     for i, trial in enumerate(space.enqueue):
-        known = {p.key for p in space.params}
-        for key in trial:
+        known = {p.key: p for p in space.params}
+        for key, value in trial.items():
             if key not in known:
                 raise UsageError(f"space [[enqueue]] {i + 1}: {key} is not a searched setting (under [space])")
+            if (why := known[key].refuses(value)) is not None:  # optuna would fail the trial, its reason lost
+                raise UsageError(f"space [[enqueue]] {i + 1}: {key} = {value!r} {why}")
         _built(space, space.trial_settings(trial), f"space [[enqueue]] {i + 1}")
     if space.retrain:
         _built(space, {**space.trial_settings({}), **space.retrain}, "space [retrain]")
@@ -224,6 +234,8 @@ def _param(key: str, spec: dict) -> Param:
         raise UsageError(f"space {key}: a log range must be above 0; got low = {low}")
     if step is not None and (step <= 0 or log):
         raise UsageError(f"space {key}: step must be > 0 and cannot go with log = true")
+    if step is not None and step > high - low:
+        raise UsageError(f"space {key}: step {step} is larger than the range {low}..{high}: only low would be tried")
     return Param(key, low=low, high=high, log=log, step=step)
 
 
