@@ -133,6 +133,16 @@ def append_jsonl(obj: dict, path: str | os.PathLike) -> None:
         f.write((("\n" if torn else "") + json.dumps(obj) + "\n").encode())
 
 
+def read_json(path: str | os.PathLike) -> dict:
+    """A run's JSON file as a dict; {} when it is missing, half-written or not an object (a run being written, or
+    one a report reads as it is)."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """The JSON objects of a .jsonl file (a run's metrics.jsonl); a line being written, torn by a kill or not an
     object is skipped, and a file that cannot be read is no rows."""

@@ -15,7 +15,7 @@ from ..errors import ImagegenError
 from ..metrics.glossary import describe, ordered, verdict
 from ..metrics.report import evaluator_line, floor_words
 from ..metrics.trust import trust_lines
-from ..utils import read_jsonl
+from ..utils import read_json, read_jsonl
 from .plots import plt
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -71,15 +71,6 @@ def _table(rows: list[list], head: list[str]) -> str:
     cell = lambda v: f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))  # noqa: E731
     return ("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
             + "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows) + "</table>")
-
-
-def _read_json(path: Path) -> dict:
-    """A run's JSON record, or {} where there is none, or none a report can read (torn, or not an object)."""
-    try:
-        data = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def evaluation_table(ev: dict) -> str:
@@ -147,7 +138,7 @@ def curves(lines: list[dict], path: Path) -> Path | None:
 
 
 def _generator_sections(run: Path, explain: bool, device: str, log) -> list[str]:
-    results, config = _read_json(run / "results.json"), _read_json(run / "config.json")
+    results, config = read_json(run / "results.json"), read_json(run / "config.json")
     lines = read_jsonl(run / "metrics.jsonl")  # a line torn by a kill is skipped
     out = []
     if results:
@@ -204,7 +195,7 @@ def _explanations(run: Path) -> str:
 
 
 def _classifier_sections(run: Path, explain: bool, log) -> list[str]:
-    metrics = _read_json(run / "metrics.json")
+    metrics = read_json(run / "metrics.json")
     flat = [[k, v] for k, v in metrics.items() if isinstance(v, (int, float, str))]
     out = [_section("Run", _table(flat, ["", ""]) if flat else "<p>No metrics.json.</p>")]
     pics = [_img(run / n, c) for n, c in (("curves.png", "loss and accuracy per epoch"),

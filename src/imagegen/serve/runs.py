@@ -4,7 +4,6 @@ the one safe way to turn a name from a URL into a path (inside --runs only)."""
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ from urllib.parse import quote
 
 from ..artifacts import GUIDE, read_header
 from ..errors import ImagegenError
+from ..utils import read_json
 
 STUDIO = ".studio"  # RUNS/.studio: the studio's own files (job database, job results), never listed as a run
 API = "/api/v1"
@@ -118,12 +118,3 @@ def describe(runs_dir: Path, name: str, *, config: bool = False) -> dict:
 
 def _images_seen(grid: Path) -> int | None:
     return int(grid.stem) if grid.stem.isdigit() else None  # grids/000038784.png: after 38,784 images
-
-
-def read_json(path: Path) -> dict:
-    """A run's JSON file as a dict; {} when it is missing, half-written or not an object (a run being written)."""
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}

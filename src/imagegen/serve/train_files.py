@@ -6,8 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..utils import read_jsonl
-from .runs import read_json
+from ..utils import read_json, read_jsonl
 
 
 def read_progress(run: Path, files: str, budget: dict) -> dict:
