@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from imagegen.serve.routes_train import train_router
+from imagegen.serve.train_checks import check_name
 from imagegen.serve.train_files import error_line
 from imagegen.serve.training import Training, TrainManager, ended, split_threads
 from imagegen.train.checkpoint import load_state
@@ -114,6 +115,8 @@ def test_start_watch_stop_resume_done(client, folder, runs):
     assert r.status_code == 409 and "one training at a time" in r.json()["error"]
     assert not (runs / "other").exists()
     assert client.post(f"/api/v1/train/{t['id']}/resume").status_code == 409
+    r = client.delete(f"/api/v1/train/{t['id']}")
+    assert r.status_code == 409 and "stop it before deleting it" in r.json()["error"]
 
     # stop: SIGINT, the loop writes its checkpoint and exits 130
     r = client.post(f"/api/v1/train/{t['id']}/stop")
@@ -126,6 +129,9 @@ def test_start_watch_stop_resume_done(client, folder, runs):
     saved = saved_images(runs / "tiny")
     assert saved == t["images"] > 0
     assert client.post(f"/api/v1/train/{t['id']}/stop").status_code == 409  # not running
+    r = client.delete(f"/api/v1/train/{t['id']}")  # a trained run is never deleted by the studio
+    assert r.status_code == 409 and "holds a trained run" in r.json()["error"]
+    assert (runs / "tiny" / "state.safetensors").is_file() and saved_images(runs / "tiny") == saved
 
     # resume to a larger budget: it continues from the checkpoint and completes
     r = client.post(f"/api/v1/train/{t['id']}/resume", json={"images": saved + 96})
@@ -190,6 +196,29 @@ def test_a_failed_child_shows_its_error_line(folder, runs):
     assert t["error"].startswith("imagegen: error: ") and "nope" in t["error"] and "\n" not in t["error"]
 
 
+def test_a_failed_start_is_refused_a_resume_and_deleted_to_free_its_name(folder, runs):
+    bad = TrainManager(runs, threads=1, settings=["model.nope=1"])
+    app = FastAPI()
+    app.include_router(train_router(bad))
+    with TestClient(app) as client:
+        t = client.post("/api/v1/train", json=start_body(folder, name="bad", images=64)).json()
+        t = wait_for(lambda: (x := bad.get(t["id"]))["state"] != "running" and x, "the child to fail", 30)
+        assert t["state"] == "failed" and not t["resumable"]
+        r = client.post(f"/api/v1/train/{t['id']}/resume")  # the same error again: refused, nothing started
+        assert r.status_code == 409 and "failed before its first checkpoint" in r.json()["error"], r.text
+        assert "nope" in r.json()["error"] and "\n" not in r.json()["error"]
+        assert bad.get(t["id"])["starts"] == 1 and bad.get(t["id"])["state"] == "failed"
+        r = client.post("/api/v1/train", json=start_body(folder, name="bad", images=64))
+        assert r.status_code == 422 and "exists in" in r.json()["error"]
+        r = client.delete(f"/api/v1/train/{t['id']}")
+        assert r.status_code == 200 and r.json() == {"deleted": t["id"], "run": "bad"}
+        assert not (runs / "bad").exists() and not (runs / ".studio" / "train" / f"{t['id']}.json").exists()
+        assert client.get("/api/v1/train").json() == {"trainings": []}
+        assert client.delete(f"/api/v1/train/{t['id']}").status_code == 404
+    assert [x["id"] for x in TrainManager(runs, threads=1).list()] == []  # a restarted server does not list it
+    check_name("bad", runs)  # the name is free again
+
+
 def test_a_restarted_manager_marks_lost_trainings_interrupted(runs):
     records = runs / ".studio" / "train"
     records.mkdir(parents=True)
@@ -213,6 +242,7 @@ def test_a_restarted_manager_marks_lost_trainings_interrupted(runs):
     ({"name": "", "dataset": "digits", "images": 10}, 422, "name must be a run name"),
     ({"name": "x", "dataset": "cifar10", "images": 10}, 422, "unknown dataset 'cifar10'"),
     ({"name": "x", "dataset": "folder:/no/such/dir", "images": 10}, 422, "is no folder"),
+    ({"name": "x", "dataset": "folder:EMPTY", "images": 10}, 422, "holds no images"),
     ({"name": "x", "dataset": "digits", "method": "ddpm", "images": 10}, 422, "unknown method 'ddpm'"),
     ({"name": "x", "dataset": "digits", "images": 0}, 422, "images must be >= 1"),
     ({"name": "x", "dataset": "digits", "images": 1.5}, 422, "images must be a whole number"),
@@ -234,6 +264,10 @@ def test_refusals_are_one_line(client, runs, body, status, words):
     (runs / "plain").mkdir(parents=True, exist_ok=True)
     (runs / "done-run").mkdir(exist_ok=True)
     (runs / "done-run" / "config.json").write_text("{}")
+    (runs / "empty" / "cls").mkdir(parents=True, exist_ok=True)
+    (runs / "empty" / "cls" / "notes.txt").write_text("no pictures here")
+    if isinstance(body, dict) and body.get("dataset") == "folder:EMPTY":
+        body = {**body, "dataset": f"folder:{runs / 'empty'}"}
     before = sorted(p.name for p in runs.iterdir())
     r = client.post("/api/v1/train", json=body)
     assert r.status_code == status and words in r.json()["error"] and "\n" not in r.json()["error"], r.text

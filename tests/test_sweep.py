@@ -231,3 +231,61 @@ def test_a_metric_the_data_cannot_give_or_a_missing_budget_is_refused(tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"imagegen: error: {says}"), err
     assert not (out / "study.db").exists()
+
+
+def test_a_copied_or_moved_sweep_continues_in_its_own_study_and_a_changed_storage_is_refused(tmp_path, capsys):
+    import shutil
+
+    space = space_file(tmp_path)
+    space.write_text(space.read_text().replace("low = 2, high = 3", "low = 1, high = 2"))  # short trials
+    out = tmp_path / "orig"
+    run = ["sweep", str(space), "--budget-trials"]
+    assert main([*run, "1", "--out", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "sweep.json").read_text())["storage"] == "study.db"  # relative to the sweep
+    copy, moved = tmp_path / "copy", tmp_path / "moved"
+    shutil.copytree(out, copy)
+    shutil.copytree(out, moved / "deeper")
+    assert main([*run, "2", "--out", str(copy), "--no-progress"]) == 0
+
+    def count(folder):  # the study keeps its first name, "orig", wherever its folder is
+        return len(optuna.load_study(study_name="orig", storage=f"sqlite:///{folder / 'study.db'}").get_trials())
+
+    assert count(out) == 1 and count(copy) == 2  # the original's study is left alone
+    assert (copy / "trials" / "0001").is_dir() and not (out / "trials" / "0001").exists()
+    legacy = moved / "deeper"  # a sweep.json written before: the original's absolute URL
+    info = json.loads((legacy / "sweep.json").read_text())
+    (legacy / "sweep.json").write_text(json.dumps({**info, "storage": f"sqlite:///{(out / 'study.db').resolve()}"}))
+    assert main([*run, "2", "--out", str(legacy), "--no-progress"]) == 0
+    assert count(out) == 1 and count(legacy) == 2
+    capsys.readouterr()
+
+    before = (out / "trials" / "0000" / "model.safetensors").stat().st_mtime_ns
+    assert main([*run, "2", "--out", str(out), "--storage", "journal"]) == 2  # a new study would train over 0000
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "keeps its study in sqlite:///" in err[0] and "not in --storage" in err[0], err
+    assert (out / "trials" / "0000" / "model.safetensors").stat().st_mtime_ns == before
+    assert not (out / "study.journal").exists()
+
+    lost = tmp_path / "lost"  # its record and database gone, its trials left: not trained over either
+    shutil.copytree(out, lost)
+    (lost / "sweep.json").unlink()
+    (lost / "study.db").unlink()
+    assert main([*run, "1", "--out", str(lost), "--storage", "journal"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trials/0000 is not a trial of the study" in err[0], err
+
+    for text, says in (('{"space": {', "cannot be read"), ("[]", "is not a sweep's record")):
+        (lost / "sweep.json").write_text(text)
+        assert main([*run, "1", "--out", str(lost)]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0] and (lost / "sweep.json").read_text() == text, err  # kept as it was
+        assert main(["report", str(lost), "--no-explain"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "sweep.json" in err[0] and "internal" not in err[0], err
+
+    for url in ("notadb://x", "sqlite:////no/such/dir/x.db", "postgresql://u:secret@127.0.0.1:1/db"):
+        new = tmp_path / "new"
+        assert main([*run, "1", "--out", str(new), "--storage", url]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "cannot be opened" in err[0] and "secret" not in err[0], err
+        assert not new.exists()  # nothing left behind

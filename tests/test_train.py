@@ -477,3 +477,17 @@ def test_train_prints_a_summary_and_the_config_is_in_the_run(tmp_path, capsys):
     assert first.endswith(f"full config: {run / 'config.json'}") and len(first) - len(str(run)) < 160
     assert "{" not in out  # no config dump
     assert json.loads((run / "config.json").read_text())["model"]["channels"] == [8, 16]
+
+
+def test_networks_that_fail_to_build_with_overwrite_leave_the_old_run_as_it_was(old_run, capsys, monkeypatch):
+    from imagegen.train import recipes
+
+    def no_memory(*args):  # the networks pass the checks on the meta device; memory for them is only met here
+        raise MemoryError("cannot allocate the networks")
+
+    monkeypatch.setattr(recipes, "build_optimizers", no_memory)
+    run, files = old_run
+    argv = ["train", "--dataset", "digits", "--images", "32", "--out", str(run), "--overwrite", "--no-progress"]
+    assert main(argv) == 1
+    assert "cannot allocate the networks" in capsys.readouterr().err
+    assert untouched(run, files) and (run / "grids").is_dir()  # the old run is all there, its grids too

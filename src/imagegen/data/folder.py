@@ -62,6 +62,12 @@ def folder_digest(root: str | Path, size: int = 32, channels: int | None = None)
     return _digest(_scan(Path(root)).files, size, channels)
 
 
+def check_folder(root: str | Path) -> None:
+    """Raise the error that loading the folder would meet first, when it has no images to read (listing only,
+    nothing decoded): what a request is checked against before a training is started for it."""
+    _scan(Path(root))
+
+
 def _scan(root: Path) -> Scan:
     """The image files under root and their classes; hidden entries (.DS_Store, macOS ._x.jpg, .git) are
     passed over, everything else left out is named in `notes`."""

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import csv
 import html
-import json
 import warnings
 from pathlib import Path
 
+from ..errors import ImagegenError
+from ..utils import read_json
 from .plots import plt
 
 # file -> (optuna.visualization.matplotlib function, caption)
@@ -48,19 +49,26 @@ def sweep_figures(study, folder: Path) -> list[Path]:
 
 def sweep_sections(folder: Path, img, section, table) -> list[str]:
     """The report page's sections for the sweep in `folder` (`img`, `section`, `table`: html.py's helpers)."""
-    info = json.loads((folder / "sweep.json").read_text())
-    best = json.loads((folder / "best.json").read_text()) if (folder / "best.json").is_file() else {}
+    info = read_json(folder / "sweep.json")
+    space = info.get("space")
+    if not isinstance(space, dict) or not all(isinstance(info.get(k), str) for k in ("command", "metric")):
+        raise ImagegenError(f"{folder / 'sweep.json'} is not a sweep's record (unreadable, or without its space, "
+                            "command and metric)")
+    best = read_json(folder / "best.json")
     trials = folder / "trials.csv"
-    rows = list(csv.DictReader(trials.read_text().splitlines())) if trials.is_file() else []
-    space = info["space"]
+    try:
+        rows = [r for r in csv.DictReader(trials.read_text(errors="replace").splitlines()) if "state" in r] \
+            if trials.is_file() else []
+    except (OSError, csv.Error):
+        rows = []
     about = [["command", info["command"]], ["metric", f"{info['metric']} "
-             f"({'maximised' if space['maximize'] else 'minimised'})"], ["storage", info["storage"]],
-             ["study", info["study"]], ["trials", len(rows)],
+             f"({'maximised' if space.get('maximize') else 'minimised'})"], ["storage", info.get("storage", "?")],
+             ["study", info.get("study", "?")], ["trials", len(rows)],
              ["complete", sum(r["state"] == "COMPLETE" for r in rows)],
              ["pruned", sum(r["state"] == "PRUNED" for r in rows)]]
     out = [section("Sweep", table(about, ["", ""]))]
     if best.get("best_trial") is not None:
-        lines = [["best trial", best["best_trial"]], [info["metric"], best["value"]]]
+        lines = [["best trial", best["best_trial"]], [info["metric"], best.get("value", "?")]]
         lines += [[k, best[k]] for k in ("test_accuracy", "test_loss") if k in best]
         toml = (folder / "best.toml").read_text() if (folder / "best.toml").is_file() else ""
         out.append(section("Best settings", table(lines, ["", ""]), f"<pre>{html.escape(toml)}</pre>"))

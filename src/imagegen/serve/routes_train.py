@@ -68,6 +68,11 @@ def train_router(manager: TrainManager | None = None) -> APIRouter:
         """Stop it as Ctrl-C does: the run writes its checkpoint; the state is "stopping" until the process ends."""
         return await _call(the(request).stop, id=id)
 
+    @router.delete("/{id}")
+    async def delete(id: str, request: Request):
+        """Forget a training that has no checkpoint (it failed or was stopped first), freeing its name."""
+        return await _call(the(request).delete, id=id)
+
     @router.post("/{id}/resume", status_code=202, openapi_extra=_body(RESUME_SCHEMA, required=False))
     async def resume(id: str, request: Request):
         """Continue it from its last checkpoint, to a new total budget {minutes | images} if one is given."""

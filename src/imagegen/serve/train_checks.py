@@ -9,6 +9,7 @@ from typing import get_args
 
 from ..config import Method
 from ..data import NAMES, SIZED
+from ..data.folder import check_folder
 from ..errors import ImagegenError
 
 METHODS = get_args(Method)
@@ -51,6 +52,10 @@ def check_dataset(dataset, size) -> str:
         if not folder.is_dir():
             raise Refused(f"dataset {dataset}: {folder} is no folder (give folder:PATH, a folder with one "
                           "sub-folder of images per class)")
+        try:
+            check_folder(folder)  # a folder without images would fail its training at once
+        except ImagegenError as e:
+            raise Refused(f"dataset {dataset}: {e}") from None
         dataset = f"folder:{folder.resolve()}"
     if size is not None:
         if isinstance(size, bool) or not isinstance(size, int) or size not in SIZES:

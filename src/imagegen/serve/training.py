@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -129,6 +130,10 @@ class TrainManager:
             if budget:
                 t.budget = budget
             fresh = not (self.runs_dir / t.run / "state.safetensors").is_file()
+            if fresh and t.state == "failed" and (t.returncode or 0) > 0:  # an error, not a kill: it would again
+                raise Refused(f"training {id} failed before its first checkpoint ({t.error or 'no error line'}); "
+                              f"a resume would start it again as it was: delete it (DELETE {API}/{id}) to free "
+                              f"the name {t.run}, then start it anew", 409)
             t.starts, t.started, t.finished, t.error, t.returncode, t.stop_requested = (
                 t.starts + 1, time.time(), None, None, None, None)
             self._launch(t, self._train_args(t) if fresh else self._resume_args(t, budget))
@@ -146,6 +151,26 @@ class TrainManager:
                 self._signal(t, signal.SIGINT)
                 self._save(t)
             return self.describe(t)
+
+    def delete(self, id: str) -> dict:
+        """Forget a training that holds no trained run (it failed or was stopped before its first checkpoint) and
+        remove its run directory, freeing the name; one with a checkpoint or a model is never deleted here."""
+        with self._lock:
+            t = self._get(id)
+            if t.state in ACTIVE:
+                raise Refused(f"training {id} is {t.state}; stop it before deleting it", 409)
+            run = self.runs_dir / t.run
+            kept = [n for n in ("state.safetensors", "model.safetensors", "results.json") if (run / n).is_file()]
+            if kept:
+                raise Refused(f"training {id} holds a trained run ({run / kept[0]}): the studio does not delete "
+                              "it; resume it, or remove the folder yourself", 409)
+            if run.is_dir() and not run.is_symlink():
+                shutil.rmtree(run)
+            (self.records_dir / f"{t.id}.json").unlink(missing_ok=True)
+            self._trainings.pop(t.id, None)
+            self._procs.pop(t.id, None)
+            self._watchers.pop(t.id, None)
+            return {"deleted": t.id, "run": t.run}
 
     def file(self, id: str, rel: str) -> Path:
         """A picture of the training's run: grid.png or grids/IMAGES.png (also before its first checkpoint, when

@@ -19,13 +19,14 @@ from optuna.trial import TrialState
 from ..config import to_dict
 from ..utils import atomic_write, write_json
 from .space import Space, flatten
+from .storage import shown_url
 from .trial import train_run
 
 COMMAND_LINE = {"train": "imagegen train --config", "classify": "imagegen classify train --config"}
 SWEEP_ONLY = ("validation", "train.grid_images")  # the sweep's own protocol: not part of the best settings
 
 
-def finish(space: Space, out: Path, study: optuna.Study, log) -> dict:
+def finish(space: Space, out: Path, study: optuna.Study, log, url: str = "") -> dict:
     """The outputs of a sweep whose budget is spent; returns its summary (also in best.json)."""
     rows = trial_rows(study, space)
     write_csv(rows, out / "trials.csv")
@@ -55,7 +56,8 @@ def finish(space: Space, out: Path, study: optuna.Study, log) -> dict:
         + (f", test accuracy {summary['test_accuracy']:.4f} (scored once)" if "test_accuracy" in summary else "")
         + f"; settings: {out / 'best.toml'} ({COMMAND_LINE[space.command]} {out / 'best.toml'}); "
         f"imagegen report {out}")
-    log(f"the study, live: optuna-dashboard {json.loads((out / 'sweep.json').read_text())['storage']}")
+    if url:
+        log(f"the study, live: optuna-dashboard {shown_url(url)}")
     return summary
 
 

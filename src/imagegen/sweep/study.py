@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import time
-import warnings
 from pathlib import Path
 
 import optuna
@@ -25,36 +24,11 @@ from ..errors import ImagegenError, UsageError
 from ..train import dist
 from ..utils import lock_run_dir, releases_run_locks, write_json
 from .space import Space, read_space
+from .storage import first_line, make_storage, retry, saved_storage, shown_url, storage_url, stored_url
 from .trial import follow, run_trial
 
 SWEEP_FILE = "sweep.json"  # OUT/sweep.json: the space as the study began with it, its storage and study name
-HEARTBEAT = {"heartbeat_interval": 60, "grace_period": 180}  # RDB storages: a trial silent for 3 minutes is stale
 MAX_FAILURES = 3  # trials in a row that fail with an error stop the sweep (a bug, not a bad setting)
-
-
-def storage_url(out: Path, storage: str | None) -> str:
-    """--storage as the study's storage: None -> OUT/study.db (SQLite); "journal" -> OUT/study.journal; a path
-    ending in .journal or .log -> that journal file; anything with "://" -> a SQLAlchemy URL."""
-    if storage is None:
-        return f"sqlite:///{(out / 'study.db').resolve()}"
-    if storage == "journal":
-        return str((out / "study.journal").resolve())
-    if "://" in storage:
-        return storage
-    if storage.endswith((".journal", ".log")):
-        return str(Path(storage).resolve())
-    raise UsageError(f"--storage {storage}: give a SQLAlchemy URL (sqlite:///PATH, postgresql://...), a journal "
-                     "file (PATH.journal or PATH.log) or 'journal' (OUT/study.journal)")
-
-
-def make_storage(url: str) -> optuna.storages.BaseStorage:
-    if "://" in url:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the heartbeat is, still
-            return optuna.storages.RDBStorage(url, heartbeat_stale_trial_callback=retry, **HEARTBEAT)
-    from optuna.storages.journal import JournalFileBackend
-
-    return optuna.storages.JournalStorage(JournalFileBackend(url))  # its default lock, as optuna-dashboard's
 
 
 def open_study(space: Space, storage, name: str, offset: int = 0) -> optuna.Study:
@@ -84,14 +58,6 @@ def make_pruner(space: Space) -> optuna.pruners.BasePruner:
 
 
 # -- resume: trials left unfinished run again ---------------------------------------------------------------------
-
-def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """Run a trial that did not finish again, with its settings (once: not if another trial retries it)."""
-    if any(t.user_attrs.get("retry_of") == trial.number for t in study.get_trials(deepcopy=False)):
-        return
-    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.user_attrs.get("retry_of", trial.number)},
-                        skip_if_exists=False)
-
 
 def recover(study: optuna.Study, storage, log) -> int:
     """Mark failed the trials that this machine's killed sweeps left running in `study` (in `storage`), and run
@@ -286,17 +252,25 @@ def _sweep(space: Space, space_path, out: Path, minutes, trials, storage, worker
     if saved and saved["space"] != json.loads(json.dumps(space.as_json())):
         raise UsageError(f"{space_path} is not the space the sweep in {out} began with ({out / SWEEP_FILE}): give "
                          "another --out for a new sweep")
-    url = storage_url(out, storage) if storage is not None or not saved else saved["storage"]
+    url = storage_url(out, storage) if storage is not None or not saved else stored_url(out, saved["storage"])
+    if saved and url != stored_url(out, saved["storage"]):  # a new study would number its trials from 0 again
+        raise UsageError(f"the sweep in {out} keeps its study in {shown_url(stored_url(out, saved['storage']))} "
+                         f"({out / SWEEP_FILE}), not in --storage {shown_url(url)}: continue it without --storage, "
+                         "or give another --out for a new sweep")
+    inside = saved_storage(out, url) != url  # OUT/study.db or OUT/study.journal, made with OUT
+    storage_ = None if inside else make_storage(url)  # an unusable --storage is refused before OUT is made
     out.mkdir(parents=True, exist_ok=True)
     lock_run_dir(out)  # one sweep process per directory (its workers are its own)
     name = saved["study"] if saved else out.resolve().name
-    storage_ = make_storage(url)
+    storage_ = storage_ or make_storage(url)
     study = open_study(space, storage_, name)
+    _check_trial_dirs(out, study, url)
     if not saved:
         for settings in space.enqueue:  # (again after a kill before sweep.json: not twice)
             study.enqueue_trial(settings, skip_if_exists=True)
-        write_json({"space": space.as_json(), "space_file": str(Path(space_path).resolve()), "storage": url,
-                    "study": name, "command": space.command, "metric": space.metric}, out / SWEEP_FILE)
+        write_json({"space": space.as_json(), "space_file": str(Path(space_path).resolve()),
+                    "storage": saved_storage(out, url), "study": name, "command": space.command,
+                    "metric": space.metric}, out / SWEEP_FILE)
     recover(study, storage_, log)
     spent = float(study.user_attrs.get("seconds", 0.0))
     now = time.time()
@@ -309,7 +283,7 @@ def _sweep(space: Space, space_path, out: Path, minutes, trials, storage, worker
             run_workers(space, out, url, name, budget, workers, log)
         else:
             optimize(space, out, storage_, name, budget, log)
-    return outputs.finish(space, out, open_study(space, storage_, name), log)
+    return outputs.finish(space, out, open_study(space, storage_, name), log, url)
 
 
 @contextlib.contextmanager
@@ -327,6 +301,29 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+def _check_trial_dirs(out: Path, study: optuna.Study, url: str) -> None:
+    """Refuse to go on when OUT/trials holds runs of trials this study never had: they are another study's (its
+    sweep.json lost, or a storage given anew), and this study's trials of those numbers would train over them."""
+    numbers = sorted(int(d.name) for d in (out / "trials").glob("[0-9][0-9][0-9][0-9]*") if d.name.isdigit())
+    if numbers and numbers[-1] >= len(study.trials):
+        raise ImagegenError(f"{out / 'trials' / f'{numbers[-1]:04d}'} is not a trial of the study in "
+                            f"{shown_url(url)} ({len(study.trials)} trials): it is another study's run; continue "
+                            "that sweep with its own storage, or give another --out")
+
+
 def _read_sweep(out: Path) -> dict | None:
+    """OUT/sweep.json, checked: None when there is none (a new sweep)."""
     path = out / SWEEP_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ImagegenError(f"{path} cannot be read ({first_line(e)}): restore it, or give another --out for a "
+                            "new sweep") from None
+    keys = {"space": dict, "storage": str, "study": str}
+    bad = [k for k, t in keys.items() if not isinstance(saved, dict) or not isinstance(saved.get(k), t)]
+    if bad:
+        raise ImagegenError(f"{path} is not a sweep's record (no {', '.join(bad)}): restore it, or give another "
+                            "--out for a new sweep")
+    return saved

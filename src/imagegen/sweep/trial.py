@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 
 from ..errors import ImagegenError, UsageError
-from ..utils import read_jsonl
+from ..utils import LOCK_NAME, read_jsonl
 from .space import Space
 
 GRID_STEP = "images"  # what a generator's intermediate values are counted in
@@ -28,13 +28,16 @@ def run_trial(space: Space, out: Path, trial: optuna.Trial, log) -> float:
     KeyboardInterrupt (the trial marked "interrupted", to be run again by the next start) on Ctrl-C or SIGTERM."""
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", os.getpid())
-    params = {p.key: p.suggest(trial) for p in space.params}
-    settings = space.trial_settings(params)
-    run, resume = trial_dir(out, trial)
-    trial.set_user_attr("run", str(run.relative_to(out)))
-    trial.set_user_attr("settings", settings)
     t0 = time.monotonic()
     try:
+        params = {p.key: p.suggest(trial) for p in space.params}  # an enqueued value optuna refuses: its reason
+        settings = space.trial_settings(params)
+        run, resume = trial_dir(out, trial)
+        trial.set_user_attr("run", str(run.relative_to(out)))
+        trial.set_user_attr("settings", settings)
+        if not resume and run.is_dir() and any(p.name != LOCK_NAME for p in run.iterdir()):
+            raise ImagegenError(f"{run} already holds a run that is not this trial's (another study's?): it is "
+                                "left as it is")
         cfg = space.build(settings)  # a combination the config refuses fails this trial, with the reason
         value = (_train(space, settings, run, trial, resume) if space.command == "train"
                  else _classify(space, cfg, run, trial))

@@ -145,6 +145,8 @@ def run_loop(task: Task, out: str | Path, *, resume: bool = False, overwrite: bo
         if not dist.is_main():
             task.configure(doc or {"config": config})
         task.build(run, doc, tensors)
+        if dist.is_main() and not resume:
+            _start_afresh(run, config)
     state = {"step": 0, "images": 0, "seconds": 0.0, "bad_steps": 0, **task.start}
     losses: list[dict] = []  # the steps' losses since the last log line, saved with each checkpoint
     if doc is not None:
@@ -277,13 +279,20 @@ def _open_run(task: Task, run: Path, resume: bool, overwrite: bool):
     if not resume:
         _check_out(run)
         lock_run_dir(run)  # before --overwrite removes anything: a run another process writes is refused
-        prepare_run_dir(run, overwrite)
-        for stale in RUN_FILES:  # --overwrite: nothing of the old run may be mistaken for the new one
-            (run / stale).unlink(missing_ok=True)
-        shutil.rmtree(run / "grids", ignore_errors=True)
-        shutil.rmtree(run / "pairs", ignore_errors=True)  # a teacher's cached distillation pairs (train/distill.py)
-    write_json(config, run / "config.json")
+        prepare_run_dir(run, overwrite)  # (an old run is removed by _start_afresh, once the networks are built)
+    else:
+        write_json(config, run / "config.json")
     return config, doc, tensors
+
+
+def _start_afresh(run: Path, config: dict) -> None:
+    """A new run's directory, once its networks are built (memory for them found, the guide read): with
+    --overwrite, nothing of the old run may be mistaken for the new one."""
+    for stale in RUN_FILES:
+        (run / stale).unlink(missing_ok=True)
+    shutil.rmtree(run / "grids", ignore_errors=True)
+    shutil.rmtree(run / "pairs", ignore_errors=True)  # a teacher's cached distillation pairs (train/distill.py)
+    write_json(config, run / "config.json")
 
 
 def _check_command(doc: dict, command: str, run: Path) -> None:

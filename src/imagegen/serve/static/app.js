@@ -458,6 +458,7 @@ function renderTrain() {
     const grid = latestGrid(t.grids) || t.grid, budget = t.budget || {};
     const ips = t.images_per_second ? ` · ${fmt(Math.round(t.images_per_second))} img/s` : "";
     const canResume = ["stopped", "failed", "interrupted"].includes(t.state) && t.resumable !== false;
+    const canDelete = ["stopped", "failed", "interrupted"].includes(t.state) && t.resumable === false;
     return el("div", { class: "train-card", "data-train": t.id },
       el("div", { class: "info" }, el("h3", { text: t.run || t.name || t.id }),
         el("p", { class: "muted", text: `${t.method || ""} on ${t.dataset || ""} · budget ${Object.entries(budget).map(([k, v]) => `${fmt(v)} ${k}`).join("")}` }),
@@ -468,6 +469,7 @@ function renderTrain() {
         el("div", { class: "buttons" },
           t.state === "running" ? el("button", { type: "button", class: "danger stop", text: "Stop", onclick: () => trainAction(t, "stop") }) : null,
           canResume ? el("button", { type: "button", class: "secondary resume", text: "Resume", onclick: () => trainAction(t, "resume") }) : null,
+          canDelete ? el("button", { type: "button", class: "danger delete", text: "Delete", title: "no checkpoint to keep: forget it and free its name", onclick: () => trainDelete(t) }) : null,
           runByName(t.run) && !TRAINING.has(t.state) ? el("button", { type: "button", class: "small", text: "use", onclick: () => useRun(t.run) }) : null)),
       lossChart(t.loss),
       grid ? el("img", { class: "grid", src: withToken(grid), alt: `latest grid of ${t.run}`,
@@ -492,6 +494,11 @@ function scheduleTrain() {
 
 async function trainAction(t, action) {
   const data = await attempt(() => api("POST", `/train/${t.id}/${action}`));
+  if (data) loadTrain();
+}
+
+async function trainDelete(t) {
+  const data = await attempt(() => api("DELETE", `/train/${t.id}`));
   if (data) loadTrain();
 }
 
