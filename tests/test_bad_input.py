@@ -236,6 +236,8 @@ FILES = [
      "reference.safetensors is not a readable safetensors file"),
     ("eval-samples-junk", "eval {z}/junk.npz --evaluator {z}/ev --no-memorization", 1, "not a readable .npz"),
     ("eval-samples-pickle", "eval {z}/objects.npz --evaluator {z}/ev --no-memorization", 1, "not a readable .npz"),
+    ("eval-samples-text", "eval {z}/afile --evaluator {z}/ev --no-memorization", 1,
+     "neither an .npz (zip) file nor a .npy array"),
     ("eval-samples-wrong-shape", "eval {z}/s28.npz --evaluator {z}/ev --no-memorization", 1, "needs (N, 1, 8, 8)"),
     ("report-not-ours", "report {z}/foreign", 1, "is not an imagegen checkpoint header"),
     ("report-truncated", "report {z}/cut --out {t}/r.html", 1, "safetensors file"),
@@ -521,6 +523,13 @@ def test_a_picture_replaces_a_picture_but_no_other_file(zoo, tmp_path, capsys):
     assert main(["eval", str(samples), "--evaluator", str(zoo / "ev"), "--pairs", str(old), "--no-progress"]) == 0
     assert Image.open(old).size != (4, 4)  # an earlier picture of that name is replaced, as a re-run expects
     capsys.readouterr()
+    run = copy_run(zoo / "gen", tmp_path / "run")
+    (run / "grids").mkdir()
+    for own in (run / "grid.png", run / "grids" / "000064.png"):  # but not a run's record of its training
+        Image.new("L", (4, 4)).save(own)
+        code, _, err = run_cli(capsys, ["eval", str(samples), "--evaluator", str(zoo / "ev"), "--pairs", str(own)])
+        assert_one_line(code, err, 1, "is the run's own training grid")
+        assert Image.open(own).size == (4, 4)
 
 
 @pytest.mark.parametrize(("argv", "named"), [
@@ -637,3 +646,87 @@ def test_a_real_process_prints_one_line(zoo, argv, want, phrase):
     done = _subprocess(*[a.format(z=zoo) for a in argv])
     assert done.returncode == want and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.count("\n") == 1 and phrase in done.stderr, done.stderr
+
+
+# -- round 3: names, numbers and folders that had reached an internal error, and outputs that replaced a run ------
+
+TINY_TRAIN = ["--dataset", "digits", "--images", "32", "--batch-size", "32", "--no-progress", "--set",
+              "model.channels=8,16", "--set", "model.attention=false,true", "--set", "train.eval_samples=0",
+              "--set", "sample.steps=2"]
+
+
+def test_a_class_named_by_digits_is_that_class_and_a_unicode_digit_is_no_index():
+    from types import SimpleNamespace
+
+    from imagegen.errors import UsageError
+    from imagegen.sampling.request import class_index
+
+    gen = SimpleNamespace(classes=("1", "10", "2"), num_classes=3)  # class folders sorted as text
+    assert [class_index(gen, c) for c in ("1", "10", "2", 0, 2)] == [0, 1, 2, 0, 2]
+    for bad in ("²", "٣", "3", 3, "cat"):
+        with pytest.raises(UsageError, match="does not exist"):
+            class_index(gen, bad)
+
+
+def test_numbers_names_and_empty_paths_that_had_been_internal_errors(zoo, tmp_path, capsys):
+    (tmp_path / "big.toml").write_text("[train]\nlr = 1" + "0" * 400 + "\n")
+    code, _, err = run_cli(capsys, ["train", "--config", str(tmp_path / "big.toml"), "--images", "32",
+                                    "--out", str(tmp_path / "x")])
+    assert_one_line(code, err, 2, "train.lr")
+    code, _, err = run_cli(capsys, ["data", "--dataset", "folder:", "--size", "8"])
+    assert_one_line(code, err, 2, "folder: needs the folder's path")
+    for name in ("²", "9" * 20):  # a class folder str.isdigit takes and int() or int64 do not
+        samples = tmp_path / f"samples-{len(name)}"
+        (samples / name).mkdir(parents=True)
+        Image.new("L", (8, 8), 9).save(samples / name / "0.png")
+        code, _, err = run_cli(capsys, ["eval", str(samples), "--evaluator", str(zoo / "ev"), "--no-memorization"])
+        assert_one_line(code, err, 1, "holds no .png samples")
+    pics = tmp_path / "pics"  # file and class names that are not UTF-8 (their bytes as the file system has them)
+    for cls in ("ok", os.fsdecode(b"cl\xff")):
+        (pics / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.new("L", (8, 8), 40 * i).save(pics / cls / os.fsdecode(b"im\xfe%d.png" % i))
+    code, out, err = run_cli(capsys, ["data", "--dataset", f"folder:{pics}", "--size", "8", "--json"])
+    assert code == 0 and "internal error" not in err, err
+    splits = json.loads(out)
+    assert splits["train"]["n"] + splits["test"]["n"] == 6 and len(splits["train"]["counts"]) == 2
+
+
+def test_evaluator_train_and_demo_refuse_a_folder_they_did_not_write(zoo, tmp_path, capsys):
+    for argv in (["evaluator", "train", "--dataset", "digits", "--epochs", "1"], ["demo", "--dataset", "digits"]):
+        run = copy_run(zoo / "gen", tmp_path / f"run-{argv[0]}")
+        files = {p.name: p.read_bytes() for p in run.iterdir()}
+        code, _, err = run_cli(capsys, [*argv, "--out", str(run), "--no-progress"])
+        assert_one_line(code, err, 1, f"--out {run} holds")
+        assert {p.name: p.read_bytes() for p in run.iterdir()} == files  # nothing replaced, nothing added
+
+
+def test_train_overwrite_into_a_users_folder_keeps_its_grids_folder(tmp_path, capsys):
+    mine = tmp_path / "mine"
+    (mine / "grids").mkdir(parents=True)
+    Image.new("L", (8, 8), 7).save(mine / "grids" / "holiday.png")
+    (mine / "notes.txt").write_text("mine")
+    assert main(["train", *TINY_TRAIN, "--out", str(mine), "--overwrite"]) == 0
+    assert (mine / "grids" / "holiday.png").is_file() and (mine / "notes.txt").read_text() == "mine"
+    assert (mine / "model.json").is_file()
+    before = sorted(p.name for p in (mine / "grids").iterdir())
+    assert main(["train", *TINY_TRAIN, "--out", str(mine), "--overwrite"]) == 0  # now a run: its grids go
+    assert not (mine / "grids" / "holiday.png").exists() and before != []
+
+
+def test_a_class_whose_files_are_all_unreadable_is_left_out(tmp_path, capsys):
+    pics = tmp_path / "pics"
+    for cls in ("a-good", "b-broken", "c-good"):
+        (pics / cls).mkdir(parents=True)
+    for i in range(6):
+        Image.new("L", (8, 8), 30 * i).save(pics / "a-good" / f"{i}.png")
+        Image.new("L", (8, 8), 255 - 30 * i).save(pics / "c-good" / f"{i}.png")
+    (pics / "b-broken" / "0.png").write_bytes(b"")
+    (pics / "b-broken" / "1.png").write_text("notes, not a picture")
+    import warnings
+
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        ds = load_dataset(f"folder:{pics}", "train", size=8)
+    assert any("b-broken hold no readable image and are left out" in str(w.message) for w in said)
+    assert ds.classes == ("a-good", "c-good") and set(ds.labels.tolist()) == {0, 1}

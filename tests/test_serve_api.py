@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -113,6 +114,42 @@ def test_run_names_resolve_inside_the_runs_folder_only(client, runs, tmp_path):
         one_line_error(client.post(f"{API}/jobs", json={"run": "../" + outside.name}), 404)
     finally:
         (runs / "link").unlink()
+
+
+def test_a_broken_model_json_is_listed_with_its_reason_and_refused_as_a_job(runs):
+    header = json.loads((runs / "a" / "model.json").read_text())
+    broken = {"meta-not-object": {**header, "meta": 5},
+              "classes-not-list": {**header, "meta": {**header["meta"], "classes": 5}},
+              "shape-not-list": {**header, "meta": {**header["meta"], "image_shape": "x"}}}
+    for name, doc in broken.items():
+        shutil.copytree(runs / "a", runs / name, ignore=shutil.ignore_patterns("report.html"))
+        (runs / name / "model.json").write_text(json.dumps(doc))
+    (runs / "a" / "grids" / "².png").write_bytes((runs / "a" / "grid.png").read_bytes())  # isdigit, not int
+    try:
+        with TestClient(create_app(runs, threads=1, max_n=200)) as client:
+            r = client.get(f"{API}/runs")
+            assert r.status_code == 200, r.text  # the others are still listed
+            listed = {x["name"]: x for x in r.json()["runs"]}
+            assert {"a", "nested/b"} <= set(listed) and listed["a"]["grids"]
+            assert "'meta' must be a JSON object" in listed["meta-not-object"]["error"]
+            assert "'classes' must be a list" in listed["classes-not-list"]["error"]
+            for name, says in (("meta-not-object", "'meta' must be"), ("classes-not-list", "'classes' must be"),
+                               ("shape-not-list", "'image_shape' must be")):
+                assert says in one_line_error(client.post(f"{API}/jobs", json={"run": name}), 422)
+                assert says in one_line_error(client.post(f"{API}/compare", json={"run": name, "seeds": [0]}),
+                                              422)
+            assert "does not exist" in one_line_error(client.post(f"{API}/jobs", json={"run": "a", "class": "²"}),
+                                                      422)
+            for url in (f"{API}/runs/{'x' * 5000}", f"{API}/runs/a/files/{'y' * 5000}.png"):
+                one_line_error(client.get(url), 404)
+            assert "no run" in one_line_error(client.post(f"{API}/jobs", json={"run": "z" * 5000}), 404)
+            if not torch.cuda.is_available():  # refused at the request, not by the worker once the model loaded
+                says = one_line_error(client.post(f"{API}/jobs", json={"run": "a", "backend": "cuda-graphs"}), 422)
+                assert "on a CUDA GPU only" in says
+    finally:
+        for name in broken:
+            shutil.rmtree(runs / name)
+        (runs / "a" / "grids" / "².png").unlink()
 
 
 # -- generation jobs
@@ -449,3 +486,13 @@ def test_one_worker_runs_jobs_in_the_order_given_and_writes_their_files_behind(c
     assert done[0]["finished"] <= done[1]["finished"] <= done[2]["finished"]
     assert all(j["started"] < j["finished"] for j in done)
     assert all(client.get(j["files"]["grid"]).status_code == 200 for j in done)
+
+
+def test_a_job_that_outlives_the_servers_shutdown_meets_a_closed_store_quietly(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite")
+    store.insert("j1", "generate", {"run": "a"}, {})
+    assert store.move("j1", ("queued",), "running")
+    store.interrupt_unfinished("the server stopped before this job finished")
+    store.close()
+    assert store.move("j1", ("running",), "done") is False and store.get("j1") is None  # no ProgrammingError
+    assert JobStore(tmp_path / "jobs.sqlite").get("j1")["state"] == "interrupted"

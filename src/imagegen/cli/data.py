@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..config import MAX_IMAGES, load
+from ..errors import ImagegenError
 from .shared import (
     MAX_MINUTES,
     check_output,
@@ -65,6 +66,22 @@ def _demo(sub, common, data, fmt) -> None:
     p.set_defaults(func=run_demo)
 
 
+DEMO_OUT, DEMO_MARK = "runs/demo", ".imagegen-demo"  # a folder with the mark is one an earlier demo wrote
+
+
+def _demo_folder(out: str) -> Path:
+    """The demo's folder, which it replaces: new, empty, the default runs/demo, or one an earlier demo marked;
+    never a run or a folder of the user's given by mistake."""
+    from ..utils import LOCK_NAME
+
+    folder = Path(out)
+    if (folder.is_dir() and folder != Path(DEMO_OUT) and not (folder / DEMO_MARK).is_file()
+            and any(p.name != LOCK_NAME for p in folder.iterdir())):
+        raise ImagegenError(f"--out {folder} holds files no demo wrote, and the demo replaces its folder's run: "
+                            "give a new or empty folder (or one an earlier demo wrote)")
+    return folder
+
+
 def run_demo(args):
     from ..config import GenConfig
     from ..metrics import find_evaluator
@@ -73,6 +90,7 @@ def run_demo(args):
     from ..train.recipes import QUICK, QUICK_MINUTES
 
     check_output(args.out, folder=True)
+    out = _demo_folder(args.out)
     log = log_for(args)
     recipe = args.recipe or ("quick" if args.minutes < QUICK_MINUTES else "default")
     cfg = load(GenConfig, flags={**(QUICK if recipe == "quick" else {}),
@@ -90,7 +108,9 @@ def run_demo(args):
         train_evaluator(cfg.data, seed=args.seed, device=args.device, show_progress=not args.no_progress, log=log)
     log(f"[2/2] {cfg.method.name} generator on {name}, the {recipe} recipe, for {args.minutes:g} minutes, then "
         f"{args.eval_samples} samples scored against the real-data floor")
-    result = train(cfg, args.out, overwrite=True, show_progress=not args.no_progress, log=log)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARK).write_text("written by imagegen demo, which replaces this folder's run on every demo\n")
+    result = train(cfg, out, overwrite=True, show_progress=not args.no_progress, log=log)
     from ..methods.guidance import band
 
     s = cfg.sample

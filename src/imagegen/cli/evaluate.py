@@ -48,10 +48,33 @@ def evaluator_train(args):
     from ..train.evaluator import train_evaluator
 
     check_output(args.out, folder=True)
+    _check_evaluator_out(args.out)
     fit_cfg = dataclasses.replace(EVALUATOR_FIT, epochs=args.epochs)
     return train_evaluator(data_config(args), fit_cfg, width=args.width, seed=args.seed, holdout=args.holdout,
                            device=args.device, out=args.out, pin=args.pin, command=train_command(args) if args.pin
                            else None, show_progress=not args.no_progress, log=log_for(args))
+
+
+def _check_evaluator_out(out) -> None:
+    """--out is new, empty or an evaluator's folder (training it again replaces it): never a generator's run, a
+    classifier or a user's folder, whose model.json and files the evaluator's would replace."""
+    from pathlib import Path
+
+    from ..artifacts import read_header
+    from ..metrics.evaluator import KIND
+    from ..utils import LOCK_NAME
+
+    folder = Path(out) if out else None
+    if folder is None or not folder.is_dir() or not any(p.name != LOCK_NAME for p in folder.iterdir()):
+        return
+    try:
+        kind = read_header(folder / "model.json").get("kind") if (folder / "model.json").is_file() else None
+    except ImagegenError:
+        kind = "unreadable"
+    if kind != KIND:
+        what = f"a {kind} model (model.json)" if kind else "files of its own"
+        raise ImagegenError(f"--out {folder} holds {what}, not an evaluator: an evaluator is written into a new or "
+                            "empty folder, or over an earlier evaluator; give another --out")
 
 
 def train_command(args) -> str:

@@ -169,9 +169,11 @@ def check_output(path: str | os.PathLike | None, *, folder: bool = False, flag: 
     if folder and path.exists() and not path.is_dir():
         raise ImagegenError(f"{flag} {path} is a file; a directory is needed here")
     if not folder and path.is_dir():
-        raise ImagegenError(f"{flag} {path} is a directory; give a file name (e.g. {path / 'out'}{path.suffix})")
+        suffix = OUTPUT_KINDS[kind][0][0] if kind is not None else path.suffix
+        raise ImagegenError(f"{flag} {path} is a directory; give a file name (e.g. {path / 'out'}{suffix})")
     if kind is not None:
         _check_kind(path, flag, *OUTPUT_KINDS[kind])
+        _check_not_a_runs_own(path, flag)
     parent = next(p for p in (path.parent, *path.parent.parents) if p.exists() or p == p.parent)
     if not parent.is_dir():
         raise ImagegenError(f"cannot write {path}: {parent} is a file, not a directory")
@@ -193,6 +195,19 @@ def _check_kind(path: Path, flag: str, suffixes: tuple, starts: tuple, what: str
         if not any(head.startswith(s.lower()) for s in starts):
             raise ImagegenError(f"{flag} {path} exists and is not {what}: it is left as it is; choose another "
                                 "name (or remove it first)")
+
+
+def _check_not_a_runs_own(path: Path, flag: str) -> None:
+    """A picture may replace a picture, but not a run's own record of its training: RUN/grid.png and
+    RUN/grids/*.png (a run is a folder with a config.json or a model.json)."""
+    def is_run(folder: Path) -> bool:
+        return (folder / "config.json").is_file() or (folder / "model.json").is_file()
+
+    own = (path.name == "grid.png" and is_run(path.parent)) or (path.parent.name == "grids"
+                                                                 and is_run(path.parent.parent))
+    if own and path.is_file():
+        raise ImagegenError(f"{flag} {path} is the run's own training grid: it is left as it is; choose another "
+                            "name")
 
 
 def _why_not_writable(path: Path) -> str:

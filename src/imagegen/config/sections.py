@@ -51,6 +51,9 @@ class DataConfig:
     subset: Annotated[float, Range(gt=0, le=1)] = 1.0
 
     def __post_init__(self):
+        if self.dataset.startswith("folder:") and not self.dataset.removeprefix("folder:").strip():
+            raise UsageError("dataset folder: needs the folder's path, e.g. folder:~/pictures (an unset shell "
+                             "variable leaves it empty, which would read the current directory)")
         if self.size % 8:  # every level of the networks halves it: 32 -> 16 -> 8 -> 4
             raise UsageError(f"config key data.size must be a multiple of 8 (8, 16, ..., 128); got {self.size}")
 

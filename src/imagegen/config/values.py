@@ -93,7 +93,10 @@ def _parse(value, t: type):
     if isinstance(value, bool):
         return value if t is bool else None
     if isinstance(value, t) or (t is float and isinstance(value, int)):
-        return t(value)
+        try:
+            return t(value)
+        except OverflowError:  # a TOML integer of 400 digits is no float
+            return None
     if not isinstance(value, str):
         return None
     if t is bool:

@@ -33,6 +33,8 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | None = None
     if name == "emoji":
         return load_emoji(split, data_dir, size, channels, show_progress)
     if name.startswith("folder:"):
+        if not name.removeprefix("folder:").strip():
+            raise ImagegenError("dataset folder: needs the folder's path, e.g. folder:~/pictures")
         return load_folder(name.removeprefix("folder:"), split, size, channels, strict, show_progress)
     raise ImagegenError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}")
 

@@ -47,12 +47,26 @@ def load_folder(root: str | Path, split: str, size: int = 32, channels: int | No
         np.savez(tmp, images=images, keep=keep, reasons=reasons)
         tmp.replace(cached)
     _report_skipped(Path(root), scan.files, keep, reasons, strict)
-    labels = scan.labels[keep]
+    labels, classes = _without_empty_classes(scan.labels[keep], scan.classes)
     if len(images) < 2:
         raise ImagegenError(f"{root}: {len(images)} readable image(s); a dataset needs at least 2")
-    ds = Dataset(f"folder:{root}", images, labels, scan.classes)
+    ds = Dataset(f"folder:{root}", images, labels, classes)
     train, test = stratified_split(labels, TEST_FRACTION, seed=0)
     return ds.subset(train if split == "train" else test)
+
+
+def _without_empty_classes(labels: np.ndarray, classes: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Leave out a class none of whose files could be read (as a sub-folder without images is): a network would
+    have an output for it that it never learnt, and its samples would be noise."""
+    counts = np.bincount(labels, minlength=len(classes))
+    if counts.all() or not counts.any():
+        return labels, classes
+    kept = np.flatnonzero(counts)
+    warnings.warn(f"class(es) {', '.join(classes[i] for i in np.flatnonzero(counts == 0))} hold no readable "
+                  "image and are left out", stacklevel=4)
+    index = np.full(len(classes), -1, np.int64)
+    index[kept] = np.arange(len(kept))
+    return index[labels], tuple(classes[i] for i in kept)
 
 
 def folder_digest(root: str | Path, size: int = 32, channels: int | None = None) -> str:
@@ -133,7 +147,9 @@ def _digest(files: list[Path], size: int, channels: int | None) -> str:
             st = f.stat()
         except OSError:  # a broken link or a loop: its target's absence is the content
             st = f.lstat()
-        h.update(f"{os.path.realpath(f)}\0{st.st_mtime_ns}\0{st.st_size}\n".encode())
+        # the name's bytes as the file system has them: a name that is not UTF-8 (its bytes kept as surrogate
+        # escapes) has no str.encode(); for UTF-8 names the bytes are the same
+        h.update(os.fsencode(os.path.realpath(f)) + f"\0{st.st_mtime_ns}\0{st.st_size}\n".encode())
     return h.hexdigest()[:24]
 
 

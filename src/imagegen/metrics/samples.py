@@ -216,6 +216,8 @@ def load_samples(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None
                 raise ImagegenError(f"{path} has no 'images' array (found: {', '.join(z.files) or 'nothing'})")
             images, labels = z["images"], z["labels"] if "labels" in z.files else None
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        if "allow_pickle" in str(e):  # numpy's guess for any file that is neither zip nor .npy; never unpickle
+            e = "neither an .npz (zip) file nor a .npy array"
         raise ImagegenError(f"{path} is not a readable .npz of samples ({e})") from None
     for name, value in (("images", images), ("labels", labels)):
         if value is not None and not isinstance(value, np.ndarray):  # numpy hands back bytes it cannot parse
@@ -248,6 +250,11 @@ def _load_folder(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     return np.stack(arrays), (np.array(labels, np.int64) if labels[0] is not None else None)
 
 
+def _class_folder(name: str) -> bool:
+    """A sub-folder named by a class index: ASCII digits (int() refuses "²"), at most 18 of them (an int64)."""
+    return name.isascii() and name.isdigit() and len(name) <= 18
+
+
 def _sample_files(path: Path) -> tuple[list[Path], list[int | None]]:
     """The PNGs to score: in sub-folders named by class index, else directly in `path`; a warning names what is
     passed over, and a folder written by `save_sample_folder` must hold exactly the samples it lists."""
@@ -255,7 +262,7 @@ def _sample_files(path: Path) -> tuple[list[Path], list[int | None]]:
     if manifest is not None and not manifest.get("complete"):
         raise ImagegenError(f"{path} holds an interrupted imagegen sample ({MANIFEST} is incomplete); draw them "
                             "again with imagegen sample --overwrite")
-    subdirs = sorted(d for d in path.iterdir() if d.is_dir() and d.name.isdigit())
+    subdirs = sorted(d for d in path.iterdir() if d.is_dir() and _class_folder(d.name))
     groups = [(int(d.name), _pngs(d)) for d in subdirs] or [(None, _pngs(path))]
     files = [f for _, fs in groups for f in fs]
     if not files:

@@ -84,9 +84,10 @@ def load_generator(path: str | Path, device: str = "auto", backend: str = "auto"
         path = path / "model.json"
     if backend not in backends.BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; choose {', '.join(backends.BACKENDS)}")
+    dev = resolve_device(device)
+    check_backend_device(backend, dev)  # before the model is read: the device alone may rule the backend out
     net, art = restore(path, build_model, GENERATOR_KINDS, "an imagegen generator", probe=check_generator)
     net.eval().requires_grad_(False)
-    dev = resolve_device(device)
     gen = Generator(net.to(dev), art.meta["method"], tuple(art.meta["classes"]), tuple(art.meta["image_shape"]),
                     art.meta, dev, source=artifact_paths(path, create=False)[1], backend=backend)
     if backend in ("onnx", "compiled") and not (art.kind == "unet" and dev.type == "cpu"):
@@ -125,6 +126,14 @@ def missing_guide() -> UsageError:
 
 
 METHODS = {"unet": ("flow", "edm"), "dcgan-generator": ("gan",), "vae": ("vae",)}  # what each kind is trained by
+
+
+def check_backend_device(backend: str, dev: torch.device) -> None:
+    """The backends that run on one kind of device only (their model kind is checked once it is read)."""
+    if backend in ("onnx", "compiled") and dev.type != "cpu":
+        raise UsageError(f"the {backend} backend runs UNets (flow, edm) on the CPU only")
+    if backend == "cuda-graphs" and dev.type != "cuda":
+        raise UsageError("the cuda-graphs backend runs UNets (flow, edm) on a CUDA GPU only")
 
 
 def check_generator(net: nn.Module, art) -> None:

@@ -14,9 +14,10 @@ import numpy as np
 from ..config import MAX_IMAGES, MAX_SEED
 from ..errors import UsageError
 from ..methods.guidance import band, interval_json
+from ..utils import resolve_device
 from . import backends
 from .checks import check_sampling, check_whole
-from .generator import Generator, generate_many, load_generator, missing_guide, run_settings
+from .generator import Generator, check_backend_device, generate_many, load_generator, missing_guide, run_settings
 
 ONE_CALL = ("gan", "vae")  # methods that draw an image in one network call: no sampler settings apply
 DEVICES = ("auto", "cpu", "cuda")
@@ -51,6 +52,7 @@ class SampleRequest:
             raise UsageError(f"unknown backend {self.backend!r}; choose {', '.join(backends.BACKENDS)}")
         if self.device not in DEVICES:
             raise UsageError(f"unknown device {self.device!r}; choose {', '.join(DEVICES)}")
+        check_backend_device(self.backend, resolve_device(self.device))
         if self.classes is not None and not self.classes:
             raise UsageError("classes, when given, must name at least one class")
         check_sampling(steps=self.steps, sampler=self.sampler, guidance_interval=self.guidance_interval,
@@ -91,11 +93,16 @@ def drawn_with(method: str, settings: dict, seed: int) -> str:
 
 
 def class_index(gen: Generator, value: int | str) -> int:
-    """A class given by index (an int or a string of digits) or by name, as an index of `gen`'s classes."""
-    if isinstance(value, str) and not value.strip().isdigit():
-        if value not in gen.classes:
-            raise UsageError(f"class {value!r} does not exist; the model has {', '.join(gen.classes)}")
-        return gen.classes.index(value)
+    """A class given by name or by index (an int or a string of ASCII digits), as an index of `gen`'s classes. A
+    name comes first: a folder's classes may be named by numbers ("1", "10", "2", ... sorted as text), and "1"
+    is then the class called 1, not the second class."""
+    if isinstance(value, str):
+        if value in gen.classes:
+            return gen.classes.index(value)
+        text = value.strip()
+        if not (text.isascii() and text.isdigit()):  # "²" is a digit to str.isdigit, and int() refuses it
+            raise UsageError(f"class {value[:100]!r} does not exist; the model has {', '.join(gen.classes)}")
+        value = text
     index = int(value)
     if not 0 <= index < gen.num_classes:
         raise UsageError(f"class {index} does not exist: the model has classes 0..{gen.num_classes - 1} "

@@ -47,26 +47,40 @@ def inside(root: Path, rel: str, what: str) -> Path:
     root = root.resolve()
     parts = Path(rel).parts
     if not rel or Path(rel).is_absolute() or ".." in parts or "\\" in rel or "\x00" in rel:
-        raise NotFound(f"no {what} {rel!r}")
-    path = (root / rel).resolve()
+        raise NotFound(f"no {what} {_short(rel)!r}")
+    try:
+        path = (root / rel).resolve()
+    except OSError:  # a name longer than the file system takes, a symlink loop
+        raise NotFound(f"no {what} {_short(rel)!r}") from None
     if not path.is_relative_to(root) or path == root:
-        raise NotFound(f"no {what} {rel!r}")
+        raise NotFound(f"no {what} {_short(rel)!r}")
     return path
 
 
 def resolve_run(runs_dir: Path, name: str) -> Path:
     """The directory of run `name` (a path relative to --runs, e.g. "bench/flow-emoji"), or NotFound."""
     path = inside(runs_dir, name, "run")
-    if STUDIO in Path(name).parts or not (path / "model.json").is_file():
-        raise NotFound(f"no run {name!r} under the runs folder")
+    if STUDIO in Path(name).parts or not _is_file(path / "model.json"):
+        raise NotFound(f"no run {_short(name)!r} under the runs folder")
     return path
+
+
+def _is_file(path: Path) -> bool:
+    try:  # Path.is_file passes a name too long for the file system on as OSError
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= 200 else name[:200] + "..."
 
 
 def run_file(runs_dir: Path, name: str, rel: str) -> Path:
     """A file of a run that the page may show (grids, grid.png, JSON, the report), or NotFound."""
     run = resolve_run(runs_dir, name)
     path = inside(run, rel, "file")
-    if path.suffix not in RUN_FILES or not path.is_file():
+    if path.suffix not in RUN_FILES or not _is_file(path):
         raise NotFound(f"run {name!r} has no file {rel!r}")
     return path
 
@@ -74,10 +88,24 @@ def run_file(runs_dir: Path, name: str, rel: str) -> Path:
 def run_info(path: Path) -> RunInfo:
     """What a model.json says; an ImagegenError (-> 422) when it is not a generator imagegen can sample."""
     header = read_header(path / "model.json")
-    meta = header.get("meta", {})
+    meta = meta_of(header, path)
     if header.get("kind") not in ("unet", "dcgan-generator", "vae"):
         raise ImagegenError(f"{path.name} is a {header.get('kind')}, not a generator: it cannot draw images")
-    return RunInfo(path, header["kind"], meta.get("method", "?"), tuple(meta.get("classes", ())), meta)
+    shape = meta.get("image_shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(type(v) is int and v > 0 for v in shape)):
+        raise ImagegenError(f"{path / 'model.json'}: its meta 'image_shape' must be [C, H, W], got {shape!r}")
+    return RunInfo(path, header["kind"], str(meta.get("method", "?")), tuple(meta["classes"]), meta)
+
+
+def meta_of(header: dict, path: Path) -> dict:
+    """A header's meta, checked as far as the listing reads it (an object whose classes, if any, are names)."""
+    meta = header.get("meta", {})
+    if not isinstance(meta, dict):
+        raise ImagegenError(f"{path / 'model.json'}: its 'meta' must be a JSON object, got {type(meta).__name__}")
+    classes = meta.setdefault("classes", [])
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise ImagegenError(f"{path / 'model.json'}: its meta 'classes' must be a list of class names")
+    return meta
 
 
 def list_runs(runs_dir: Path) -> list[dict]:
@@ -99,9 +127,10 @@ def describe(runs_dir: Path, name: str, *, config: bool = False) -> dict:
     url = f"{API}/runs/{quote(name)}"
     try:
         header = read_header(path / "model.json")
+        meta = meta_of(header, path)
     except ImagegenError as e:  # a broken or foreign file is listed with the reason, not hidden
         return {"name": name, "kind": "artifact", "error": str(e), "url": url}
-    meta, results = header.get("meta", {}), read_json(path / "results.json")
+    results = read_json(path / "results.json")
     grids = sorted((path / "grids").glob("*.png")) if (path / "grids").is_dir() else []
     out = {"name": name, "kind": "run" if (path / "config.json").is_file() else "artifact",
            "model": header.get("kind"), "method": meta.get("method"), "dataset": meta.get("dataset"),
@@ -117,4 +146,5 @@ def describe(runs_dir: Path, name: str, *, config: bool = False) -> dict:
 
 
 def _images_seen(grid: Path) -> int | None:
-    return int(grid.stem) if grid.stem.isdigit() else None  # grids/000038784.png: after 38,784 images
+    # grids/000038784.png: after 38,784 images (ASCII digits only: int() refuses "²", which isdigit() takes)
+    return int(grid.stem) if grid.stem.isascii() and grid.stem.isdigit() else None

@@ -28,6 +28,7 @@ class JobStore:
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)  # autocommit
         self.db.row_factory = sqlite3.Row
         self.lock = threading.Lock()
+        self.closed = False
         with self.lock:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives a killed process
@@ -45,6 +46,8 @@ class JobStore:
         sets = "".join(f", {k} = ?" for k in fields)
         marks = ", ".join("?" * len(old))
         with self.lock:
+            if self.closed:  # a job that outlived the server's shutdown: it was marked interrupted at the start
+                return False
             cur = self.db.execute(f"UPDATE jobs SET state = ?{sets} WHERE id = ? AND state IN ({marks})",
                                   (new, *fields.values(), id, *old))
         return cur.rowcount == 1
@@ -58,6 +61,8 @@ class JobStore:
 
     def get(self, id: str) -> dict | None:
         with self.lock:
+            if self.closed:
+                return None
             row = self.db.execute("SELECT * FROM jobs WHERE id = ?", (id,)).fetchone()
         return _row(row) if row else None
 
@@ -68,6 +73,7 @@ class JobStore:
 
     def close(self) -> None:
         with self.lock:
+            self.closed = True
             self.db.close()
 
 

@@ -142,11 +142,7 @@ def run_loop(task: Task, out: str | Path, *, resume: bool = False, overwrite: bo
         opened = _open_run(task, run, resume, overwrite) if dist.is_main() else None
     config, doc, tensors = dist.broadcast(opened)
     with dist.together("building the networks"):
-        if not dist.is_main():
-            task.configure(doc or {"config": config})
-        task.build(run, doc, tensors)
-        if dist.is_main() and not resume:
-            _start_afresh(run, config)
+        _build(task, run, config, doc, tensors)
     state = {"step": 0, "images": 0, "seconds": 0.0, "bad_steps": 0, **task.start}
     losses: list[dict] = []  # the steps' losses since the last log line, saved with each checkpoint
     if doc is not None:
@@ -285,13 +281,24 @@ def _open_run(task: Task, run: Path, resume: bool, overwrite: bool):
     return config, doc, tensors
 
 
+def _build(task: Task, run: Path, config: dict, doc: dict | None, tensors: dict | None) -> None:
+    """The task's networks (the other processes configure it first from process 0's config); then a new run's
+    directory is cleared of an old run, once nothing can fail before training."""
+    if not dist.is_main():
+        task.configure(doc or {"config": config})
+    task.build(run, doc, tensors)
+    if dist.is_main() and doc is None:
+        _start_afresh(run, config)
+
+
 def _start_afresh(run: Path, config: dict) -> None:
     """A new run's directory, once its networks are built (memory for them found, the guide read): with
     --overwrite, nothing of the old run may be mistaken for the new one."""
-    for stale in RUN_FILES:
-        (run / stale).unlink(missing_ok=True)
-    shutil.rmtree(run / "grids", ignore_errors=True)
-    shutil.rmtree(run / "pairs", ignore_errors=True)  # a teacher's cached distillation pairs (train/distill.py)
+    if (run / "config.json").is_file() or any((run / f).is_file() for f in RUN_FILES):  # a folder of a run's
+        for stale in RUN_FILES:  # (a folder of the user's own is never emptied: prepare_run_dir kept its files)
+            (run / stale).unlink(missing_ok=True)
+        shutil.rmtree(run / "grids", ignore_errors=True)
+        shutil.rmtree(run / "pairs", ignore_errors=True)  # a teacher's cached distillation pairs (train/distill.py)
     write_json(config, run / "config.json")
 
 
