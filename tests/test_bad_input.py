@@ -730,3 +730,14 @@ def test_a_class_whose_files_are_all_unreadable_is_left_out(tmp_path, capsys):
         ds = load_dataset(f"folder:{pics}", "train", size=8)
     assert any("b-broken hold no readable image and are left out" in str(w.message) for w in said)
     assert ds.classes == ("a-good", "c-good") and set(ds.labels.tolist()) == {0, 1}
+
+
+def test_overwrite_replaces_a_run_of_the_same_command_only(zoo, tmp_path, capsys):
+    for argv, src in ((["classify", "train", "--dataset", "digits", "--epochs", "1"], "gen"),
+                      (["train", *TINY_TRAIN], "clf")):
+        run = copy_run(zoo / src, tmp_path / f"{src}-run")
+        files = {p.name: p.read_bytes() for p in run.iterdir()}
+        code, _, err = run_cli(capsys, [*argv, "--out", str(run), "--overwrite"])
+        kind = json.loads(files["model.json"])["kind"]
+        assert_one_line(code, err, 1, f"holds a {kind} model; it is left as it is")
+        assert {p.name: p.read_bytes() for p in run.iterdir()} == files

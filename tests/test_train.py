@@ -441,7 +441,8 @@ def test_networks_that_cannot_draw_the_data_are_refused_before_the_run_exists(im
     assert "the gan networks of this config would have " in err and "choose smaller model settings" in err
     assert not out.exists()
     assert main(argv[:5] + ["--size", "6"] + argv[7:]) == 2  # a size the networks cannot halve is refused first
-    assert "data.size must be in [8, 128]; got 6" in capsys.readouterr().err and not out.exists()
+    assert "--size must be a multiple of 8 from 8 to 128 (each level of the networks halves it), got 6" in \
+        capsys.readouterr().err and not out.exists()
     (tmp_path / "afile").write_text("mine")
     for where in (tmp_path / "afile", tmp_path / "afile" / "run"):
         assert main(["train", "--dataset", "digits", "--images", "32", "--out", str(where), "--overwrite"]) == 1

@@ -161,13 +161,19 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
-def prepare_run_dir(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Create a run directory; refuse one that holds files unless `overwrite` is given (its lock file is none)."""
+def prepare_run_dir(path: str | os.PathLike, overwrite: bool, kinds: tuple[str, ...] | None = None) -> Path:
+    """Create a run directory; refuse one that holds files unless `overwrite` is given (its lock file is none),
+    and with `kinds`, one whose model is of another kind: --overwrite replaces a run of the same command, never
+    a generator's run by a classifier's (which would leave the generator's state and config beside it)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ImagegenError(f"{path} exists and is not a directory")
     if path.is_dir() and any(p.name != LOCK_NAME for p in path.iterdir()) and not overwrite:
         raise ImagegenError(f"run directory {path} already exists and is not empty; pass --overwrite to replace it")
+    kind = read_json(path / "model.json").get("kind") if kinds is not None else None
+    if kind is not None and kind not in kinds:
+        raise ImagegenError(f"--overwrite replaces a run of this command, but {path} holds a {kind} model; it is "
+                            "left as it is: give another --out")
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -10,12 +10,14 @@ from pathlib import Path
 from ..config import MAX_BATCH, MAX_GUIDANCE, MAX_IMAGES, MAX_LR, MAX_STEPS, DistillConfig, GenConfig, load
 from ..errors import UsageError
 from .shared import (
+    MAX_INDEX,
     MAX_MINUTES,
     MAX_TRAIN_IMAGES,
     config_flags,
     count,
     data_flags,
     log_for,
+    natural,
     non_negative,
     positive,
 )
@@ -46,10 +48,12 @@ def register(sub, common, data, fmt) -> None:
     s = sub.add_parser("sample", parents=[common], formatter_class=fmt,
                        help="draw images from a trained generator: PNGs or an .npz, and a grid")
     s.add_argument("model", help="a run directory or its model.json")
+    # --n and --steps are checked by the library (SampleRequest.check), whose message the studio answers too
     s.add_argument("--n", type=int, default=100, help="number of images")
-    s.add_argument("--class", dest="class_index", type=int, default=None,
+    s.add_argument("--class", dest="class_index", type=natural(MAX_INDEX), default=None,
                    help="draw only this class (default: classes in turn)")
-    s.add_argument("--steps", type=int, default=None, help=f"sampler steps (default: the run's, {d.sample.steps})")
+    s.add_argument("--steps", type=int, default=None,
+                   help=f"sampler steps (default: the run's, {d.sample.steps})")
     s.add_argument("--sampler", choices=("euler", "heun", "dpmpp-2m", "ddim"), default=None,
                    help=f"(default: the run's, {d.sample.sampler})")
     s.add_argument("--guidance", type=float, default=None,
@@ -64,7 +68,7 @@ def register(sub, common, data, fmt) -> None:
                         f"1 = none (default: the run's, {d.sample.autoguidance:g})")
     s.add_argument("--autoguidance-interval", default=None, metavar="LO,HI",
                    help="autoguide only at noise levels LO < sigma <= HI (default: the run's; 0,inf = every level)")
-    s.add_argument("--batch-size", type=int, default=250)
+    s.add_argument("--batch-size", type=count(MAX_BATCH), default=250)
     s.add_argument("--backend", choices=("auto", "torch", "onnx", "compiled", "cuda-graphs"), default="auto",
                    help="auto: onnxruntime for UNets on the CPU when installed (faster), CUDA graphs on a GPU, "
                         "else PyTorch; compiled: the UNet compiled for this CPU, in bf16 where it has bf16 units "

@@ -122,13 +122,22 @@ def config_flags() -> argparse.ArgumentParser:
     return common
 
 
+def image_side(text: str) -> int:
+    """--size: what config.DataConfig takes (a multiple of 8 from 8 to 128), named as the flag."""
+    side = whole(1, MAX_SIDE)(text)
+    if not (8 <= side <= 128 and side % 8 == 0):
+        raise argparse.ArgumentTypeError(f"must be a multiple of 8 from 8 to 128 (each level of the networks halves "
+                                         f"it), got {side}")
+    return side
+
+
 def data_flags_parser() -> argparse.ArgumentParser:
     """The options that choose and read a dataset."""
     data = argparse.ArgumentParser(add_help=False)
     data.add_argument("--dataset", default=None, help=DATASET_HELP + " (default: fashion-mnist)")
     data.add_argument("--data-dir", default=None, help="folder with the dataset's files (else $IMAGEGEN_DATA)")
     data.add_argument("--download", action="store_true", help="download the dataset if it is not found")
-    data.add_argument("--size", type=count(MAX_SIDE), default=None,
+    data.add_argument("--size", type=image_side, default=None,
                       help="folder and emoji datasets: image side after resize and crop (default: 32)")
     data.add_argument("--channels", type=int, choices=(1, 3), default=None, help="folder and emoji datasets: 1 or 3")
     data.add_argument("--strict", action="store_true", help="folder datasets: unreadable files are an error")

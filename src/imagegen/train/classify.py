@@ -34,7 +34,8 @@ def train_seed_classifier(cfg: ClassifyConfig, out: str | Path | None = None, *,
         train, test = train.subset(kept), train.subset(held)
     split = "validation" if cfg.validation else "test"
     check_splits(train, test, "the classifier", d.dataset, split)
-    run = prepare_run_dir(out, overwrite) if out else None  # after every check: --overwrite removes the old run
+    # after every check: --overwrite removes the old run (a classifier's only)
+    run = prepare_run_dir(out, overwrite, kinds=(KIND,)) if out else None
     torch.manual_seed(cfg.seed)
     model_kwargs = dict(in_channels=train.shape[0], image_size=train.shape[1], num_classes=len(train.classes),
                         **to_dict(cfg.model))

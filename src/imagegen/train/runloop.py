@@ -275,7 +275,8 @@ def _open_run(task: Task, run: Path, resume: bool, overwrite: bool):
     if not resume:
         _check_out(run)
         lock_run_dir(run)  # before --overwrite removes anything: a run another process writes is refused
-        prepare_run_dir(run, overwrite)  # (an old run is removed by _start_afresh, once the networks are built)
+        # (an old run is removed by _start_afresh, once the networks are built)
+        prepare_run_dir(run, overwrite, kinds=("unet", "dcgan-generator", "vae"))
     else:
         write_json(config, run / "config.json")
     return config, doc, tensors
