@@ -190,6 +190,11 @@ def test_each_image_file_is_drawn_from_samples_npz_on_its_first_request(client, 
     assert png(client, job["files"]["images"][2]).shape == (8, 8)  # one already drawn is still served
 
 
+def test_a_run_has_one_name_however_it_is_spelled(client):
+    jobs_ = [client.post(f"{API}/jobs", json={"run": name, "n": 1}).json() for name in ("a/", "./a", "a")]
+    assert [wait(client, j)["params"]["run"] for j in jobs_] == ["a", "a", "a"]
+
+
 def test_a_class_and_backend_are_in_the_command_and_n_is_capped(client):
     job = wait(client, client.post(f"{API}/jobs", json={"run": "a", "n": 3, "class": 7, "backend": "torch"}).json())
     assert job["labels"] == [7, 7, 7] and "--class 7" in job["command"] and "--backend torch" in job["command"]
@@ -398,6 +403,10 @@ def test_compare_draws_the_same_seeds_through_each_run_as_one_labelled_grid(clie
     too_many = {"run": "a", "steps": list(range(1, 12)), "seeds": list(range(10))}
     assert "at most 100 images" in one_line_error(client.post(f"{API}/compare", json=too_many), 422)
     one_line_error(client.post(f"{API}/compare", json={"runs": ["a", "missing"]}), 404)
+    assert "not both" in one_line_error(client.post(f"{API}/compare", json={"run": "a", "runs": ["nested/b"]}), 422)
+    for key in ("runs", "steps", "guidance"):  # an empty list had read as "not given"
+        body = {"run": "a", key: []} if key != "runs" else {"runs": []}
+        assert f"{key}, when given" in one_line_error(client.post(f"{API}/compare", json=body), 422)
 
 
 def test_explain_draws_an_images_trajectory_guidance_sweep_and_nearest_training_images(client):

@@ -61,7 +61,9 @@ def checked(runs_dir: Path, p: dict, device: str, max_n: int) -> tuple[dict, dic
     """One sampling's parameters validated as `imagegen sample` validates them, against the run's model.json;
     the class given by name becomes its index. (params, info: labels, classes, command)."""
     run = resolve_run(runs_dir, p["run"])
-    p = {**p, **{k: interval_flag(p.get(k), k) for k in INTERVAL_KEYS}}
+    # one name per run ("run1/", "./run1" and "run1" are run1): one cache entry, and its jobs are drawn together
+    p = {**p, "run": run.relative_to(runs_dir.resolve()).as_posix(),
+         **{k: interval_flag(p.get(k), k) for k in INTERVAL_KEYS}}
     request = request_for(run, p, device)
     if request.n > max_n:
         raise UsageError(f"n must be at most {max_n:,} per request on this server, got {request.n:,} "
@@ -78,6 +80,11 @@ def checked(runs_dir: Path, p: dict, device: str, max_n: int) -> tuple[dict, dic
 def checked_compare(runs_dir: Path, p: dict, device: str, max_cells: int) -> tuple[dict, dict]:
     """A compare job: the same seeds (columns) through every setting (rows): each run, or one run at each step
     count or guidance scale (all combinations of what is given). Every row is validated as a sampling."""
+    if p.get("runs") is not None and p.get("run") is not None:
+        raise UsageError("give run (one run at several settings) or runs (several runs), not both")
+    for key in ("runs", "steps", "guidance", "seeds"):
+        if p.get(key) == []:  # an empty list had read as "not given"
+            raise UsageError(f"{key}, when given, must hold at least one value")
     runs = p.get("runs") or ([p["run"]] if p.get("run") else [])
     seeds = p.get("seeds") or [0]
     if not runs:
