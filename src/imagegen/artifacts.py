@@ -26,7 +26,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .errors import ImagegenError
+from .errors import ImagegenError, first_line
 from .utils import atomic_write
 
 FORMAT = "imagegen-artifact"
@@ -170,7 +170,7 @@ def restore(path: str | os.PathLike, build: Callable[[str, dict], torch.nn.Modul
             raise ImagegenError(f"{header}: {e}") from None
         except (ValueError, RuntimeError, TypeError, IndexError, KeyError, AttributeError) as e:
             raise ImagegenError(f"{header}: the {kind} network of this config does not fit its own description: "
-                                f"{_first(e)}") from None
+                                f"{first_line(e)}") from None
     _compare(shell.state_dict(), _shapes(weights), weights)
     state = _read_tensors(weights)
     net = build(kind, config)
@@ -183,7 +183,7 @@ def _build_on_meta(build, kind: str, config: dict, header: Path) -> torch.nn.Mod
         with torch.device("meta"):
             shell = build(kind, config)
     except (TypeError, ValueError, RuntimeError, KeyError, ZeroDivisionError) as e:
-        raise ImagegenError(f"{header}: its config does not build a {kind} network: {_first(e)}") from None
+        raise ImagegenError(f"{header}: its config does not build a {kind} network: {first_line(e)}") from None
     n = sum(p.numel() for p in shell.parameters())
     if n > MAX_PARAMETERS:
         raise ImagegenError(f"{header}: its config builds a {kind} network of {n:,} parameters (at most "
@@ -197,14 +197,14 @@ def _shapes(weights: Path) -> dict[str, tuple[int, ...]]:
         with safe_open(str(weights), "pt") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
     except (SafetensorError, OSError, ValueError) as e:
-        raise ImagegenError(f"{weights} is not a safetensors file, or is cut short ({_first(e)})") from None
+        raise ImagegenError(f"{weights} is not a safetensors file, or is cut short ({first_line(e)})") from None
 
 
 def _read_tensors(weights: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:  # truncated after its header, say
-        raise ImagegenError(f"{weights} is not a safetensors file, or is cut short ({_first(e)})") from None
+        raise ImagegenError(f"{weights} is not a safetensors file, or is cut short ({first_line(e)})") from None
 
 
 def _compare(expected: dict[str, torch.Tensor], found: dict[str, tuple[int, ...]], weights: Path) -> None:
@@ -222,6 +222,12 @@ def _compare(expected: dict[str, torch.Tensor], found: dict[str, tuple[int, ...]
                             + "; ".join(problems))
 
 
-def _first(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
+def check_classes_and_shape(meta: dict) -> None:
+    """A model's meta names its classes and image shape as sampling and the metrics read them (generators and
+    evaluators alike; also before any weights are read: the studio checks a request against a model.json)."""
+    classes, shape = meta.get("classes"), meta.get("image_shape")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise ImagegenError(f"its meta 'classes' must be a list of class names, got {classes!r}")
+    if (not isinstance(shape, list) or len(shape) != 3 or not all(isinstance(v, int) and v > 0 for v in shape)
+            or shape[0] not in (1, 3)):
+        raise ImagegenError(f"its meta 'image_shape' must be [C, H, W] with C = 1 or 3, got {shape!r}")

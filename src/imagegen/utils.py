@@ -161,6 +161,12 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
+def holds_files(path: str | os.PathLike) -> bool:
+    """Whether `path` is a directory holding anything but its lock file: a folder a command would write over."""
+    path = Path(path)
+    return path.is_dir() and any(p.name != LOCK_NAME for p in path.iterdir())
+
+
 def prepare_run_dir(path: str | os.PathLike, overwrite: bool, kinds: tuple[str, ...] | None = None) -> Path:
     """Create a run directory; refuse one that holds files unless `overwrite` is given (its lock file is none),
     and with `kinds`, one whose model is of another kind: --overwrite replaces a run of the same command, never
@@ -168,7 +174,7 @@ def prepare_run_dir(path: str | os.PathLike, overwrite: bool, kinds: tuple[str, 
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ImagegenError(f"{path} exists and is not a directory")
-    if path.is_dir() and any(p.name != LOCK_NAME for p in path.iterdir()) and not overwrite:
+    if holds_files(path) and not overwrite:
         raise ImagegenError(f"run directory {path} already exists and is not empty; pass --overwrite to replace it")
     kind = read_json(path / "model.json").get("kind") if kinds is not None else None
     if kind is not None and kind not in kinds:

@@ -16,7 +16,7 @@ import warnings
 from safetensors import SafetensorError
 
 from .. import __version__
-from ..errors import ImagegenError, UsageError
+from ..errors import ImagegenError, UsageError, first_line
 from . import classify, evaluate, explain, generators, serve, sweep
 from . import data as data_cmds
 from .shared import common_flags, data_flags_parser
@@ -81,20 +81,16 @@ def unexpected_line(e: Exception, out=None) -> str:
     if isinstance(e, SafetensorError) and "I/O error: " in str(e):  # safetensors' own words for a failed write
         return f"imagegen: error: cannot write{f' {out}' if out else ''}: {str(e).split('I/O error: ', 1)[1]}"
     out_of_memory = type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(e)  # torch's words
+    message = first_line(e, "(no message)")
     if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and out_of_memory):
-        return (f"imagegen: error: not enough memory for this request ({_first_line(e)}); ask for fewer or "
+        return (f"imagegen: error: not enough memory for this request ({message}); ask for fewer or "
                 "smaller images, a smaller batch or a smaller model")
-    return f"imagegen: internal error: {type(e).__name__}: {_first_line(e)} (set {DEBUG}=1 for the traceback)"
+    return f"imagegen: internal error: {type(e).__name__}: {message} (set {DEBUG}=1 for the traceback)"
 
 
 def _fail(line: str, code: int) -> int:
     print(line, file=sys.stderr)
     return code
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else "(no message)"
 
 
 WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EEXIST, errno.EISDIR, errno.ENOTDIR,
@@ -107,7 +103,7 @@ def os_error_line(e: OSError, out=None) -> str:
     """One line for an OSError: "cannot write PATH: REASON" when writing, "cannot read ..." when reading. PATH is
     the file being written (not its temporary name), else the command's --out; REASON the system's words."""
     name = e.filename2 if e.filename2 is not None else e.filename
-    reason = e.strerror or _first_line(e)
+    reason = e.strerror or first_line(e, "(no message)")
     if name is None:
         return f"cannot write{f' {out}' if out else ''}: {reason}"
     name = os.fsdecode(name)

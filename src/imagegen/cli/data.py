@@ -72,11 +72,10 @@ DEMO_OUT, DEMO_MARK = "runs/demo", ".imagegen-demo"  # a folder with the mark is
 def _demo_folder(out: str) -> Path:
     """The demo's folder, which it replaces: new, empty, the default runs/demo, or one an earlier demo marked;
     never a run or a folder of the user's given by mistake."""
-    from ..utils import LOCK_NAME
+    from ..utils import holds_files
 
     folder = Path(out)
-    if (folder.is_dir() and folder != Path(DEMO_OUT) and not (folder / DEMO_MARK).is_file()
-            and any(p.name != LOCK_NAME for p in folder.iterdir())):
+    if holds_files(folder) and folder != Path(DEMO_OUT) and not (folder / DEMO_MARK).is_file():
         raise ImagegenError(f"--out {folder} holds files no demo wrote, and the demo replaces its folder's run: "
                             "give a new or empty folder (or one an earlier demo wrote)")
     return folder

@@ -62,11 +62,11 @@ def _check_evaluator_out(out) -> None:
 
     from ..artifacts import read_header
     from ..metrics.evaluator import KIND
-    from ..utils import LOCK_NAME
+    from ..utils import holds_files
 
-    folder = Path(out) if out else None
-    if folder is None or not folder.is_dir() or not any(p.name != LOCK_NAME for p in folder.iterdir()):
+    if not out or not holds_files(out):
         return
+    folder = Path(out)
     try:
         kind = read_header(folder / "model.json").get("kind") if (folder / "model.json").is_file() else None
     except ImagegenError:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..artifacts import read_header, restore
+from ..artifacts import check_classes_and_shape, read_header, restore
 from ..config import DataConfig
 from ..data import SIZED
 from ..data.folder import folder_digest
@@ -182,12 +182,8 @@ def check_evaluator(net: nn.Module, art) -> None:
     images as its network was built for them, checked by a forward pass (on the meta device, where
     `artifacts.restore` calls this)."""
     m = art.meta
-    classes, shape = m.get("classes"), m.get("image_shape")
-    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
-        raise ImagegenError(f"its meta 'classes' must be a list of class names, got {classes!r}")
-    if (not isinstance(shape, list) or len(shape) != 3 or not all(isinstance(v, int) and v > 0 for v in shape)
-            or shape[0] not in (1, 3)):
-        raise ImagegenError(f"its meta 'image_shape' must be [C, H, W] with C = 1 or 3, got {shape!r}")
+    check_classes_and_shape(m)
+    classes, shape = m["classes"], m["image_shape"]
     if not isinstance(m.get("dataset"), str) or not isinstance(m.get("test_accuracy"), int | float):
         raise ImagegenError("its meta must name its 'dataset' and 'test_accuracy'")
     _check_holdout(m.get("holdout", {"n": 0, "of": 1, "seed": 0, "sha256": ""}))

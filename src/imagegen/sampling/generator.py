@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..artifacts import GUIDE, artifact_paths, restore
+from ..artifacts import GUIDE, artifact_paths, check_classes_and_shape, restore
 from ..errors import ImagegenError, UsageError
 from ..methods import diffusion
 from ..methods.guidance import EVERYWHERE, guided
@@ -145,14 +145,10 @@ def check_generator(net: nn.Module, art) -> None:
     if method not in METHODS[art.kind]:
         raise ImagegenError(f"this {art.kind} artifact names method {method!r}; a {art.kind} is trained by "
                             f"{' or '.join(METHODS[art.kind])}")
-    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
-        raise ImagegenError(f"its meta 'classes' must be a list of class names, got {classes!r}")
+    check_classes_and_shape(m)
     if art.config.get("num_classes", len(classes)) != len(classes):
         raise ImagegenError(f"it names {len(classes)} classes, but its network was built for "
                             f"{art.config['num_classes']}")
-    if (not isinstance(shape, list) or len(shape) != 3 or not all(isinstance(v, int) and v > 0 for v in shape)
-            or shape[0] not in (1, 3)):
-        raise ImagegenError(f"its meta 'image_shape' must be [C, H, W] with C = 1 or 3, got {shape!r}")
     _check_sample_meta(m.get("sample", {}))
     y = torch.zeros(2, dtype=torch.long)
     if art.kind == "unet":

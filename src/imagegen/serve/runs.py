@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from ..artifacts import GUIDE, read_header
+from ..artifacts import GUIDE, check_classes_and_shape, read_header
 from ..errors import ImagegenError
+from ..sampling.generator import GENERATOR_KINDS
 from ..utils import read_json
 
 STUDIO = ".studio"  # RUNS/.studio: the studio's own files (job database, job results), never listed as a run
@@ -89,11 +90,12 @@ def run_info(path: Path) -> RunInfo:
     """What a model.json says; an ImagegenError (-> 422) when it is not a generator imagegen can sample."""
     header = read_header(path / "model.json")
     meta = meta_of(header, path)
-    if header.get("kind") not in ("unet", "dcgan-generator", "vae"):
+    if header.get("kind") not in GENERATOR_KINDS:
         raise ImagegenError(f"{path.name} is a {header.get('kind')}, not a generator: it cannot draw images")
-    shape = meta.get("image_shape")
-    if not (isinstance(shape, list) and len(shape) == 3 and all(type(v) is int and v > 0 for v in shape)):
-        raise ImagegenError(f"{path / 'model.json'}: its meta 'image_shape' must be [C, H, W], got {shape!r}")
+    try:
+        check_classes_and_shape(meta)
+    except ImagegenError as e:
+        raise ImagegenError(f"{path / 'model.json'}: {e}") from None
     return RunInfo(path, header["kind"], str(meta.get("method", "?")), tuple(meta["classes"]), meta)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import optuna
 
-from ..errors import ImagegenError, UsageError
+from ..errors import ImagegenError, UsageError, first_line
 
 DEFAULT_DB, DEFAULT_JOURNAL = "study.db", "study.journal"  # the storage inside OUT, unless --storage says
 HEARTBEAT = {"heartbeat_interval": 60, "grace_period": 180}  # RDB storages: a trial silent for 3 minutes is stale
@@ -75,17 +75,12 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
 
         return optuna.storages.JournalStorage(JournalFileBackend(url))  # its default lock, as optuna-dashboard's
     except (ImportError, ValueError, OSError) as e:  # a driver not installed; a URL sqlalchemy refuses; no file
-        raise ImagegenError(f"storage {shown_url(url)} cannot be opened: {first_line(e)}") from None
+        raise ImagegenError(f"storage {shown_url(url)} cannot be opened: {first_line(e)[:300]}") from None
     except Exception as e:  # sqlalchemy's own errors (OperationalError, ArgumentError, ...) and optuna's
         if type(e).__module__.split(".")[0] not in ("sqlalchemy", "optuna", "alembic"):
             raise
         raise ImagegenError(f"storage {shown_url(url)} cannot be opened: {type(e).__name__}: "
-                            f"{first_line(e)}") from None
-
-
-def first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:300] if text else type(e).__name__
+                            f"{first_line(e)[:300]}") from None
 
 
 def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

@@ -20,11 +20,11 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from ..errors import ImagegenError, UsageError
+from ..errors import ImagegenError, UsageError, first_line
 from ..train import dist
 from ..utils import lock_run_dir, releases_run_locks, write_json
 from .space import Space, read_space
-from .storage import first_line, make_storage, retry, saved_storage, shown_url, storage_url, stored_url
+from .storage import make_storage, retry, saved_storage, shown_url, storage_url, stored_url
 from .trial import follow, run_trial
 
 SWEEP_FILE = "sweep.json"  # OUT/sweep.json: the space as the study began with it, its storage and study name

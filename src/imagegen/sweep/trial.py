@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 
 from ..errors import ImagegenError, UsageError
-from ..utils import LOCK_NAME, read_jsonl
+from ..utils import holds_files, read_jsonl
 from .space import Space
 
 GRID_STEP = "images"  # what a generator's intermediate values are counted in
@@ -35,7 +35,7 @@ def run_trial(space: Space, out: Path, trial: optuna.Trial, log) -> float:
         run, resume = trial_dir(out, trial)
         trial.set_user_attr("run", str(run.relative_to(out)))
         trial.set_user_attr("settings", settings)
-        if not resume and run.is_dir() and any(p.name != LOCK_NAME for p in run.iterdir()):
+        if not resume and holds_files(run):
             raise ImagegenError(f"{run} already holds a run that is not this trial's (another study's?): it is "
                                 "left as it is")
         cfg = space.build(settings)  # a combination the config refuses fails this trial, with the reason

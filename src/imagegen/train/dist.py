@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from ..errors import ImagegenError, UsageError
+from ..errors import ImagegenError, UsageError, first_line
 from ..methods.noise import SliceNoise
 from .ema import NORMS
 
@@ -113,7 +113,7 @@ def _join(env: dict[str, int]) -> None:
                                 world_size=env["WORLD_SIZE"], timeout=datetime.timedelta(seconds=timeout()))
     except (RuntimeError, ValueError) as e:
         raise ImagegenError(f"process {env['RANK']} of {env['WORLD_SIZE']} could not join the others at {where}: "
-                            f"{_first_line(e)} (README: 'Several processes')") from None
+                            f"{first_line(e)} (README: 'Several processes')") from None
 
 
 def check_device(device: torch.device) -> None:
@@ -134,13 +134,8 @@ def lost(e: BaseException) -> bool:
 
 def reason(e: BaseException) -> str:
     """The first sentence of a collective's error, less the C++ source location gloo puts before it."""
-    text = re.sub(r"^\[[^\]]*\]\s*", "", _first_line(e))
+    text = re.sub(r"^\[[^\]]*\]\s*", "", first_line(e))
     return text.split(". ")[0][:200]
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
 
 
 # -- collectives: the identity for a single process

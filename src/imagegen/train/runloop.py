@@ -25,6 +25,7 @@ from ..config import TrainConfig
 from ..errors import ImagegenError, UsageError
 from ..interrupts import requested as interrupt_requested
 from ..pixels import class_grid, save_png
+from ..sampling import GENERATOR_KINDS
 from ..utils import (
     append_jsonl,
     lock_run_dir,
@@ -274,17 +275,15 @@ def _open_run(task: Task, run: Path, resume: bool, overwrite: bool):
     config = task.configure(doc)
     if not resume:
         _check_out(run)
-        lock_run_dir(run)  # before --overwrite removes anything: a run another process writes is refused
-        # (an old run is removed by _start_afresh, once the networks are built)
-        prepare_run_dir(run, overwrite, kinds=("unet", "dcgan-generator", "vae"))
+        lock_run_dir(run)  # before --overwrite removes anything (in _start_afresh): another process's run is refused
+        prepare_run_dir(run, overwrite, kinds=GENERATOR_KINDS)
     else:
         write_json(config, run / "config.json")
     return config, doc, tensors
 
 
 def _build(task: Task, run: Path, config: dict, doc: dict | None, tensors: dict | None) -> None:
-    """The task's networks (the other processes configure it first from process 0's config); then a new run's
-    directory is cleared of an old run, once nothing can fail before training."""
+    """The task's networks (the others configure it from process 0's config); then an old run is cleared."""
     if not dist.is_main():
         task.configure(doc or {"config": config})
     task.build(run, doc, tensors)
