@@ -1,3 +1,5 @@
+import zipfile
+
 import numpy as np
 import pytest
 
@@ -107,6 +109,11 @@ def test_sample_formats_round_trip(tmp_path):
     labels = np.array([0, 1, 2, 0, 1, 2])
     back = load_samples(save_samples(tmp_path / "s.npz", images, labels))
     assert np.array_equal(back[0], images) and back[1].dtype == np.int64 and back[1].tolist() == labels.tolist()
+    stored = save_samples(tmp_path / "stored.npz", images, labels, compress=False)  # the studio's per-job files
+    with zipfile.ZipFile(stored) as zf, zipfile.ZipFile(tmp_path / "s.npz") as deflated:
+        assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_STORED}
+        assert {i.compress_type for i in deflated.infolist()} == {zipfile.ZIP_DEFLATED}
+    assert all(np.array_equal(a, b) for a, b in zip(load_samples(stored), back, strict=True))
     for i, (im, lab) in enumerate(zip(images, labels, strict=True)):
         (tmp_path / "png" / str(lab)).mkdir(parents=True, exist_ok=True)
         Image.fromarray(im[0]).save(tmp_path / "png" / str(lab) / f"{i}.png")

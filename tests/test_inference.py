@@ -160,3 +160,24 @@ def test_cuda_graphs_draw_what_eager_float16_draws_in_any_batch(run):
     assert sorted(k[0] for k in graphed.net.graphs) == [3, 6, 10, 20, 23, 46]
     assert np.array_equal(a, b)  # replays of different recordings agree exactly
     assert np.abs(a.astype(int) - c.astype(int)).max() <= 2  # float16 kernels may differ from eager's in the last bit
+
+
+def test_pytorch_keeps_to_one_thread_while_onnxruntime_samples(run):
+    """The sampler's own PyTorch operations run on the calling thread while onnxruntime has the cores (their
+    OpenMP threads' spin had taken cores from onnxruntime's); the count comes back after, and the guide, loaded
+    during the call, gets the count from before."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fast, eager = load_generator(run, "cpu", backend="onnx"), load_generator(run, "cpu", backend="torch")
+        assert fast.has_guide()  # the tiny run keeps one (train.guide_fraction)
+        seen = {"onnx": [], "torch": []}
+        labels = np.arange(6) % 10
+        for name, gen in (("onnx", fast), ("torch", eager)):
+            generate(gen, labels, seed=3, steps=2, autoguidance=2.0,
+                     callback=lambda _s, name=name: seen[name].append(torch.get_num_threads()))
+            assert torch.get_num_threads() == 2
+        assert set(seen["onnx"]) == {1} and set(seen["torch"]) == {2}
+        assert fast.guide().net.threads == 2
+    finally:
+        torch.set_num_threads(before)

@@ -245,6 +245,9 @@ def test_a_chunked_body_over_the_limit_is_refused_as_it_is_read(client):
 
 def test_events_start_with_the_current_state_and_end_at_a_terminal_one(client, monkeypatch):
     monkeypatch.setattr(routes_jobs, "POLL", 0.005)
+    store, reads = client.app.state.studio.jobs.store, []
+    read = store.get
+    monkeypatch.setattr(store, "get", lambda id: reads.append(id) or read(id))
     job = client.post(f"{API}/jobs", json={"run": "a", "n": 100, "steps": 200, "backend": "torch"}).json()
     with client.stream("GET", job["events"]) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
@@ -252,6 +255,8 @@ def test_events_start_with_the_current_state_and_end_at_a_terminal_one(client, m
     assert events[0]["state"] in ("queued", "running") and events[-1]["state"] == "done"
     progress = [e["progress"] for e in events]
     assert progress == sorted(progress) and len({p for p in progress if 0 < p < 1}) >= 3  # moves within one batch
+    # progress comes from memory: the job's row is read at its changes of state (a few), not at each event
+    assert reads.count(job["id"]) <= 8 < len(events)
     with client.stream("GET", job["events"]) as r:  # reopened after the end: the current state, then the end
         again = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
     assert [e["state"] for e in again] == ["done"]

@@ -292,13 +292,17 @@ def generate_many(gen: Generator, parts: Sequence[tuple[np.ndarray, int, int]], 
     index = np.concatenate([np.arange(start, start + n) for n, (_, _, start) in zip(sizes, parts, strict=True)])
     out = []
     bar = progress(total=len(labels), enabled=show_progress, desc="sampling", unit="img")
-    for lo in range(0, len(labels), batch_size):
-        idx = np.arange(lo, min(lo + batch_size, len(labels)))
-        rand = StackedRandom(seeds[idx].tolist(), index[idx], gen.device)
-        y = torch.as_tensor(labels[idx], dtype=torch.long, device=gen.device)
-        z = rand.randn(*latent_shape(gen))
-        out.append(to_uint8(_draw(gen, y, z, rand, steps, sampler, guidance, guidance_interval, eta, auto, callback)))
-        bar.update(len(idx))
+    if autoguidance != 1.0 and gen.method in ("flow", "edm"):
+        gen.guide()  # loaded before the threads change: its onnxruntime network takes PyTorch's thread count
+    with backends.torch_threads_beside(gen.net):
+        for lo in range(0, len(labels), batch_size):
+            idx = np.arange(lo, min(lo + batch_size, len(labels)))
+            rand = StackedRandom(seeds[idx].tolist(), index[idx], gen.device)
+            y = torch.as_tensor(labels[idx], dtype=torch.long, device=gen.device)
+            z = rand.randn(*latent_shape(gen))
+            out.append(to_uint8(_draw(gen, y, z, rand, steps, sampler, guidance, guidance_interval, eta, auto,
+                                      callback)))
+            bar.update(len(idx))
     bar.close()
     images = np.concatenate(out) if out else np.zeros((0, *gen.image_shape), np.uint8)
     return np.split(images, np.cumsum(sizes)[:-1])

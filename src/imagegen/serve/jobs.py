@@ -125,8 +125,9 @@ class Jobs:
         self.queue = JobQueue(queue_size)
         self.cache = GeneratorCache(cache_size, device)
         self.progress: dict[str, float] = {}
-        # a counter per unfinished job, moved at each change of its state or progress: an event stream compares
-        # it (a dict lookup) and reads the job from SQLite only when it moved, not 10 times a second per client
+        # a counter per unfinished job, moved at each change of its row (its state): an event stream compares it
+        # (a dict lookup) and reads the job from SQLite only when it moved, not 10 times a second per client;
+        # progress it reads from `progress` (memory) alone
         self.versions: dict[str, int] = {}
         self.cancels: dict[str, threading.Event] = {}
         self.finished: dict[str, threading.Event] = {}
@@ -189,8 +190,13 @@ class Jobs:
         return self.describe(self.row(id))
 
     def version(self, id: str) -> int:
-        """Moves whenever job `id` changes while this server runs it (-1 once it has ended)."""
+        """Moves whenever job `id`'s row changes while this server runs it (-1 once it has ended)."""
         return self.versions.get(id, -1)
+
+    def progress_of(self, id: str, job: dict) -> dict:
+        """`job` (its JSON, as `get` gave it) with the running job's progress now: no read of the store."""
+        fraction = self.progress.get(id)
+        return job if fraction is None or fraction == job["progress"] else {**job, "progress": fraction}
 
     def _move(self, id: str, *args, **kwargs) -> bool:
         moved = self.store.move(id, *args, **kwargs)
@@ -358,7 +364,6 @@ class Jobs:
 
     def _progress(self, id: str, fraction: float) -> None:
         self.progress[id] = max(self.progress.get(id, 0.0), min(fraction, 1.0))
-        self._touch(id)
 
     def _forget(self, id: str) -> None:
         self.progress.pop(id, None)

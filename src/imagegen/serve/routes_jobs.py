@@ -172,12 +172,14 @@ async def _stream(request: Request, jobs, id: str, job: dict):
         if await request.is_disconnected():
             return
         version = jobs.version(id)
-        if version != seen or time.monotonic() - looked > LOOK:  # else unchanged: not read again
+        if version != seen or time.monotonic() - looked > LOOK:  # else its row is unchanged: not read again
             seen, looked, now = version, time.monotonic(), jobs.get(id)
-            if now != job:
-                job, quiet = now, time.monotonic()
-                yield _event(job)
-                continue
+        else:
+            now = jobs.progress_of(id, job)
+        if now != job:
+            job, quiet = now, time.monotonic()
+            yield _event(job)
+            continue
         if time.monotonic() - quiet > HEARTBEAT:
             quiet = time.monotonic()
             yield ": heartbeat\n\n"
