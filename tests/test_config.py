@@ -262,7 +262,8 @@ def test_the_defaults_are_the_flat_configs_defaults(method):
     then["data"] = {**then["data"], "subset": 1.0}  # since 2026-12-03: the whole training split, as before
     then["train"] = {**then["train"], "grid_images": None,  # since issue 26: grids by time, as before
                      "micro_batch": None,  # since issue 27: the whole batch in one pass, as before
-                     "guide_fraction": 0.2}  # since issue 26: a guide for autoguidance, at 20% of the budget
+                     "guide_fraction": 0.2,  # since issue 26: a guide for autoguidance, at 20% of the budget
+                     "class_balance": 0.0}  # since issue 24: the data's own mix of classes, as before
     then["sample"] = {**then["sample"], "autoguidance": 2.0, "guidance": 1.3,  # ... sampled with it, less CFG,
                       "autoguidance_interval": [0.0, 10.0]}  # ... and not at the pure-noise levels
     assert {k: v for k, v in new.items() if k not in ("model", "method")} == then

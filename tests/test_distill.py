@@ -515,7 +515,8 @@ def test_old_distill_settings_are_refused_with_where_they_moved(teacher, tmp_pat
     assert {"minutes", "lr", "batch_size", "bf16"} <= set(DistillConfig.MOVED)
     # the training settings a distillation cannot honour are refused, not ignored
     for key, says in [("train.flip=true", "train.flip is not read by distillation"),
-                      ("train.eval_samples=100", "train.eval_samples is not read by distillation")]:
+                      ("train.eval_samples=100", "train.eval_samples is not read by distillation"),
+                      ("train.class_balance=0.5", "train.class_balance is not read by distillation")]:
         assert main(["distill", str(teacher), "--set", key, "--out", str(out)]) == 2
         assert says in capsys.readouterr().err and not out.exists()
     # distillation's own defaults where a file gives only some of the train section

@@ -13,7 +13,7 @@ from imagegen.cli import main
 from imagegen.config import GenConfig, load
 from imagegen.errors import ImagegenError, UsageError
 from imagegen.sampling import generate, load_generator, run_settings
-from imagegen.train import loop, runloop
+from imagegen.train import loop, order, runloop
 
 TINY = ["model.channels=8,16", "model.attention=false,true", "train.warmup_images=64", "train.log_every=5",
         "train.eval_samples=0", "sample.steps=2", "sample.batch_size=50"]
@@ -121,9 +121,36 @@ def test_lr_warms_up_then_decays_to_zero():
 
 def test_batches_cover_each_epoch_once_and_depend_only_on_position():
     n = 50
-    idx = runloop.batch_indices(3, n, 0, 2 * n)
+    idx = order.batch_indices(3, n, 0, 2 * n)
     assert sorted(idx[:n]) == list(range(n)) and sorted(idx[n:]) == list(range(n))
-    assert np.array_equal(runloop.batch_indices(3, n, 40, 20), idx[40:60])
+    assert np.array_equal(order.batch_indices(3, n, 40, 20), idx[40:60])
+
+
+def test_class_balance_evens_out_classes_in_the_training_order():
+    labels = np.repeat([0, 1, 2], [800, 150, 50])  # imbalanced, as a user's folder is
+    assert order.class_weights(labels, 0.0) is None  # the data as it is: a permutation per epoch
+    drawn = {}
+    for balance in (0.5, 1.0):
+        weights = order.class_weights(labels, balance)
+        assert weights.sum() == pytest.approx(1.0)
+        idx = order.batch_indices(3, len(labels), 0, 20_000, weights)
+        drawn[balance] = np.bincount(labels[idx], minlength=3) / len(idx)
+        assert np.array_equal(order.batch_indices(3, len(labels), 700, 500, weights), idx[700:1200])  # resumable
+    sqrt = np.sqrt([800, 150, 50])
+    assert np.allclose(drawn[0.5], sqrt / sqrt.sum(), atol=0.02)  # in proportion to the square root of the count
+    assert np.allclose(drawn[1.0], 1 / 3, atol=0.02)  # every class alike
+    per_image = np.bincount(idx, minlength=len(labels))  # balance 1: each rare image drawn 16x as often
+    assert per_image[950:].min() > 0 and 12 < per_image[950:].mean() / per_image[:800].mean() < 20
+    with pytest.raises(UsageError, match="train.class_balance"):
+        load(GenConfig, overrides=["train.class_balance=1.5"])
+
+
+def test_class_balance_trains_a_run_that_draws_rare_classes_more_often(tmp_path):
+    cfg = tiny_config(images=64)
+    cfg.train.class_balance = 1.0
+    result = loop.train(cfg, tmp_path / "run", show_progress=False, log=lambda s: None)
+    assert result["images"] >= 64
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["class_balance"] == 1.0
 
 
 @pytest.mark.parametrize("method", ["edm", "gan", "vae"])

@@ -43,10 +43,10 @@ from ..sampling import (
 from ..utils import file_sha256, has_bf16_units, write_json
 from . import checkpoint, dist
 from .ema import make_ema
+from .order import batch_indices
 from .recipes import accumulate
 from .runloop import (
     StopRequest,
-    batch_indices,
     budget_of,
     budget_text,
     check_budget,

@@ -20,9 +20,9 @@ from ..pixels import to_float
 from ..utils import has_bf16_units, resolve_device, write_json
 from . import checkpoint, dist, recipes
 from .ema import make_ema
+from .order import batch_indices, class_weights
 from .runloop import (
     StopRequest,
-    batch_indices,
     budget_text,
     check_budget,
     fraction_done,
@@ -75,6 +75,7 @@ class GeneratorTask:
         torch.manual_seed(cfg.seed)
         train_ds = self.train_ds
         self.images_u8, self.labels = torch.from_numpy(train_ds.images), torch.from_numpy(train_ds.labels)
+        self.weights = class_weights(train_ds.labels, cfg.train.class_balance)
         self.num_classes, self.shape = len(train_ds.classes), train_ds.shape
         self.net_configs = recipes.network_configs(cfg, train_ds.shape, self.num_classes)
         nets = {k: v.to(device) for k, v in recipes.build_networks(self.net_configs).items()}
@@ -118,7 +119,7 @@ class GeneratorTask:
     def step(self, state: dict) -> dict[str, float] | None:
         t = self.cfg.train
         share = dist.Share(self.cfg.seed, state["step"], t.batch_size, t.micro_batch, self.device)
-        x, y = _batch(self.cfg, self.images_u8, self.labels, state["images"], share, self.device)
+        x, y = _batch(self.cfg, self.images_u8, self.labels, state["images"], share, self.device, self.weights)
         return recipes.train_step(self.cfg, self.nets, self.optimizers, x, y, self.generator, self.num_classes,
                                   share=share, replicas=self.replicas)
 
@@ -170,11 +171,12 @@ def _quiet(line: str) -> None:
     """The log of every process but process 0."""
 
 
-def _batch(cfg: GenConfig, images_u8: torch.Tensor, labels: torch.Tensor, start: int, share: dist.Share, device):
+def _batch(cfg: GenConfig, images_u8: torch.Tensor, labels: torch.Tensor, start: int, share: dist.Share, device,
+           weights: np.ndarray | None = None):
     """This process's `share` of training images start..start+batch_size-1 of the run's data order (one process:
-    all of them) as floats in [-1, 1] (flipped at random when `train.flip`, channels-last when
-    `train.channels_last`), and their labels."""
-    order = batch_indices(cfg.seed, len(images_u8), start, cfg.train.batch_size)
+    all of them; `weights`: train.class_balance's) as floats in [-1, 1] (flipped at random when `train.flip`,
+    channels-last when `train.channels_last`), and their labels."""
+    order = batch_indices(cfg.seed, len(images_u8), start, cfg.train.batch_size, weights)
     idx = torch.from_numpy(order[share.start:share.stop])
     x = to_float(images_u8[idx]).to(device)
     if cfg.train.flip:

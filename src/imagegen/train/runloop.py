@@ -52,17 +52,6 @@ def lr_at(images: int, fraction: float, cfg) -> float:
     raise ValueError(f"unknown schedule {cfg.schedule!r}; choose cosine or constant")
 
 
-def batch_indices(seed: int, n: int, start: int, batch_size: int) -> np.ndarray:
-    """Dataset indices for images start..start+batch_size-1: a fresh permutation per epoch, from (seed, epoch)."""
-    pos = np.arange(start, start + batch_size)
-    epochs, offsets = pos // n, pos % n
-    out = np.empty(batch_size, np.int64)
-    for e in np.unique(epochs):
-        perm = np.random.default_rng([seed, int(e)]).permutation(n)
-        out[epochs == e] = perm[offsets[epochs == e]]
-    return out
-
-
 class StopRequest:
     """Turns Ctrl-C and SIGTERM into a flag, so the loop can write a checkpoint before it exits."""
 
